@@ -1,0 +1,28 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install from the lock first.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DEMO_HOME := $(CURDIR)/.spotrun-demo
+
+.PHONY: demo test install clean
+
+install: $(INSTALLED)
+
+# torch first, from its CPU wheel pin: a bare `torch` requirement resolved later would pull CUDA packages.
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: $(INSTALLED)
+	rm -rf $(DEMO_HOME)
+	SPOTRUN_HOME=$(DEMO_HOME) $(VENV)/bin/spotrun run examples/digits.yaml
+	@echo "Inspect it further with: SPOTRUN_HOME=$(DEMO_HOME) $(VENV)/bin/spotrun status digits"
+
+test: $(INSTALLED)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME)

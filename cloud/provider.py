@@ -1,0 +1,118 @@
+"""The provider protocol: the only thing the controller knows about where instances come from.
+
+Every provider (``local`` processes on this machine, ``aws`` EC2 through boto3) returns these
+dataclasses, never raw SDK dicts, so the controller code is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class Market(str, enum.Enum):
+    """How an instance is bought."""
+
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
+class InstanceState(str, enum.Enum):
+    """Lifecycle as the provider reports it; ``TERMINATED`` is final and billed up to ``ended_at``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    TERMINATED = "terminated"
+
+
+class EndReason(str, enum.Enum):
+    """Why an instance stopped running: decides preemption (relaunch freely) vs failure (counted)."""
+
+    SPOT_INTERRUPTION = "spot-interruption"  # the cloud took it back (after a notice)
+    HOST_LOST = "host-lost"  # vanished with no notice and no exit code: a crashed host
+    AGENT_EXITED = "agent-exited"  # the agent process ended by itself; see exit_code
+    TERMINATED_BY_USER = "terminated-by-user"  # spotrun (or a person) terminated it
+
+
+@dataclass(frozen=True)
+class OfferRequest:
+    """What a job needs; providers answer with the offers that satisfy it."""
+
+    instance_types: tuple[str, ...]
+    market: Market
+    nodes: int = 1
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One way to get an instance now: type x zone x market at a price."""
+
+    provider: str
+    instance_type: str
+    zone: str
+    market: Market
+    price_usd_per_hour: float
+    on_demand_price_usd_per_hour: float
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything an instance needs to start its agent.
+
+    ``token`` is an idempotency key: launching twice with the same token returns the same
+    instance, so a controller that died half-way through a launch can safely launch again.
+    """
+
+    job: str
+    attempt: int
+    token: str
+    agent_command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A launched instance, as recorded by the controller."""
+
+    instance_id: str
+    offer: Offer
+    launched_at: float  # unix seconds
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One instance's state from one batched poll."""
+
+    instance_id: str
+    state: InstanceState
+    launched_at: float
+    ended_at: float | None = None
+    end_reason: EndReason | None = None
+    exit_code: int | None = None  # the agent's exit code, when the provider can know it
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Where instances come from. Implementations: ``cloud.local.LocalProvider`` (and ``aws`` later)."""
+
+    name: str
+
+    def offers(self, request: OfferRequest) -> list[Offer]:
+        """Offers that satisfy ``request``, cheapest first."""
+        ...
+
+    def launch(self, offer: Offer, request: LaunchRequest) -> Instance:
+        """Start one instance running ``request.agent_command``; idempotent on ``request.token``."""
+        ...
+
+    def poll(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        """Status of all ``instance_ids`` in one batched call; unknown ids are reported HOST_LOST."""
+        ...
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        """Terminate instances; terminating an already terminated instance is not an error."""
+        ...
