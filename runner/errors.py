@@ -1,0 +1,27 @@
+"""Errors spotrun explains to its user: the CLI prints the message on one line and exits with ``exit_code``."""
+
+from __future__ import annotations
+
+
+class SpotrunError(Exception):
+    """A known failure with a message a user can act on."""
+
+    exit_code = 1
+
+
+class SpecError(SpotrunError):
+    """The job spec (or another user input) is invalid; nothing has been launched or written."""
+
+    exit_code = 2
+
+
+class JobNotFoundError(SpotrunError):
+    """No job of that name in the state store."""
+
+    exit_code = 2
+
+
+class JobStateError(SpotrunError):
+    """The job exists but is in a state that does not allow the request."""
+
+    exit_code = 2
