@@ -9,11 +9,12 @@ DEMO_HOME := $(CURDIR)/.spotrun-demo
 
 install: $(INSTALLED)
 
-# torch first, from its CPU wheel pin: a bare `torch` requirement resolved later would pull CUDA packages.
+# Editable in "compat" mode (a .pth path entry): a checkpoints/ folder in the user's working directory
+# would otherwise shadow the package. torch first, from its CPU wheel pin: a bare `torch` requirement resolved later would pull CUDA packages.
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e ".[dev]"
 	touch $@
 
 demo: $(INSTALLED)

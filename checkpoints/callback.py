@@ -1,0 +1,322 @@
+"""``SpotCheckpoint``: a Lightning callback that checkpoints to any fsspec URL and resumes exactly.
+
+Saves happen at ``on_train_batch_start``, i.e. after the previous step *and* any validation that
+followed it, so a resumed run never skips or repeats a validation, and the RNG states captured
+there are exactly the ones the next step would have used. On start the callback finds the newest
+sound committed checkpoint and restores it by itself (``ckpt_path="last"`` does not work on
+object storage), unless the user passed ``ckpt_path`` to ``fit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning_utilities.core.apply_func import apply_to_collection
+from torch.utils.data import DataLoader
+
+from checkpoints.control import STOP, ControlReader, write_json_atomically
+from checkpoints.durations import parse_duration
+from checkpoints.environment import PREEMPTED_EXIT_CODE
+from checkpoints.errors import CheckpointError
+from checkpoints.resumable import ResumableSampler, capture_rng_states, make_resumable, restore_rng_states
+from checkpoints.store import CheckpointInfo, CheckpointStore
+
+log = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+_PROGRESS_INTERVAL_S = 1.0
+_DEFAULT_EVERY_S = 300.0
+
+
+class Preempted(SystemExit):
+    """Raised after an emergency checkpoint is durable: ends ``fit`` and the process with the preempted code."""
+
+    def __init__(self) -> None:
+        super().__init__(PREEMPTED_EXIT_CODE)
+
+
+def _spotrun_version() -> str:
+    try:
+        return metadata.version("spotrun")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class SpotCheckpoint(Callback):
+    """Frequent checkpoints to ``url`` with an atomic commit, automatic exact resume, and emergency saves."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        every: str | float | None = None,
+        every_steps: int | None = None,
+        keep: int = 3,
+        max_consecutive_failures: int = 3,
+        control_file: str | Path | None = None,
+        progress_file: str | Path | None = None,
+    ) -> None:
+        if every is not None and every_steps is not None:
+            raise ValueError("SpotCheckpoint: give `every` or `every_steps`, not both")
+        if every_steps is not None and every_steps < 1:
+            raise ValueError(f"SpotCheckpoint: every_steps must be >= 1, got {every_steps}")
+        if keep < 1:
+            raise ValueError(f"SpotCheckpoint: keep must be >= 1 (the newest checkpoint is always kept), got {keep}")
+        self.store = CheckpointStore(url)
+        self.every_s = parse_duration(every) if every is not None else (None if every_steps else _DEFAULT_EVERY_S)
+        self.every_steps = every_steps
+        self.keep = keep
+        self.max_consecutive_failures = max_consecutive_failures
+        self._control = ControlReader(Path(control_file)) if control_file else None
+        self._progress_file = Path(progress_file) if progress_file else None
+
+        self.resumed_from: CheckpointInfo | None = None
+        self.newest: CheckpointInfo | None = None
+        self._staging: Path | None = None
+        self._restored_state: dict[str, Any] | None = None
+        self._data_seed: int | None = None
+        self._samplers: list[tuple[ResumableSampler, int]] = []  # with the batch size of their loader
+        self._batches_done = 0
+        self._last_save_step = -1
+        self._last_save_time = time.monotonic()
+        self._consecutive_failures = 0
+        self._stop_signalled = False
+        self._previous_sigusr1: Any = None
+        self._last_progress: tuple[float, int] | None = None
+        self._steps_per_s = 0.0
+
+    @property
+    def state_key(self) -> str:
+        return "SpotCheckpoint"
+
+    # ---------------------------------------------------------------- resume
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._staging = Path(tempfile.mkdtemp(prefix="spotrun-ckpt-"))
+        self._install_signal_handler()
+        if trainer.ckpt_path is not None:
+            log.info("fit() was given ckpt_path=%s; not resuming from %s", trainer.ckpt_path, self.store.url)
+            return
+        found = self._download_newest_sound()
+        if found is None:
+            log.info("no committed checkpoint at %s: starting from scratch", self.store.url)
+            return
+        self.resumed_from, local = found
+        self.newest = self.resumed_from
+        log.info("resuming from checkpoint step %d at %s", self.resumed_from.step, self.resumed_from.url)
+        # The same pre-load Lightning does for fit(ckpt_path=...); it runs the restore right after setup().
+        trainer._checkpoint_connector.resume_start(local)
+
+    def _download_newest_sound(self) -> tuple[CheckpointInfo, Path] | None:
+        assert self._staging is not None
+        for info in self.store.list():
+            problem = self.store.problem(info, check_sha256=False)
+            if problem is None:
+                try:
+                    return info, self.store.download(info, self._staging)
+                except CheckpointError as error:
+                    problem = str(error)
+            log.warning("skipping damaged checkpoint %s: %s; trying the previous one", info.url, problem)
+        return None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("version") != _STATE_VERSION:
+            raise CheckpointError(f"checkpoint holds SpotCheckpoint state version {state_dict.get('version')}, expected {_STATE_VERSION}")
+        self._restored_state = state_dict
+        self._data_seed = int(state_dict["data_seed"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": _STATE_VERSION,
+            "rng": capture_rng_states(),
+            "data_seed": self._data_seed,
+            "samplers": [sampler.state_dict() for sampler, _ in self._samplers],
+            "batches_done": self._batches_done,
+        }
+
+    # ---------------------------------------------------------- data order
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._data_seed is None:
+            self._data_seed = _job_seed()
+        self._install_samplers(trainer)
+        restored = self._restored_state
+        if restored is not None:
+            for (sampler, batch_size), saved in zip(self._samplers, restored["samplers"]):
+                sampler.resume_at(saved["epoch"], restored["batches_done"] * batch_size, saved["generator_state"])
+        # Lightning created the first iterator before any callback hook ran; make it again so it
+        # draws from the resumable samplers (and, on resume, starts where the checkpoint left off).
+        iter(trainer.fit_loop._data_fetcher)
+        self._last_save_step = trainer.global_step
+        self._last_save_time = time.monotonic()
+        if self.resumed_from is not None and self.resumed_from.final:
+            # Training already reached its end (maybe by early stopping, whose decision Lightning
+            # does not checkpoint): do not train past it.
+            trainer.should_stop = True
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install_samplers(trainer)  # loaders may have been reloaded (reload_dataloaders_every_n_epochs)
+
+    def _install_samplers(self, trainer: pl.Trainer) -> None:
+        assert self._data_seed is not None
+        epoch = trainer.fit_loop.epoch_progress.current.processed
+        loaders: list[DataLoader] = []
+        apply_to_collection(trainer.train_dataloader, DataLoader, loaders.append)
+        samplers = []
+        for loader in loaders:
+            sampler = make_resumable(loader, self._data_seed)
+            if sampler is None:
+                log.warning("train DataLoader uses a custom batch_sampler: resuming mid-epoch will not be exact")
+                continue
+            sampler.set_epoch(epoch)
+            samplers.append((sampler, int(loader.batch_sampler.batch_size)))
+        self._samplers = samplers
+
+    # ------------------------------------------------------------ triggers
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._batches_done = batch_idx
+        if self._restored_state is not None:
+            restore_rng_states(self._restored_state["rng"])
+            self._restored_state = None
+        request = self._control.poll() if self._control else None
+        stop = self._stop_signalled or (request is not None and request.get("action") == STOP)
+        if stop:
+            self._save(trainer, reason="emergency")
+            self._write_progress(trainer, status="preempted", force=True)
+            raise Preempted()
+        if request is not None or self._periodic_save_due(trainer):
+            self._save(trainer, reason="requested" if request is not None else "periodic")
+
+    def _periodic_save_due(self, trainer: pl.Trainer) -> bool:
+        if trainer.global_step <= self._last_save_step:
+            return False
+        if self.every_steps is not None:
+            return trainer.global_step - self._last_save_step >= self.every_steps
+        assert self.every_s is not None
+        return time.monotonic() - self._last_save_time >= self.every_s
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._write_progress(trainer, status="training")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, reason="final", final=True)
+        self._write_progress(trainer, status="finished", force=True)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self._previous_sigusr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
+            self._previous_sigusr1 = None
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+    # ---------------------------------------------------------------- save
+
+    def _save(self, trainer: pl.Trainer, *, reason: str, final: bool = False) -> None:
+        """Write the checkpoint locally, then commit it to the store; a failure costs this checkpoint only."""
+        assert self._staging is not None
+        step = trainer.global_step
+        if self.newest is not None and self.newest.step == step and (self.newest.final or not final):
+            return
+        local = self._staging / f"save-{step}-rank{trainer.global_rank}.ckpt"
+        trainer.save_checkpoint(local)
+        self._last_save_step = step
+        self._last_save_time = time.monotonic()
+        if not trainer.is_global_zero:
+            return
+        try:
+            self.newest = self.store.commit(
+                local,
+                step=step,
+                epoch=trainer.current_epoch,
+                reason=reason,
+                final=final,
+                metrics=_float_metrics(trainer),
+                spotrun_version=_spotrun_version(),
+            )
+            protect = frozenset({self.resumed_from.url}) if self.resumed_from else frozenset()
+            self.store.prune(self.keep, protect=protect)
+            self._consecutive_failures = 0
+        except (CheckpointError, OSError) as error:
+            self._consecutive_failures += 1
+            log.error("checkpoint of step %d failed (%d in a row): %s", step, self._consecutive_failures, error)
+            if self._consecutive_failures >= self.max_consecutive_failures:
+                raise CheckpointError(
+                    f"{self._consecutive_failures} checkpoints in a row could not be written to {self.store.url}; "
+                    f"stopping rather than training on without a way back (last error: {error})"
+                ) from error
+        finally:
+            local.unlink(missing_ok=True)
+
+    # ---------------------------------------------------- signals, progress
+
+    def _install_signal_handler(self) -> None:
+        """SIGUSR1 asks for an emergency checkpoint and a stop, for users running outside a spotrun agent."""
+        try:
+            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
+        except ValueError:  # not the main thread: the control file still works
+            self._previous_sigusr1 = None
+
+    def _on_sigusr1(self, signum: int, frame: Any) -> None:
+        self._stop_signalled = True
+
+    def _write_progress(self, trainer: pl.Trainer, *, status: str, force: bool = False) -> None:
+        if self._progress_file is None or not trainer.is_global_zero:
+            return
+        now = time.monotonic()
+        if self._last_progress is not None:
+            last_time, last_step = self._last_progress
+            if not force and now - last_time < _PROGRESS_INTERVAL_S:
+                return
+            if now > last_time and trainer.global_step >= last_step:
+                self._steps_per_s = (trainer.global_step - last_step) / (now - last_time)
+        self._last_progress = (now, trainer.global_step)
+        metrics = _float_metrics(trainer)
+        total = trainer.estimated_stepping_batches
+        write_json_atomically(
+            self._progress_file,
+            {
+                "status": status,
+                "time": time.time(),
+                "step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "total_steps": int(total) if math.isfinite(total) else None,
+                "loss": metrics.get("train_loss", metrics.get("loss")),
+                "steps_per_s": round(self._steps_per_s, 3),
+                "metrics": metrics,
+                "checkpoint": self.newest.to_json() if self.newest else None,
+                "resumed_from_step": self.resumed_from.step if self.resumed_from else None,
+            },
+        )
+
+
+def _job_seed() -> int:
+    """The seed ``seed_everything`` set, so the data order follows the job's seed; 0 when none was set."""
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+
+
+def _float_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    metrics = {}
+    for name, value in trainer.callback_metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            metrics[name] = float(value)
+        elif isinstance(value, (int, float)):
+            metrics[name] = float(value)
+    return metrics
