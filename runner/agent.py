@@ -1,0 +1,177 @@
+"""The agent that runs on every instance: starts training, watches for the interruption notice, reports.
+
+It polls the instance metadata service (IMDSv2) for the spot interruption notice and the
+rebalance recommendation; on a notice it asks training for an emergency checkpoint and leaves
+with PREEMPTED_EXIT_CODE once that checkpoint is durable. It never takes the training process's
+exit code 0 for success: "finished" means the callback reported that training reached its end.
+Object storage is its only channel to the controller: a heartbeat and the log go next to the
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from checkpoints import environment
+from checkpoints.control import CHECKPOINT, STOP, ControlWriter, read_json
+from checkpoints.store import CheckpointStore
+from cloud.imds import MetadataClient
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_NAME = "heartbeat.json"
+JOB_NAME = "job.json"
+FAILED_EXIT_CODE = 1
+DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"
+
+
+def log_name(attempt: int) -> str:
+    """Where an attempt's log goes under ``_spotrun/``: sortable by attempt."""
+    return f"logs/attempt-{attempt:04d}.log"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How often the agent looks and reports: under a second locally, 5 s on EC2."""
+
+    checkpoint_url: str
+    attempt: int
+    metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
+    poll_interval_s: float = 5.0
+    heartbeat_interval_s: float = 5.0
+
+
+class Agent:
+    """Runs one attempt of a job on this instance."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.store = CheckpointStore(settings.checkpoint_url)
+        job = self.store.read_json(JOB_NAME)
+        if job is None:
+            raise FileNotFoundError(f"no job description at {self.store.url}/_spotrun/{JOB_NAME}")
+        self.job: dict[str, Any] = job
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"spotrun-{job['name']}-{settings.attempt}-"))
+        self.control = ControlWriter(self.scratch / "control.json")
+        self.progress_file = self.scratch / "progress.json"
+        self.log_file = self.scratch / "train.log"
+        self.metadata = MetadataClient(settings.metadata_endpoint)
+        self.notice_at: float | None = None
+        self._rebalance_seen = False
+        self._last_heartbeat = 0.0
+
+    def run(self) -> int:
+        """Train until finished, preempted or failed; returns the agent's exit code."""
+        process = self._start_training()
+        self._note(f"attempt {self.settings.attempt}: training started (pid {process.pid})")
+        self._heartbeat("running", force=True)
+        while (exit_code := process.poll()) is None:
+            self._watch_metadata()
+            self._heartbeat("running")
+            time.sleep(self.settings.poll_interval_s)
+        status, message, agent_code = self._outcome(exit_code)
+        self._note(message)
+        self._heartbeat(status, force=True, exit_code=exit_code, message=message)
+        return agent_code
+
+    def _start_training(self) -> subprocess.Popen[bytes]:
+        train = self.job["train"]
+        checkpoint = self.job["checkpoint"]
+        env = dict(os.environ)
+        env.update(
+            {
+                environment.CHECKPOINT_URL: self.settings.checkpoint_url,
+                environment.CHECKPOINT_KEEP: str(checkpoint["keep"]),
+                environment.CONTROL_FILE: str(self.control.path),
+                environment.PROGRESS_FILE: str(self.progress_file),
+                environment.JOB_NAME: self.job["name"],
+                environment.ATTEMPT: str(self.settings.attempt),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if checkpoint.get("every_steps"):
+            env[environment.CHECKPOINT_EVERY_STEPS] = str(checkpoint["every_steps"])
+        else:
+            env[environment.CHECKPOINT_EVERY] = f"{checkpoint['every_s']}s"
+        if train.get("command"):
+            argv = ["/bin/sh", "-c", train["command"]]
+        else:
+            job_file = self.scratch / JOB_NAME
+            job_file.write_text(json.dumps(self.job))
+            argv = [sys.executable, "-m", "runner.train_worker", str(job_file), str(self.scratch / "trainer")]
+        output = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child, closed with it
+        try:
+            return subprocess.Popen(argv, cwd=self.job["workdir"], env=env, stdout=output, stderr=subprocess.STDOUT)
+        finally:
+            output.close()
+
+    def _watch_metadata(self) -> None:
+        if self.notice_at is None:
+            notice = self.metadata.interruption()
+            if notice is not None:
+                self.notice_at = notice.timestamp()
+                self.control.request(STOP, deadline=self.notice_at, reason="spot interruption notice")
+                self._note(f"spot interruption notice: instance goes at {notice.isoformat()}; emergency checkpoint requested")
+                self._heartbeat("running", force=True)
+                return
+        if not self._rebalance_seen and self.notice_at is None and self.metadata.rebalance() is not None:
+            self._rebalance_seen = True
+            self.control.request(CHECKPOINT, reason="rebalance recommendation")
+            self._note("rebalance recommendation: checkpoint requested")
+
+    def _outcome(self, exit_code: int) -> tuple[str, str, int]:
+        progress = read_json(self.progress_file) or {}
+        if exit_code == environment.PREEMPTED_EXIT_CODE:
+            checkpoint = progress.get("checkpoint") or {}
+            return "preempted", f"emergency checkpoint at step {checkpoint.get('step')} is durable; leaving", environment.PREEMPTED_EXIT_CODE
+        if exit_code == 0 and progress.get("status") == "finished":
+            return "finished", f"training finished at step {progress.get('step')}", 0
+        if self.notice_at is not None:
+            return "preempted", f"training ended (exit code {exit_code}) during the interruption notice", environment.PREEMPTED_EXIT_CODE
+        if exit_code == 0:
+            return "failed", (
+                "training exited 0 without reaching its end (no 'finished' report from the spotrun callback; "
+                "in command mode the script must use spotrun_checkpoint())"
+            ), FAILED_EXIT_CODE
+        return "failed", f"training failed with exit code {exit_code}", FAILED_EXIT_CODE
+
+    def _heartbeat(self, status: str, *, force: bool = False, exit_code: int | None = None, message: str | None = None) -> None:
+        now = time.time()
+        if not force and now - self._last_heartbeat < self.settings.heartbeat_interval_s:
+            return
+        self._last_heartbeat = now
+        progress = read_json(self.progress_file) or {}
+        heartbeat = {
+            **progress,
+            "training_status": progress.get("status"),
+            "status": status,
+            "job": self.job["name"],
+            "attempt": self.settings.attempt,
+            "instance_id": os.environ.get("SPOTRUN_INSTANCE_ID"),
+            "time": now,
+            "notice_at": self.notice_at,
+            "exit_code": exit_code,
+            "message": message,
+        }
+        try:
+            self.store.write_json(HEARTBEAT_NAME, heartbeat)
+            self.store.fs.pipe_file(self.store.spotrun_path(log_name(self.settings.attempt)), self.log_file.read_bytes())
+        except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; next beat retries
+            log.warning("heartbeat upload failed: %s", error)
+
+    def _note(self, message: str) -> None:
+        """A line in the attempt's log (what `spotrun logs` shows) and on the agent's own output."""
+        line = f"[spotrun agent {time.strftime('%H:%M:%S')}] {message}\n"
+        with open(self.log_file, "a") as handle:
+            handle.write(line)
+        sys.stdout.write(line)
+        sys.stdout.flush()

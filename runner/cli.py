@@ -1,0 +1,292 @@
+"""The ``spotrun`` command line: thin commands over the store, the controller and the checkpoint store.
+
+Known errors become one line on stderr and an exit code (0 ok, 1 a known failure, 2 bad input,
+130 Ctrl-C); ``SPOTRUN_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from checkpoints.durations import parse_duration
+from checkpoints.errors import CheckpointError
+from checkpoints.store import CheckpointStore
+from cloud.errors import ProviderError
+from runner import views
+from runner.agent import JOB_NAME, Agent, AgentSettings
+from runner.controller import Controller, job_lock, job_spec
+from runner.errors import JobStateError, SpecError, SpotrunError
+from runner.logs import print_logs
+from runner.paths import spotrun_home
+from runner.providers import agent_command, controller_settings, provider_for
+from runner.spec import load_spec
+from runner.store import JobState, StateStore, default_database_url
+
+app = typer.Typer(
+    help="Train PyTorch Lightning models on spot instances without losing work, and know what each run cost.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+JobArgument = Annotated[str, typer.Argument(help="Job name (the spec's `name`).")]
+_KNOWN_ERRORS = (SpotrunError, ProviderError, CheckpointError)
+_FOLLOW_INTERVAL_S = 1.0
+
+
+def _store() -> StateStore:
+    return StateStore(default_database_url(spotrun_home()))
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).")],
+    detach: Annotated[bool, typer.Option("--detach", help="Return at once; a background controller drives the job.")] = False,
+) -> None:
+    """Submit a job and drive it to the end: provision, train, survive preemptions."""
+    spec = load_spec(spec_file)
+    store = _store()
+    spec_json = spec.model_dump(mode="json")
+    job = store.create_job(spec.name, spec_json=json.dumps(spec_json), spec_path=str(spec_file), checkpoint_url=spec.checkpoint.url)
+    checkpoints = CheckpointStore(job.checkpoint_url)
+    newest = checkpoints.latest()
+    if newest is not None:
+        err.print(f"[yellow]{job.checkpoint_url} already holds checkpoints (newest: step {newest.step}); the job resumes from them[/]")
+    try:
+        checkpoints.write_json(JOB_NAME, spec_json)
+    except CheckpointError as error:
+        store.set_state(job.name, JobState.FAILED, f"could not write the job description: {error}")
+        raise
+    _drive_or_detach(store, job.name, detach)
+
+
+@app.command()
+def resume(
+    job: JobArgument,
+    detach: Annotated[bool, typer.Option("--detach", help="Return at once; a background controller drives the job.")] = False,
+) -> None:
+    """Drive an unfinished job again (after its controller stopped or was killed)."""
+    store = _store()
+    found = store.job(job)
+    if found.state.is_final:
+        raise JobStateError(f"job {job!r} already ended ({found.state.value}); nothing to resume")
+    _drive_or_detach(store, job, detach)
+
+
+def _drive_or_detach(store: StateStore, name: str, detach: bool) -> None:
+    if detach:
+        log_file = spotrun_home() / "controllers" / f"{name}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "runner", "resume", name],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        out.print(f"job {name} submitted; controller pid {process.pid} (log: {log_file})")
+        out.print(f"follow it with `spotrun status {name}` or `spotrun logs {name} --follow`")
+        return
+    _drive(store, name)
+
+
+def _drive(store: StateStore, name: str) -> None:
+    job = store.job(name)
+    spec = job_spec(job)
+    controller = Controller(
+        store, provider_for(spec, spotrun_home()), agent_command=agent_command, settings=controller_settings(spec)
+    )
+    seen_event = 0
+    last_plain_line = 0.0
+
+    def render(live: Live | None, current: Any) -> None:
+        nonlocal seen_event, last_plain_line
+        for event_id, event in store.events(name, after_id=seen_event):
+            seen_event = event_id
+            line = f"{time.strftime('%H:%M:%S', time.localtime(event.time))}  {event.message}"
+            (live.console if live else out).print(line, highlight=False)
+        summary = views.job_summary(current, store.attempts(name))
+        if live is not None:
+            live.update(views.status_line(summary))
+        elif time.monotonic() - last_plain_line > 10:
+            last_plain_line = time.monotonic()
+            out.print(views.status_line(summary), highlight=False)
+
+    try:
+        with job_lock(spotrun_home(), name):
+            if out.is_terminal:
+                with Live("", console=out, refresh_per_second=4, transient=True) as live:
+                    final = controller.drive(name, on_cycle=lambda job: render(live, job))
+            else:
+                final = controller.drive(name, on_cycle=lambda job: render(None, job))
+    except KeyboardInterrupt:
+        err.print(
+            f"controller stopped; job {name}'s instance keeps running. "
+            f"`spotrun resume {name}` picks it up again, `spotrun cancel {name}` stops it."
+        )
+        raise typer.Exit(130) from None
+    summary = views.job_summary(final, store.attempts(name))
+    for line in views.final_report(summary, store.attempts(name)):
+        out.print(line, highlight=False)
+    if final.state is not JobState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs when left out.")] = None, as_json: JsonOption = False) -> None:
+    """State, progress, spend and preemptions of one job (or of all jobs)."""
+    store = _store()
+    if job is None:
+        jobs(as_json=as_json)
+        return
+    found = store.job(job)
+    attempts = store.attempts(job)
+    summary = views.job_summary(found, attempts)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    out.print(views.status_line(summary), highlight=False)
+    if summary["message"]:
+        out.print(f"  {summary['message']}", highlight=False)
+    if attempts:
+        out.print(views.attempts_table(attempts))
+
+
+@app.command()
+def jobs(as_json: JsonOption = False) -> None:
+    """Every job in the state store, newest first."""
+    store = _store()
+    summaries = [views.job_summary(job, store.attempts(job.name)) for job in store.jobs()]
+    if as_json:
+        print(json.dumps(summaries))
+    elif summaries:
+        out.print(views.jobs_table(summaries))
+    else:
+        out.print("no jobs yet: `spotrun run JOB.yaml` submits one")
+
+
+@app.command()
+def logs(
+    job: JobArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output until the job ends.")] = False,
+    attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
+) -> None:
+    """Every attempt's agent and training output, in order, attempt boundaries marked."""
+    store = _store()
+    found = store.job(job)
+    print_logs(
+        CheckpointStore(found.checkpoint_url),
+        out,
+        only_attempt=attempt,
+        keep_following=(lambda: not store.job(job).state.is_final) if follow else None,
+        interval_s=_FOLLOW_INTERVAL_S,
+    )
+
+
+@app.command()
+def cancel(job: JobArgument) -> None:
+    """Stop a job for good: its instance is terminated and it ends CANCELLED."""
+    store = _store()
+    found = store.job(job)
+    if found.state.is_final:
+        raise JobStateError(f"job {job!r} already ended ({found.state.value})")
+    store.request_cancel(job)
+    spec = job_spec(found)
+    try:
+        with job_lock(spotrun_home(), job):
+            Controller(store, provider_for(spec, spotrun_home()), agent_command=agent_command).cycle(job)
+    except JobStateError:
+        out.print(f"job {job} has a running controller; it will terminate the instance on its next cycle")
+        return
+    out.print(f"job {job}: {store.job(job).state.value}")
+
+
+@app.command()
+def checkpoints(job: JobArgument, as_json: JsonOption = False) -> None:
+    """Committed checkpoints of a job, newest first."""
+    found = _store().job(job)
+    infos = CheckpointStore(found.checkpoint_url).list()
+    if as_json:
+        print(json.dumps([info.to_json() for info in infos]))
+        return
+    if not infos:
+        out.print(f"no committed checkpoint at {found.checkpoint_url} yet")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"checkpoints of {job}")
+    for column in ("step", "epoch", "time", "size", "reason", "url"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(
+            str(info.step), str(info.epoch), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.time)),
+            f"{info.size_bytes / 1e6:.2f} MB", info.reason + (" (final)" if info.final else ""), info.url,
+        )
+    out.print(table)
+
+
+@app.command()
+def interrupt(
+    job: JobArgument,
+    notice: Annotated[str | None, typer.Option(help="Notice before the kill, e.g. 10s (default: the spec's local.notice).")] = None,
+    no_notice: Annotated[bool, typer.Option("--no-notice", help="Kill at once, like a crashed host.")] = False,
+) -> None:
+    """Inject a spot interruption into a job on the local provider, to prove it survives one."""
+    store = _store()
+    found = store.job(job)
+    spec = job_spec(found)
+    provider = provider_for(spec, spotrun_home())
+    running = [attempt for attempt in store.attempts(job) if attempt.is_open and attempt.instance_id]
+    if not running:
+        raise JobStateError(f"job {job!r} has no running instance to interrupt ({found.state.value})")
+    instance_id = running[-1].instance_id
+    assert instance_id is not None
+    if not hasattr(provider, "interrupt"):
+        raise SpecError(f"interrupt works on the local provider only; job {job!r} runs on {provider.name!r}")
+    if no_notice:
+        provider.kill_without_notice(instance_id)
+        out.print(f"killed instance {instance_id} of {job} without notice")
+    else:
+        notice_s = parse_duration(notice) if notice is not None else None
+        provider.interrupt(instance_id, notice_s)
+        out.print(f"interruption notice served to instance {instance_id} of {job}")
+
+
+@app.command()
+def agent(
+    checkpoint_url: Annotated[str, typer.Option(help="The job's checkpoint URL (holds _spotrun/job.json).")],
+    attempt: Annotated[int, typer.Option(help="Attempt number of this instance.")],
+    metadata_endpoint: Annotated[
+        str, typer.Option(envvar="SPOTRUN_IMDS_ENDPOINT", help="Instance metadata service.")
+    ] = "http://169.254.169.254",
+    poll_interval: Annotated[float, typer.Option(help="Seconds between metadata polls.")] = 5.0,
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
+) -> None:
+    """Run on an instance: train, watch for the interruption notice, report through object storage."""
+    settings = AgentSettings(
+        checkpoint_url=checkpoint_url, attempt=attempt, metadata_endpoint=metadata_endpoint,
+        poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
+    )
+    raise typer.Exit(Agent(settings).run())
+
+
+def main() -> None:
+    """Console entry point: turns known errors into one line and an exit code."""
+    try:
+        app()
+    except _KNOWN_ERRORS as error:
+        if os.environ.get("SPOTRUN_DEBUG"):
+            raise
+        err.print(f"error: {error}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(error, "exit_code", 1))

@@ -1,0 +1,273 @@
+"""The controller loop: launch, watch, tell preemption from failure, relaunch, until the job ends.
+
+Each cycle reads everything it needs from the state store, the provider (one batched poll) and
+the heartbeat in object storage, so the controller can be killed at any moment and started
+again: the next one carries on from the store. An attempt is recorded with its idempotency token
+*before* the launch call, and a new attempt starts only once the previous instance is reported
+terminated, so one job never has two instances at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from checkpoints.store import CheckpointStore
+from cloud.provider import EndReason, InstanceState, InstanceStatus, LaunchRequest, Market, Offer, OfferRequest, Provider
+from runner.agent import HEARTBEAT_NAME
+from runner.errors import JobStateError, SpotrunError
+from runner.store import Attempt, Job, JobState, Outcome, StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Timing of the loop."""
+
+    poll_interval_s: float = 1.0
+
+
+@contextmanager
+def job_lock(home: Path, name: str) -> Iterator[None]:
+    """Hold the right to drive ``name``: a second controller for the same job is refused, not queued.
+
+    An OS file lock, so it is released when its holder dies, however it dies.
+    """
+    directory = home / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / f"{name}.lock", "a+")  # noqa: SIM115 - held for the duration of the context
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise JobStateError(f"job {name!r} is already being driven by a controller ({holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None) -> tuple[Outcome, str]:
+    """How an attempt whose instance is gone ended: the agent's word first, then the provider's."""
+    agent_status = heartbeat.get("status") if heartbeat else None
+    if agent_status == "finished":
+        return Outcome.FINISHED, heartbeat.get("message") or "training finished"
+    if status.end_reason is EndReason.SPOT_INTERRUPTION:
+        return Outcome.PREEMPTED, "spot interruption"
+    if agent_status == "preempted":
+        return Outcome.PREEMPTED, heartbeat.get("message") or "preempted"
+    if status.end_reason in (EndReason.HOST_LOST, EndReason.TERMINATED_BY_USER):
+        return Outcome.PREEMPTED, f"instance lost without notice ({status.end_reason.value})"
+    if agent_status == "failed":
+        return Outcome.FAILED, heartbeat.get("message") or "training failed"
+    return Outcome.FAILED, f"the agent exited with code {status.exit_code} without reporting an outcome"
+
+
+class Controller:
+    """Drives jobs of one provider through their lifecycle."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        provider: Provider,
+        *,
+        agent_command: Callable[[Job, int], tuple[str, ...]],
+        agent_env: dict[str, str] | None = None,
+        settings: ControllerSettings = ControllerSettings(),
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.agent_command = agent_command
+        self.agent_env = agent_env or {}
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+
+    def drive(self, name: str, *, on_cycle: Callable[[Job], None] | None = None) -> Job:
+        """Run cycles until the job reaches a final state; returns it."""
+        while True:
+            job = self.cycle(name)
+            if on_cycle is not None:
+                on_cycle(job)
+            if job.state.is_final:
+                return job
+            self.sleep(self.settings.poll_interval_s)
+
+    def cycle(self, name: str) -> Job:
+        """One look at the job and one step towards its end."""
+        job = self.store.job(name)
+        if job.state.is_final:
+            return job
+        attempts = self.store.attempts(name)
+        current = attempts[-1] if attempts and attempts[-1].is_open else None
+        if job.cancel_requested:
+            self._cancel(job, current)
+        elif current is None:
+            self._launch(job, len(attempts) + 1)
+        elif current.instance_id is None:
+            self._finish_launch(job, current)
+        else:
+            self._watch(job, current)
+        return self.store.job(name)
+
+    # ---------------------------------------------------------------- launch
+
+    def _launch(self, job: Job, number: int) -> None:
+        spec = job_spec(job)
+        offers = self.provider.offers(
+            OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=_market(spec), nodes=1)
+        )
+        if not offers:
+            raise SpotrunError(f"provider {self.provider.name!r} has no offer for {spec['resources']['instance_types']}")
+        offer = offers[0]
+        attempt = Attempt(
+            job=job.name,
+            number=number,
+            token=f"{job.name}-{int(job.created_at)}-{number}",
+            provider=offer.provider,
+            instance_type=offer.instance_type,
+            zone=offer.zone,
+            market=offer.market.value,
+            price_usd_per_hour=offer.price_usd_per_hour,
+            on_demand_price_usd_per_hour=offer.on_demand_price_usd_per_hour,
+            instance_id=None,
+            requested_at=self.clock(),
+            launched_at=None,
+            ended_at=None,
+            end_reason=None,
+            outcome=None,
+            exit_code=None,
+        )
+        self.store.start_attempt(attempt)
+        self.store.set_state(
+            job.name,
+            JobState.PROVISIONING,
+            f"attempt {number}: {offer.instance_type} {offer.market.value} in {offer.zone} at ${offer.price_usd_per_hour:.3f}/h",
+            attempt=number,
+        )
+        self._finish_launch(job, attempt)
+
+    def _finish_launch(self, job: Job, attempt: Attempt) -> None:
+        """Launch (or, after a controller restart, re-launch idempotently with the same token)."""
+        offer = Offer(
+            provider=attempt.provider,
+            instance_type=attempt.instance_type,
+            zone=attempt.zone,
+            market=Market(attempt.market),
+            price_usd_per_hour=attempt.price_usd_per_hour,
+            on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
+        )
+        request = LaunchRequest(
+            job=job.name,
+            attempt=attempt.number,
+            token=attempt.token,
+            agent_command=self.agent_command(job, attempt.number),
+            env=self.agent_env,
+            workdir=job_spec(job)["workdir"],
+            tags={"spotrun:job": job.name, "spotrun:attempt": str(attempt.number)},
+        )
+        instance = self.provider.launch(offer, request)
+        self.store.set_launched(job.name, attempt.number, instance.instance_id, instance.launched_at)
+        self.store.event(job.name, "launch", f"attempt {attempt.number}: instance {instance.instance_id} launched", attempt=attempt.number)
+
+    # ----------------------------------------------------------------- watch
+
+    def _watch(self, job: Job, attempt: Attempt) -> None:
+        assert attempt.instance_id is not None
+        status = self.provider.poll([attempt.instance_id])[attempt.instance_id]
+        heartbeat = self._heartbeat(job, attempt)
+        if heartbeat:
+            self._note_heartbeat(job, attempt, heartbeat)
+        if status.state is not InstanceState.TERMINATED:
+            if job.state is not JobState.RUNNING and heartbeat and heartbeat.get("status") == "running":
+                self.store.set_state(job.name, JobState.RUNNING, f"attempt {attempt.number} training", attempt=attempt.number)
+            return
+        outcome, message = classify(status, heartbeat)
+        ended_at = status.ended_at if status.ended_at is not None else self.clock()
+        self.store.end_attempt(
+            job.name,
+            attempt.number,
+            ended_at=ended_at,
+            end_reason=status.end_reason.value if status.end_reason else "unknown",
+            outcome=outcome,
+            exit_code=status.exit_code,
+        )
+        self.store.event(job.name, "exit", f"attempt {attempt.number} {outcome.value}: {message}", attempt=attempt.number)
+        self._decide_after(job, attempt, outcome, message)
+
+    def _heartbeat(self, job: Job, attempt: Attempt) -> dict[str, Any] | None:
+        heartbeat = CheckpointStore(job.checkpoint_url).read_json(HEARTBEAT_NAME)
+        if heartbeat is None or heartbeat.get("attempt") != attempt.number:
+            return None
+        return heartbeat
+
+    def _note_heartbeat(self, job: Job, attempt: Attempt, heartbeat: dict[str, Any]) -> None:
+        previous = job.progress
+        if heartbeat.get("notice_at") and previous.get("attempt") == attempt.number and not previous.get("notice_at"):
+            self.store.event(job.name, "notice", f"attempt {attempt.number}: spot interruption notice; emergency checkpoint requested", attempt=attempt.number)
+        if heartbeat != previous:
+            self.store.set_progress(job.name, heartbeat)
+
+    def _decide_after(self, job: Job, attempt: Attempt, outcome: Outcome, message: str) -> None:
+        if outcome is Outcome.FINISHED:
+            self.store.set_state(job.name, JobState.SUCCEEDED, message, attempt=attempt.number)
+        elif outcome is Outcome.PREEMPTED:
+            self.store.count(job.name, "preemptions")
+            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} preempted ({message}); relaunching", attempt=attempt.number)
+        else:
+            allowed = job_spec(job)["resources"]["max_restarts_on_errors"]
+            if job.restarts_on_errors < allowed:
+                self.store.count(job.name, "restarts_on_errors")
+                self.store.set_state(
+                    job.name, JobState.RECOVERING,
+                    f"attempt {attempt.number} failed ({message}); restart {job.restarts_on_errors + 1} of {allowed}",
+                    attempt=attempt.number,
+                )
+            else:
+                self.store.set_state(job.name, JobState.FAILED, message, attempt=attempt.number)
+
+    # ---------------------------------------------------------------- cancel
+
+    def _cancel(self, job: Job, attempt: Attempt | None) -> None:
+        if attempt is not None and attempt.instance_id is not None:
+            self.provider.terminate([attempt.instance_id])
+            status = self.provider.poll([attempt.instance_id])[attempt.instance_id]
+            self.store.end_attempt(
+                job.name,
+                attempt.number,
+                ended_at=status.ended_at or self.clock(),
+                end_reason=(status.end_reason or EndReason.TERMINATED_BY_USER).value,
+                outcome=Outcome.CANCELLED,
+                exit_code=status.exit_code,
+            )
+        elif attempt is not None:
+            self.store.end_attempt(
+                job.name, attempt.number, ended_at=self.clock(), end_reason="never-launched", outcome=Outcome.CANCELLED, exit_code=None
+            )
+        self.store.set_state(job.name, JobState.CANCELLED, "cancelled by request")
+
+
+def job_spec(job: Job) -> dict[str, Any]:
+    """The resolved spec the job was submitted with."""
+    return json.loads(job.spec_json)
+
+
+def _market(spec: dict[str, Any]) -> Market:
+    market = spec["resources"]["market"]
+    return Market.ON_DEMAND if market == "on-demand" else Market.SPOT

@@ -1,0 +1,136 @@
+"""What people and scripts see of a job: one summary dict, rendered as JSON, a status line or tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+
+from checkpoints.durations import format_duration
+from runner.ledger import job_cost
+from runner.store import Attempt, Job, Outcome
+
+
+def job_summary(job: Job, attempts: list[Attempt], now: float | None = None) -> dict[str, Any]:
+    """The facts about a job that ``status --json`` and ``jobs --json`` promise, plus what displays need."""
+    now = time.time() if now is None else now
+    progress = job.progress
+    cost = job_cost(attempts, now)
+    step, total = progress.get("step"), progress.get("total_steps")
+    rate = progress.get("steps_per_s") or 0.0
+    eta_s = (total - step) / rate if (step is not None and total and rate > 0 and not job.state.is_final) else None
+    checkpoint = progress.get("checkpoint") or {}
+    return {
+        "name": job.name,
+        "state": job.state.value,
+        "step": step,
+        "total_steps": total,
+        "epoch": progress.get("epoch"),
+        "loss": progress.get("loss"),
+        "steps_per_s": rate,
+        "eta_s": eta_s,
+        "metrics": progress.get("metrics") or {},
+        "preemptions": job.preemptions,
+        "attempts": len(attempts),
+        "restarts_on_errors": job.restarts_on_errors,
+        "spent_usd": round(cost.spent_usd, 6),
+        "on_demand_usd": round(cost.on_demand_usd, 6),
+        "savings_usd": round(cost.savings_usd, 6),
+        "savings_pct": round(cost.savings_pct, 2),
+        "instance_hours": round(cost.instance_seconds / 3600, 6),
+        "checkpoint_step": checkpoint.get("step"),
+        "checkpoint_url": job.checkpoint_url,
+        "message": job.message,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def status_line(summary: dict[str, Any]) -> str:
+    """One line for a live display: state, progress, money, preemptions, ETA."""
+    parts = [f"{summary['name']}  {summary['state']}"]
+    if summary["step"] is not None:
+        total = f"/{summary['total_steps']}" if summary["total_steps"] else ""
+        parts.append(f"step {summary['step']}{total}")
+    if summary["epoch"] is not None:
+        parts.append(f"epoch {summary['epoch']}")
+    if summary["loss"] is not None:
+        parts.append(f"loss {summary['loss']:.3f}")
+    parts.append(f"${summary['spent_usd']:.4f} spent (saved ${summary['savings_usd']:.4f}, {summary['savings_pct']:.0f}%)")
+    parts.append(f"preemptions {summary['preemptions']}")
+    if summary["eta_s"] is not None:
+        parts.append(f"ETA {format_duration(summary['eta_s'])}")
+    return "  ".join(parts)
+
+
+def jobs_table(summaries: list[dict[str, Any]]) -> Table:
+    """All jobs, one row each."""
+    table = Table(title="spotrun jobs")
+    for column in ("job", "state", "step", "epoch", "preemptions", "attempts", "spent", "saved", "updated"):
+        table.add_column(column, justify="right" if column not in ("job", "state") else "left")
+    for summary in summaries:
+        table.add_row(
+            summary["name"],
+            summary["state"],
+            _progress_cell(summary),
+            _cell(summary["epoch"]),
+            str(summary["preemptions"]),
+            str(summary["attempts"]),
+            f"${summary['spent_usd']:.4f}",
+            f"{summary['savings_pct']:.0f}%",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["updated_at"])),
+        )
+    return table
+
+
+def attempts_table(attempts: list[Attempt], now: float | None = None) -> Table:
+    """One row per attempt: the billed intervals behind the job's cost."""
+    now = time.time() if now is None else now
+    table = Table(title="attempts")
+    for column in ("#", "instance", "type", "zone", "market", "$/h", "ran", "outcome", "reason"):
+        table.add_column(column)
+    for attempt in attempts:
+        end = attempt.ended_at if attempt.ended_at is not None else now
+        ran = format_duration(end - attempt.launched_at) if attempt.launched_at else "-"
+        table.add_row(
+            str(attempt.number),
+            attempt.instance_id or "(launching)",
+            attempt.instance_type,
+            attempt.zone,
+            attempt.market,
+            f"{attempt.price_usd_per_hour:.3f}",
+            ran,
+            attempt.outcome.value if attempt.outcome else "running",
+            attempt.end_reason or "",
+        )
+    return table
+
+
+def final_report(summary: dict[str, Any], attempts: list[Attempt]) -> list[str]:
+    """The lines `spotrun run` ends with: outcome, training result, and the cost summary."""
+    preempted = sum(1 for attempt in attempts if attempt.outcome is Outcome.PREEMPTED)
+    lines = [
+        f"job {summary['name']}: {summary['state']}" + (f" — {summary['message']}" if summary["message"] else ""),
+        f"  training   step {_cell(summary['step'])}, epoch {_cell(summary['epoch'])}, "
+        f"{summary['attempts']} attempts, {preempted} preempted, {summary['restarts_on_errors']} restarts after errors",
+    ]
+    metrics = {name: value for name, value in summary["metrics"].items() if name.startswith("val")}
+    if metrics:
+        lines.append("  validation " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items())))
+    lines.append(
+        f"  cost       ${summary['spent_usd']:.4f} spent over {summary['instance_hours'] * 3600:.0f} instance-seconds; "
+        f"on-demand would have cost ${summary['on_demand_usd']:.4f}: saved ${summary['savings_usd']:.4f} ({summary['savings_pct']:.1f}%)"
+    )
+    lines.append(f"  checkpoints {summary['checkpoint_url']}")
+    return lines
+
+
+def _progress_cell(summary: dict[str, Any]) -> str:
+    if summary["step"] is None:
+        return "-"
+    return f"{summary['step']}/{summary['total_steps']}" if summary["total_steps"] else str(summary["step"])
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
