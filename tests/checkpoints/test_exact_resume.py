@@ -1,0 +1,110 @@
+"""Resume is exact: a run stopped (emergency save) or SIGKILLed anywhere ends with the same weights."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from checkpoints import latest
+from checkpoints.environment import PREEMPTED_EXIT_CODE
+
+TOY = Path(__file__).with_name("toy_training.py")
+
+
+def _train(url: str, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(TOY), url, str(output), *extra], capture_output=True, text=True, timeout=240)
+
+
+def _assert_same_weights(expected: Path, actual: Path) -> None:
+    reference, resumed = torch.load(expected), torch.load(actual)
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        assert torch.equal(reference[name], resumed[name]), f"{name} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run: the weights every interrupted run must reproduce bit for bit."""
+    directory = tmp_path_factory.mktemp("reference")
+    result = _train(f"file://{directory}/ckpts", directory / "final.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return directory / "final.pt"
+
+
+@pytest.mark.parametrize("stops", [(5, 20, 47), (16,), (32, 40)])  # 16 and 32: epoch boundaries (16 batches/epoch)
+def test_emergency_stops_resume_bit_exactly(reference: Path, tmp_path: Path, stops: tuple[int, ...]) -> None:
+    url = f"file://{tmp_path}/ckpts"
+    for step in stops:
+        result = _train(url, tmp_path / "unused.pt", "--stop-at-step", str(step), "--control", str(tmp_path / f"control-{step}.json"))
+        assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-3000:]
+        newest = latest(url)
+        assert newest is not None and newest.step == step and newest.reason == "emergency"
+    result = _train(url, tmp_path / "final.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_weights(reference, tmp_path / "final.pt")
+
+
+def test_sigkill_at_random_moments_resumes_bit_exactly(reference: Path, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/ckpts"
+    rng = random.Random(20261121)
+    kills = 0
+    for _ in range(6):
+        before = latest(url)
+        process = subprocess.Popen([sys.executable, str(TOY), url, str(tmp_path / "unused.pt"), "--every-steps", "3"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Let it make progress past the checkpoint it started from, then kill it at a random moment.
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            newest = latest(url)
+            if newest is not None and (before is None or newest.step > before.step):
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=60)
+        if latest(url) is not None and latest(url).final:
+            break
+    assert kills >= 3
+    result = _train(url, tmp_path / "final.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_weights(reference, tmp_path / "final.pt")
+
+
+def test_final_checkpoint_loads_in_plain_lightning(reference: Path, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/ckpts"
+    assert _train(url, tmp_path / "final.pt").returncode == 0
+    final = latest(url)
+    assert final is not None and final.final
+    local = tmp_path / "copy.ckpt"
+    local.write_bytes(Path(final.data_url.removeprefix("file://")).read_bytes())
+
+    sys.path.insert(0, str(TOY.parent))
+    try:
+        from toy_training import ToyData, ToyModel
+    finally:
+        sys.path.remove(str(TOY.parent))
+    restored = RecordRestoredState()
+    trainer = pl.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         num_sanity_val_steps=0, callbacks=[restored])
+    trainer.fit(ToyModel(), ToyData(), ckpt_path=str(local))
+    assert restored.step == final.step
+    reference_weights = torch.load(reference)
+    assert all(torch.equal(reference_weights[name], restored.weights[name]) for name in reference_weights)
+
+
+class RecordRestoredState(pl.Callback):
+    """What plain Lightning restored, captured before it trains any further."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.step = trainer.global_step
+        self.weights = {name: tensor.clone() for name, tensor in pl_module.state_dict().items()}
