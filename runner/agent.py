@@ -96,6 +96,8 @@ class Agent:
                 environment.JOB_NAME: self.job["name"],
                 environment.ATTEMPT: str(self.settings.attempt),
                 "PYTHONUNBUFFERED": "1",
+                # `python` in a command line means the interpreter spotrun itself runs on.
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             }
         )
         if checkpoint.get("every_steps"):
