@@ -171,6 +171,7 @@ class CheckpointStore:
         """Write to a temporary name, then move: readers see the whole object or nothing."""
         temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         try:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(temporary, payload)
             self.fs.mv(temporary, path)
         except (OSError, ValueError) as error:

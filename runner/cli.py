@@ -115,13 +115,13 @@ def _drive(store: StateStore, name: str) -> None:
         for event_id, event in store.events(name, after_id=seen_event):
             seen_event = event_id
             line = f"{time.strftime('%H:%M:%S', time.localtime(event.time))}  {event.message}"
-            (live.console if live else out).print(line, highlight=False)
+            (live.console if live else out).print(line, highlight=False, soft_wrap=True)
         summary = views.job_summary(current, store.attempts(name))
         if live is not None:
             live.update(views.status_line(summary))
         elif time.monotonic() - last_plain_line > 10:
             last_plain_line = time.monotonic()
-            out.print(views.status_line(summary), highlight=False)
+            out.print(views.status_line(summary), highlight=False, soft_wrap=True)
 
     try:
         with job_lock(spotrun_home(), name):
@@ -138,7 +138,7 @@ def _drive(store: StateStore, name: str) -> None:
         raise typer.Exit(130) from None
     summary = views.job_summary(final, store.attempts(name))
     for line in views.final_report(summary, store.attempts(name)):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
     if final.state is not JobState.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -156,7 +156,7 @@ def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs wh
     if as_json:
         print(json.dumps(summary))
         return
-    out.print(views.status_line(summary), highlight=False)
+    out.print(views.status_line(summary), highlight=False, soft_wrap=True)
     if summary["message"]:
         out.print(f"  {summary['message']}", highlight=False)
     if attempts:
