@@ -179,7 +179,11 @@ class CheckpointStore:
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         """Atomically write a bookkeeping JSON object under ``_spotrun/``."""
-        self._write_atomically(self.spotrun_path(name), json.dumps(payload).encode())
+        self.write_bytes(name, json.dumps(payload).encode())
+
+    def write_bytes(self, name: str, payload: bytes) -> None:
+        """Atomically write a bookkeeping object (a log, say) under ``_spotrun/``."""
+        self._write_atomically(self.spotrun_path(name), payload)
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """A bookkeeping JSON object under ``_spotrun/``, or None when absent or unreadable."""

@@ -166,7 +166,7 @@ class Agent:
         }
         try:
             self.store.write_json(HEARTBEAT_NAME, heartbeat)
-            self.store.fs.pipe_file(self.store.spotrun_path(log_name(self.settings.attempt)), self.log_file.read_bytes())
+            self.store.write_bytes(log_name(self.settings.attempt), self.log_file.read_bytes())
         except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; next beat retries
             log.warning("heartbeat upload failed: %s", error)
 
