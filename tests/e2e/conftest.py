@@ -1,0 +1,108 @@
+"""Harness for end-to-end runs: the real `spotrun` CLI as the controller process, real local instances."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from checkpoints import latest
+from runner.cli import app
+from runner.store import Job, StateStore, default_database_url
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+@dataclass
+class Harness:
+    """Drives spotrun the way a user does, from the repository root."""
+
+    home: Path
+    tmp: Path
+
+    def write_spec(self, spec: dict[str, Any], name: str = "job.yaml") -> Path:
+        path = self.tmp / name
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """`spotrun ARGS` as its own process (the controller), output kept in a file for failure reports."""
+        log = open(self.tmp / f"controller-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - owned by the process
+        return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def cli(self, *args: str) -> Any:
+        """`spotrun ARGS` in this process (quick commands: status, interrupt, ...)."""
+        previous = os.getcwd()
+        os.chdir(REPO)
+        try:
+            return CliRunner().invoke(app, list(args), catch_exceptions=False)
+        finally:
+            os.chdir(previous)
+
+    @property
+    def store(self) -> StateStore:
+        return StateStore(default_database_url(self.home))
+
+    def job(self, name: str) -> Job:
+        return self.store.job(name)
+
+    def controller_output(self) -> str:
+        return "\n".join(path.read_text() for path in sorted(self.tmp.glob("controller-*.log")))
+
+    def wait_for_exit(self, process: subprocess.Popen[str], timeout_s: float) -> int:
+        try:
+            return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError(f"controller did not finish in {timeout_s}s:\n{self.controller_output()[-4000:]}") from None
+
+
+@pytest.fixture
+def harness(spotrun_home: Path, tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(home=spotrun_home, tmp=tmp_path)
+    yield harness
+    _terminate_leftover_instances(spotrun_home)
+
+
+def _terminate_leftover_instances(home: Path) -> None:
+    """A failed test must not leave instance processes running."""
+    from cloud.local import LocalProvider
+
+    instances = home / "local" / "instances"
+    if instances.exists():
+        provider = LocalProvider(home, preempt_every_s=0, notice_s=0, seed=0, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0)
+        provider.terminate([path.name for path in instances.iterdir()])
+
+
+def final_weights(checkpoint_url: str) -> dict[str, torch.Tensor]:
+    """The model weights of a job's final committed checkpoint."""
+    final = latest(checkpoint_url)
+    assert final is not None and final.final, f"no final checkpoint at {checkpoint_url}: {final}"
+    return torch.load(final.data_url.removeprefix("file://"), weights_only=True)["state_dict"]
+
+
+def assert_bit_identical(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs"

@@ -1,0 +1,178 @@
+"""A real job through `spotrun run` on the local provider survives preemptions and resumes bit-exactly."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checkpoints.store import CheckpointStore
+from runner.agent import HEARTBEAT_NAME
+from runner.store import JobState, Outcome
+
+from .conftest import REPO, Harness, assert_bit_identical, final_weights, wait_until
+
+pytestmark = pytest.mark.e2e
+
+TRAINER = {
+    "max_epochs": 10,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "logger": False,
+}
+MODEL_ARGS = {"lr": 0.05, "hidden": [2048, 2048], "dropout": 0.2, "patience": 4}
+DATA_ARGS = {"batch_size": 32}
+STEPS_PER_EPOCH = 45  # ceil(1438 training digits / 32)
+# The same model, data and seed through the user's own script: the same weights are expected.
+COMMAND = "python examples/custom_script/train.py --max-epochs 10 --batch-size 32 --hidden 2048 2048 --patience 4 --lr 0.05"
+
+
+def digits_spec(name: str, *, command: bool = False) -> dict[str, Any]:
+    train: dict[str, Any]
+    if command:
+        train = {"command": COMMAND}
+    else:
+        train = {
+            "model": "examples/digits.py:DigitsClassifier",
+            "model_args": MODEL_ARGS,
+            "data": "examples/digits.py:DigitsData",
+            "data_args": DATA_ARGS,
+            "trainer": TRAINER,
+            "seed": 0,
+        }
+    return {
+        "name": name,
+        "train": train,
+        "checkpoint": {"every_steps": 40, "keep": 2},
+        "resources": {"provider": "local", "instance_types": ["g5.xlarge"]},
+        "local": {"preempt_every": 0, "notice": "2s", "spot_price": 0.45, "on_demand_price": 1.006},
+    }
+
+
+@pytest.fixture(scope="module")
+def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted run of the same job and seed: what every interrupted run must reproduce."""
+    tmp = tmp_path_factory.mktemp("reference")
+    previous = os.environ.get("SPOTRUN_HOME")
+    os.environ["SPOTRUN_HOME"] = str(tmp / "home")
+    try:
+        harness = Harness(home=tmp / "home", tmp=tmp)
+        process = harness.start("run", str(harness.write_spec(digits_spec("reference"))))
+        assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
+        job = harness.job("reference")
+        assert job.state is JobState.SUCCEEDED and job.preemptions == 0
+        return final_weights(job.checkpoint_url)
+    finally:
+        if previous is None:
+            os.environ.pop("SPOTRUN_HOME", None)
+        else:
+            os.environ["SPOTRUN_HOME"] = previous
+
+
+def _running_attempt_at(harness: Harness, name: str, step: int) -> int | None:
+    """The number of the attempt that is training at or past ``step``, per its own heartbeat."""
+    attempts = harness.store.attempts(name)
+    if not attempts or not attempts[-1].is_open or attempts[-1].instance_id is None:
+        return None
+    heartbeat = CheckpointStore(harness.job(name).checkpoint_url).read_json(HEARTBEAT_NAME) or {}
+    on_current = heartbeat.get("attempt") == attempts[-1].number and heartbeat.get("status") == "running"
+    return attempts[-1].number if on_current and (heartbeat.get("step") or 0) >= step else None
+
+
+def preempt_at_random_steps(
+    harness: Harness, controller: subprocess.Popen[str], name: str, rng: random.Random, *, notices: int, kills: int, total_steps: int
+) -> list[str]:
+    """Interrupt the job at random training steps: ``notices`` spot notices and ``kills`` bare SIGKILLs."""
+    plan = ["notice"] * notices + ["kill"] * kills
+    rng.shuffle(plan)
+    # Random steps, but far enough apart that each interruption lands on a new attempt's progress.
+    steps = sorted(rng.sample(range(total_steps // 10, total_steps * 7 // 10, 50), len(plan)))
+    for action, step in zip(plan, steps):
+        def training_past_step() -> int | None:
+            if controller.poll() is not None:
+                raise AssertionError(f"the controller exited early:\n{harness.controller_output()[-4000:]}")
+            return _running_attempt_at(harness, name, step)
+
+        number = wait_until(training_past_step, timeout_s=180, what=f"{name} training at step {step}")
+        result = harness.cli("interrupt", name, *(["--no-notice"] if action == "kill" else []))
+        assert result.exit_code == 0, result.output
+        wait_until(lambda: not harness.store.attempts(name)[number - 1].is_open, timeout_s=60, what=f"attempt {number} to end")
+    return plan
+
+
+def _assert_one_instance_at_a_time(harness: Harness, name: str) -> None:
+    attempts = harness.store.attempts(name)
+    for before, after in zip(attempts, attempts[1:]):
+        assert before.ended_at is not None and after.launched_at is not None
+        assert after.requested_at >= before.ended_at, f"attempt {after.number} was requested before {before.number} ended"
+
+
+@pytest.mark.parametrize("mode", ["model", "command"])
+def test_job_survives_notices_and_a_bare_kill_bit_exactly(harness: Harness, reference_weights: dict, mode: str) -> None:
+    name = f"digits-{mode}"
+    process = harness.start("run", str(harness.write_spec(digits_spec(name, command=mode == "command"))))
+    total_steps = TRAINER["max_epochs"] * STEPS_PER_EPOCH
+    plan = preempt_at_random_steps(harness, process, name, random.Random(f"e2e-{mode}"), notices=3, kills=1, total_steps=total_steps)
+    assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
+
+    job = harness.job(name)
+    attempts = harness.store.attempts(name)
+    assert job.state is JobState.SUCCEEDED
+    assert job.preemptions == len(plan) == 4 and job.restarts_on_errors == 0
+    assert [attempt.outcome for attempt in attempts] == [Outcome.PREEMPTED] * 4 + [Outcome.FINISHED]
+    reasons = [attempt.end_reason for attempt in attempts[:-1]]
+    assert reasons.count("spot-interruption") == 3 and reasons.count("host-lost") == 1
+    _assert_one_instance_at_a_time(harness, name)
+    assert_bit_identical(reference_weights, final_weights(job.checkpoint_url))
+
+    output = harness.controller_output()
+    assert "SUCCEEDED" in output and "saved $" in output  # the final status and cost summary
+
+
+def test_killed_controller_is_resumed_without_duplicate_instances(harness: Harness, reference_weights: dict) -> None:
+    name = "digits-controller"
+    spec_file = harness.write_spec(digits_spec(name))
+    first = harness.start("run", str(spec_file))
+    wait_until(lambda: _running_attempt_at(harness, name, 60), timeout_s=120, what="training past step 60")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+
+    # With no controller, the instance keeps training, and is then preempted: nobody relaunches yet.
+    progressed = harness.job(name).progress.get("step") or 0
+    wait_until(lambda: _running_attempt_at(harness, name, progressed + 30), timeout_s=60, what="training to go on without a controller")
+    assert harness.cli("interrupt", name).exit_code == 0
+    instance = harness.store.attempts(name)[0].instance_id
+    from cloud.local import LocalProvider
+
+    provider = LocalProvider(harness.home, preempt_every_s=0, notice_s=2, seed=0, spot_price_usd_per_hour=0.45, on_demand_price_usd_per_hour=1.0)
+    wait_until(lambda: provider.poll([instance])[instance].state.value == "terminated", timeout_s=60, what="the preempted instance to go")
+    assert len(harness.store.attempts(name)) == 1
+
+    second = harness.start("resume", name)
+    assert harness.wait_for_exit(second, 300) == 0, harness.controller_output()[-4000:]
+    job = harness.job(name)
+    assert job.state is JobState.SUCCEEDED and job.preemptions == 1
+    assert len(harness.store.attempts(name)) == 2
+    _assert_one_instance_at_a_time(harness, name)
+    assert_bit_identical(reference_weights, final_weights(job.checkpoint_url))
+
+
+def test_a_second_controller_for_the_same_job_is_refused(harness: Harness) -> None:
+    name = "digits-lock"
+    first = harness.start("run", str(harness.write_spec(digits_spec(name))))
+    try:
+        wait_until(lambda: harness.store.attempts(name), timeout_s=60, what="the first launch")
+        second = harness.start("resume", name)
+        assert harness.wait_for_exit(second, 60) == 2
+        assert "already being driven by a controller" in harness.controller_output()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=60)
+    assert first.returncode == 130
+    assert harness.cli("cancel", name).exit_code == 0
+    assert harness.job(name).state is JobState.CANCELLED
