@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -132,6 +133,28 @@ def test_job_survives_notices_and_a_bare_kill_bit_exactly(harness: Harness, refe
 
     output = harness.controller_output()
     assert "SUCCEEDED" in output and "saved $" in output  # the final status and cost summary
+    _assert_what_users_see(harness, name)
+
+
+def _assert_what_users_see(harness: Harness, name: str) -> None:
+    """status/jobs --json carry the promised fields, logs mark every attempt, checkpoints list newest first."""
+    status = json.loads(harness.cli("status", name, "--json").output)
+    assert status["name"] == name and status["state"] == "SUCCEEDED"
+    assert status["preemptions"] == 4 and status["attempts"] == 5
+    assert status["step"] > 0 and status["epoch"] is not None and status["spent_usd"] > 0
+    assert 0 < status["spent_usd"] < status["on_demand_usd"]
+    listed = json.loads(harness.cli("jobs", "--json").output)
+    assert [job["name"] for job in listed] == [name]
+
+    logs = harness.cli("logs", name).output
+    positions = [logs.index(f"attempt {number}") for number in range(1, 6)]
+    assert positions == sorted(positions)
+    assert logs.count("spot interruption notice") == 3 and "training finished" in logs
+
+    checkpoints = json.loads(harness.cli("checkpoints", name, "--json").output)
+    assert checkpoints[0]["step"] == status["step"] and checkpoints[0]["final"]
+    assert [c["step"] for c in checkpoints] == sorted((c["step"] for c in checkpoints), reverse=True)
+    assert {"step", "epoch", "time", "size_bytes", "url"} <= checkpoints[0].keys()
 
 
 def test_killed_controller_is_resumed_without_duplicate_instances(harness: Harness, reference_weights: dict) -> None:
