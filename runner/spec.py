@@ -1,0 +1,494 @@
+"""The job spec: one YAML file per job, validated completely before anything is launched.
+
+``load_spec`` reads the YAML and resolves everything that depends on where and when it was
+loaded: relative file references become absolute, the working directory is recorded, the
+checkpoint URL gets its default and a relative deadline becomes a time. It then imports the model
+and data classes to check them. The result is self-contained: on an instance,
+``JobSpec.model_validate(spec.model_dump(mode="json"))`` (or ``model_validate_json``) reads it back
+without the YAML file, its directory, or the import checks.
+
+Durations are written for people (``every: 5m``) and kept in seconds (``checkpoint.every_s``).
+Every invalid input becomes one ``SpecError`` line:
+``<file>: <dotted.field>: <what was expected>, got <value>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+import shlex
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import fsspec
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from checkpoints.durations import parse_duration
+from runner.errors import SpecError
+from runner.loading import is_file_target, load_object, split_ref
+from runner.paths import spotrun_home
+
+DEFAULT_CHECKPOINT_EVERY_S = 300.0
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_EC2_INSTANCE_TYPE = re.compile(r"^[a-z0-9-]+\.[a-z0-9-]+$")
+_URL_EXAMPLES = "e.g. file:///abs/path or s3://bucket/prefix"
+
+
+class _Problem(ValueError):
+    """A failed check with the value to show; ``field`` extends the location pydantic reports."""
+
+    def __init__(self, expected: str, got: str, *field: str | int) -> None:
+        super().__init__(f"{expected}, got {got}")
+        self.expected = expected
+        self.got = got
+        self.field = field
+
+
+def _show(value: Any) -> str:
+    """A value as it appears in messages: its repr, shortened to stay on one line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise _Problem("expected a duration such as 90s, 5m or 2h", _show(value)) from None
+
+
+_Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+def _human(name: str) -> AliasChoices:
+    """Accept the YAML name (``every``) and the stored name (``every_s``), so dumps read back."""
+    return AliasChoices(name, f"{name}_s")
+
+
+class _Section(BaseModel):
+    """A spec section: exact types, and unknown keys are errors that suggest the closest known key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    _set_by_spotrun: ClassVar[frozenset[str]] = frozenset()  # filled in by load_spec: never suggested as a key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        accepted = {key for name in cls.model_fields for key in _keys(cls, name)}
+        for key in data:
+            if key not in accepted:
+                yaml_keys = sorted(_keys(cls, name)[0] for name in cls.model_fields if name not in cls._set_by_spotrun)
+                close = difflib.get_close_matches(str(key), yaml_keys, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise _Problem(f"expected one of the keys {', '.join(yaml_keys)}{hint}", f"unknown key {key!r}", str(key))
+        return data
+
+
+def _keys(section: type[BaseModel], name: str) -> list[str]:
+    """The keys a field accepts, the one people write in YAML first."""
+    alias = section.model_fields[name].validation_alias
+    return [str(choice) for choice in alias.choices] if isinstance(alias, AliasChoices) else [name]
+
+
+class TrainSpec(_Section):
+    """What to train: a LightningModule (with an optional DataModule) by reference, or the user's own command."""
+
+    model: str | None = None
+    model_args: dict[str, Any] = {}
+    data: str | None = None
+    data_args: dict[str, Any] = {}
+    trainer: dict[str, Any] = {}
+    seed: int | None = None  # given to seed_everything; 0 in model mode when not set
+    command: str | None = None  # a shell command line, run in the job's workdir
+
+    @field_validator("model", "data")
+    @classmethod
+    def _reference(cls, ref: str | None) -> str | None:
+        if ref is not None:
+            try:
+                split_ref(ref)
+            except ValueError as error:
+                raise _Problem(str(error), _show(ref)) from None
+        return ref
+
+    @field_validator("command")
+    @classmethod
+    def _command_line(cls, command: str | None) -> str | None:
+        if command is None:
+            return None
+        try:
+            words = shlex.split(command)
+        except ValueError as error:
+            raise _Problem(f"expected a shell command line ({error})", _show(command)) from None
+        if not words:
+            raise _Problem("expected a command line such as 'python train.py --epochs 5'", _show(command))
+        return command
+
+    @model_validator(mode="after")
+    def _mode(self, info: ValidationInfo) -> TrainSpec:
+        """Exactly one of model or command, nothing that mode ignores, and absolute file references."""
+        if (self.model is None) == (self.command is None):
+            got = "neither" if self.model is None else "both"
+            raise _Problem("expected exactly one of model (a LightningModule class) or command (your own script)", got)
+        if self.command is not None:
+            for name in ("model_args", "data", "data_args", "trainer", "seed"):
+                value = getattr(self, name)
+                if value not in (None, {}):
+                    raise _Problem(
+                        f"expected no {name} with train.command (your script builds its own model and Trainer: "
+                        "pass settings as its arguments)",
+                        _show(value),
+                        name,
+                    )
+            return self
+        if self.data is None and self.data_args:
+            raise _Problem("expected no data_args without train.data", _show(self.data_args), "data_args")
+        if self.seed is None:
+            self.seed = 0
+        if info.context is not None:  # loading a YAML file: make file references absolute
+            self.model = _absolute_ref(self.model, "model", info.context["workdir"], info.context["spec_dir"])
+            self.data = _absolute_ref(self.data, "data", info.context["workdir"], info.context["spec_dir"])
+        return self
+
+
+def _absolute_ref(ref: str | None, field: str, workdir: Path, spec_dir: Path) -> str | None:
+    """``ref`` with its file made absolute: relative paths are tried in ``workdir``, then the spec's directory."""
+    if ref is None:
+        return None
+    target, name = split_ref(ref)
+    if not is_file_target(target):
+        return ref
+    path = Path(target).expanduser()
+    candidates = [path] if path.is_absolute() else [workdir / path, spec_dir / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return f"{candidate.resolve()}:{name}"
+    if path.is_absolute():
+        raise _Problem("expected an existing Python file", _show(ref), field)
+    raise _Problem(
+        f"expected an existing Python file relative to the current directory ({workdir}) or to the spec's ({spec_dir})",
+        _show(ref),
+        field,
+    )
+
+
+class CheckpointSpec(_Section):
+    """Where and how often training state is saved; ``url`` is resolved by ``JobSpec``."""
+
+    url: str | None = None
+    every_s: _Seconds | None = Field(None, validation_alias=_human("every"))
+    every_steps: int | None = Field(None, ge=1)
+    keep: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> CheckpointSpec:
+        if self.every_s is not None and self.every_steps is not None:
+            raise _Problem("expected every or every_steps, not both", "both")
+        if self.every_s is None and self.every_steps is None:
+            self.every_s = DEFAULT_CHECKPOINT_EVERY_S
+        if self.every_s is not None and self.every_s <= 0:
+            raise _Problem("expected a positive duration", _show(self.every_s), "every")
+        return self
+
+
+class ResourcesSpec(_Section):
+    """What to run on and how it is bought."""
+
+    provider: Literal["local", "aws"] = "local"
+    instance_types: list[str] = []  # empty: the provider's default (local only)
+    nodes: int = Field(1, ge=1)
+    market: Literal["spot", "on-demand", "auto"] = "spot"
+    max_restarts_on_errors: int = Field(0, ge=0)
+
+    @field_validator("nodes")
+    @classmethod
+    def _single_node(cls, nodes: int) -> int:
+        if nodes > 1:
+            raise _Problem("expected 1 (multi-node training is not supported yet)", _show(nodes))
+        return nodes
+
+    @model_validator(mode="after")
+    def _aws_instance_types(self) -> ResourcesSpec:
+        if self.provider == "aws":
+            if not self.instance_types:
+                raise _Problem("expected at least one EC2 instance type for provider aws, e.g. [g5.xlarge]", "[]", "instance_types")
+            for index, instance_type in enumerate(self.instance_types):
+                if not _EC2_INSTANCE_TYPE.match(instance_type):
+                    raise _Problem("expected an EC2 instance type such as g5.xlarge", _show(instance_type), "instance_types", index)
+        return self
+
+
+class BudgetSpec(_Section):
+    """Spend and time limits: parsed and shown now, enforced by the controller."""
+
+    max_usd: float | None = Field(None, gt=0)
+    deadline_at: datetime | None = Field(None, validation_alias=AliasChoices("deadline", "deadline_at"))
+
+    @field_validator("deadline_at", mode="before")
+    @classmethod
+    def _deadline(cls, value: Any, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return None
+        now = info.context["now"] if info.context is not None else datetime.now(timezone.utc)
+        deadline = _deadline_time(value, now)
+        if info.context is not None and deadline <= now:
+            raise _Problem("expected a deadline in the future", _show(value))
+        return deadline
+
+
+def _deadline_time(value: Any, now: datetime) -> datetime:
+    """A deadline as an aware UTC time: a duration counts from ``now``, an ISO-8601 time needs its timezone."""
+    expected = "expected a duration such as 12h or an ISO-8601 time with a timezone such as 2026-05-01T18:00:00Z"
+    if isinstance(value, str):
+        try:
+            return now + timedelta(seconds=parse_duration(value))
+        except ValueError:
+            pass
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Problem(expected, _show(value)) from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return now + timedelta(seconds=_seconds(value))
+    if not isinstance(value, datetime):
+        raise _Problem(expected, _show(value.isoformat() if isinstance(value, date) else value))
+    if value.utcoffset() is None:
+        raise _Problem("expected a timezone on the time, such as Z or +02:00", _show(value.isoformat()))
+    return value.astimezone(timezone.utc)
+
+
+class LocalSpec(_Section):
+    """The local provider's emulated cloud: injected interruptions and the prices it bills."""
+
+    preempt_every_s: _Seconds = Field(0.0, validation_alias=_human("preempt_every"))  # mean, exponential; 0: never
+    notice_s: _Seconds = Field(120.0, validation_alias=_human("notice"))  # EC2 gives two minutes
+    seed: int = 0
+    spot_price: float = Field(0.45, ge=0)  # USD per hour
+    on_demand_price: float = Field(1.006, ge=0)  # USD per hour
+
+    @model_validator(mode="after")
+    def _spot_not_dearer(self) -> LocalSpec:
+        if self.spot_price > self.on_demand_price:
+            raise _Problem(f"expected at most on_demand_price ({self.on_demand_price})", _show(self.spot_price), "spot_price")
+        return self
+
+
+class JobSpec(_Section):
+    """One job, resolved and self-contained: what the controller schedules and the agent runs."""
+
+    _set_by_spotrun: ClassVar[frozenset[str]] = frozenset({"workdir"})
+
+    name: str
+    team: str | None = None
+    tags: dict[str, str] = {}
+    train: TrainSpec
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    local: LocalSpec | None = None  # always set when provider is local
+    workdir: str  # absolute: where `spotrun run` was called; commands run and module references import here
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise _Problem("expected lowercase letters, digits and '-' (not first or last), at most 63 characters", _show(name))
+        return name
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute(cls, workdir: str) -> str:
+        if not Path(workdir).is_absolute():
+            raise _Problem("expected an absolute directory", _show(workdir))
+        return workdir
+
+    @model_validator(mode="after")
+    def _resolve(self) -> JobSpec:
+        if self.resources.provider == "local":
+            self.local = self.local or LocalSpec()
+        elif self.local is not None:
+            raise _Problem(
+                f"expected no local section with provider {self.resources.provider} (it configures the local provider only)",
+                _show(self.local.model_dump()),
+                "local",
+            )
+        self.checkpoint.url = _checkpoint_url(self.checkpoint.url, self.name, self.resources.provider, Path(self.workdir))
+        return self
+
+
+def _checkpoint_url(url: str | None, name: str, provider: str, workdir: Path) -> str:
+    """The absolute fsspec URL checkpoints go to; plain paths become ``file://`` URLs relative to ``workdir``."""
+    if url is None:
+        if provider != "local":
+            raise _Problem(f"expected a URL the instances can reach, such as s3://bucket/spotrun/{name}", "nothing", "checkpoint", "url")
+        return f"file://{spotrun_home() / 'checkpoints' / name}"
+    protocol, separator, rest = url.partition("://")
+    if not separator:
+        protocol, rest = "file", url
+    if protocol == "file":
+        path = Path(rest).expanduser()
+        if provider != "local":
+            raise _Problem(f"expected a URL the {provider} instances can reach, such as s3://bucket/prefix", _show(url), "checkpoint", "url")
+        return f"file://{os.path.normpath(workdir / path)}"
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise _Problem(f"expected a URL with a protocol fsspec knows, {_URL_EXAMPLES}", _show(url), "checkpoint", "url") from None
+    except ImportError as error:
+        raise _Problem(f"expected a protocol whose fsspec backend is installed ({error})", _show(url), "checkpoint", "url") from None
+    if protocol == "memory":
+        raise _Problem(f"expected storage shared between processes (memory:// lives in one), {_URL_EXAMPLES}", _show(url), "checkpoint", "url")
+    if not rest.strip("/"):
+        raise _Problem("expected a bucket (and prefix) after the protocol", _show(url), "checkpoint", "url")
+    return f"{protocol}://{rest.rstrip('/')}"
+
+
+def load_spec(path: str | Path, *, workdir: Path | None = None, now: datetime | None = None) -> JobSpec:
+    """The validated, resolved job in the YAML file at ``path``; a one-line SpecError on any problem.
+
+    ``workdir`` (default: the current directory) and ``now`` (default: the clock) are what the
+    spec is resolved against; tests pass them instead of changing directory or waiting.
+    """
+    source = str(path)
+    raw = _read_mapping(Path(path), source)
+    if "workdir" in raw:
+        raise SpecError(f"{source}: workdir: expected no workdir (spotrun records the directory it runs from), got {_show(raw['workdir'])}")
+    workdir = (workdir or Path.cwd()).absolute()
+    context = {"workdir": workdir, "spec_dir": Path(path).absolute().parent, "now": now or datetime.now(timezone.utc)}
+    try:
+        spec = JobSpec.model_validate({**raw, "workdir": str(workdir)}, context=context)
+    except ValidationError as error:
+        raise SpecError(f"{source}: {_first_problem(error)}") from error
+    try:
+        _check_code(spec.train, workdir)
+    except SpecError as error:
+        raise SpecError(f"{source}: {error}") from error
+    return spec
+
+
+def _first_problem(error: ValidationError) -> str:
+    """``dotted.field: expected ..., got ...`` for the first error pydantic found, counting the rest."""
+    errors = error.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    problem = (first.get("ctx") or {}).get("error")
+    if isinstance(problem, _Problem):
+        loc += problem.field
+        text = f"{problem.expected}, got {problem.got}"
+    else:
+        text = _pydantic_text(first)
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    where = _dotted(loc)
+    return f"{where}: {text}{more}" if where else f"{text}{more}"
+
+
+def _pydantic_text(error: Any) -> str:
+    if error["type"] == "missing":
+        return "expected a value (required), got nothing"
+    got = _show(error["input"])
+    if error["type"] in ("model_type", "dict_type"):
+        return f"expected a mapping of keys to values, got {got}"
+    message = error["msg"]
+    expected = "expected " + message.removeprefix("Input should be ") if message.startswith("Input should be ") else message
+    return f"{expected}, got {got}"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _read_mapping(path: Path, source: str) -> dict[str, Any]:
+    """The YAML document at ``path`` as a mapping, with a one-line SpecError for each way that fails."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(f"{source}: expected a readable job spec file, got {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{source}: expected a UTF-8 YAML file, got undecodable bytes ({error.reason})") from error
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or error
+        raise SpecError(f"{source}: {where}expected valid YAML, got {' '.join(str(problem).split())}") from error
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__} {_show(data)}"
+        raise SpecError(f"{source}: expected a mapping of job fields (name:, train:, ...), got {got}")
+    return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate keys, which plain YAML loading silently resolves to the last."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[str] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r} (each key may appear once)", key_node.start_mark
+                )
+            seen.add(key_node.value)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _check_code(train: TrainSpec, workdir: Path) -> None:
+    """Import the model and data classes and check every argument the agent will pass them and the Trainer."""
+    if train.model is None:
+        return  # command mode: the user's script is theirs to run
+    import lightning.pytorch as pl  # seconds to import: only when a spec is checked, not for `import runner.spec`
+
+    model = load_object(train.model, base=pl.LightningModule, field="train.model", workdir=workdir)
+    _check_arguments(model, train.model_args, "train.model_args")
+    if train.data is not None:
+        data = load_object(train.data, base=pl.LightningDataModule, field="train.data", workdir=workdir)
+        _check_arguments(data, train.data_args, "train.data_args")
+    elif model.train_dataloader is pl.LightningModule.train_dataloader:
+        raise SpecError(f"train.data: expected a LightningDataModule, since {model.__name__} defines no train_dataloader(), got nothing")
+    accepted = [name for name in inspect.signature(pl.Trainer.__init__).parameters if name != "self"]
+    for key, value in train.trainer.items():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SpecError(f"train.trainer.{key}: expected a lightning.Trainer argument{hint}, got unknown argument {key!r}")
+        if key == "callbacks":
+            raise SpecError(
+                "train.trainer.callbacks: expected callbacks from the model's configure_callbacks() "
+                f"(YAML cannot build them; spotrun adds its checkpoint callback), got {_show(value)}"
+            )
+
+
+def _check_arguments(cls: type, arguments: dict[str, Any], field: str) -> None:
+    signature = inspect.signature(cls)
+    try:
+        signature.bind(**arguments)
+    except TypeError as error:
+        bare = signature.replace(
+            parameters=[parameter.replace(annotation=inspect.Parameter.empty) for parameter in signature.parameters.values()],
+            return_annotation=inspect.Signature.empty,
+        )
+        raise SpecError(f"{field}: expected arguments accepted by {cls.__name__}{bare}; {error}") from error
