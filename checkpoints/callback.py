@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader
 
@@ -153,7 +155,9 @@ class SpotCheckpoint(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._data_seed is None:
             self._data_seed = _job_seed()
-        self._install_samplers(trainer)
+        if self._install_samplers(trainer):
+            # Lightning warns that a plain DataLoader cannot resume mid-epoch; with spotrun's samplers it can.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended", category=PossibleUserWarning)
         restored = self._restored_state
         if restored is not None:
             for (sampler, batch_size), saved in zip(self._samplers, restored["samplers"]):
@@ -171,7 +175,8 @@ class SpotCheckpoint(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._install_samplers(trainer)  # loaders may have been reloaded (reload_dataloaders_every_n_epochs)
 
-    def _install_samplers(self, trainer: pl.Trainer) -> None:
+    def _install_samplers(self, trainer: pl.Trainer) -> bool:
+        """Wrap every train loader's sampler; True when all of them can resume mid-epoch exactly."""
         assert self._data_seed is not None
         epoch = trainer.fit_loop.epoch_progress.current.processed
         loaders: list[DataLoader] = []
@@ -185,6 +190,7 @@ class SpotCheckpoint(Callback):
             sampler.set_epoch(epoch)
             samplers.append((sampler, int(loader.batch_sampler.batch_size)))
         self._samplers = samplers
+        return len(samplers) == len(loaders)
 
     # ------------------------------------------------------------ triggers
 

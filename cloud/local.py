@@ -142,7 +142,7 @@ class LocalProvider:
             workdir=request.workdir or os.getcwd(),
             tags=dict(request.tags),
             launched_at=self._clock(),
-            interrupt_after_s=self._interrupt_after_s(offer, request.token),
+            interrupt_after_s=self._interrupt_after_s(offer, request),
             notice_s=self.notice_s,
             rebalance_lead_s=self.rebalance_lead_s,
         )
@@ -223,11 +223,12 @@ class LocalProvider:
 
     # -------------------------------------------------------------- private
 
-    def _interrupt_after_s(self, offer: Offer, token: str) -> float | None:
+    def _interrupt_after_s(self, offer: Offer, request: LaunchRequest) -> float | None:
         if offer.market is not Market.SPOT or self.preempt_every_s == 0:
             return None
-        # Seeded by the token too, so each attempt draws its own time, and a relaunch the same one.
-        return random.Random(f"{self.seed}:{token}").expovariate(1.0 / self.preempt_every_s)
+        # Seeded by job and attempt: each attempt draws its own time, and the same spec gives the
+        # same schedule on every machine and every run (a demo can count on its preemptions).
+        return random.Random(f"{self.seed}:{request.job}:{request.attempt}").expovariate(1.0 / self.preempt_every_s)
 
     def _start_host(self, files: InstanceFiles, spec: InstanceSpec) -> None:
         """Spawn the detached host and wait until it has recorded its first state."""

@@ -40,8 +40,9 @@ def offer(provider: LocalProvider, market: Market = Market.SPOT) -> Offer:
     return provider.offers(OfferRequest(instance_types=("g5.xlarge",), market=market))[0]
 
 
-def launch_request(token: str, command: tuple[str, ...], **fields: Any) -> LaunchRequest:
-    return LaunchRequest(job="job", attempt=1, token=token, agent_command=command, **fields)
+def launch_request(token: str, command: tuple[str, ...], *, job: str | None = None, attempt: int = 1, **fields: Any) -> LaunchRequest:
+    """A launch of attempt ``attempt`` of a job named after ``token`` unless ``job`` is given."""
+    return LaunchRequest(job=job or token, attempt=attempt, token=token, agent_command=command, **fields)
 
 
 def spec_of(home: Path, instance_id: str) -> InstanceSpec:
@@ -139,8 +140,8 @@ def test_launching_a_token_twice_gives_one_instance_and_one_process(
 def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
 ) -> None:
-    # seed 0 and this token draw 1.31 s from an exponential with mean 2 s.
-    provider = make_provider(preempt_every_s=2.0, seed=0, notice_s=1.0, rebalance_lead_s=0.5)
+    # seed 4, job "preempted", attempt 1 draw 1.09 s from an exponential with mean 2 s.
+    provider = make_provider(preempt_every_s=2.0, seed=4, notice_s=1.0, rebalance_lead_s=0.5)
     agent = fake_agent("agent")
     instance = provider.launch(offer(provider), launch_request("preempted", agent.command("--grandchild")))
     grandchild = agent.wait_for("grandchild")
@@ -148,7 +149,7 @@ def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     assert (status.end_reason, status.exit_code) == (EndReason.SPOT_INTERRUPTION, None)
 
     spec, state = spec_of(home, instance.instance_id), state_of(home, instance.instance_id)
-    assert spec.interrupt_after_s == pytest.approx(1.309, abs=1e-3)
+    assert spec.interrupt_after_s == pytest.approx(1.090, abs=1e-3)
     assert state.started_at is not None and state.notice_at is not None and state.terminate_at is not None
     due = state.started_at + spec.interrupt_after_s
     assert due <= state.notice_at < due + 1.0
@@ -167,7 +168,7 @@ def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     wait_until(lambda: not is_alive(grandchild["pid"], grandchild["start_ticks"]), what="the grandchild to be dead")
 
 
-def test_interruption_schedule_comes_from_seed_and_token_and_spares_on_demand(
+def test_interruption_schedule_comes_from_seed_job_and_attempt_and_spares_on_demand(
     make_provider: MakeProvider, home: Path, tmp_path: Path
 ) -> None:
     provider = make_provider(preempt_every_s=30.0, seed=7)
@@ -177,14 +178,16 @@ def test_interruption_schedule_comes_from_seed_and_token_and_spares_on_demand(
     assert drawn is not None and drawn > 0
     assert spec_of(home, on_demand.instance_id).interrupt_after_s is None
 
-    def draw(seed: int, token: str) -> float | None:
-        other = tmp_path / f"other-{seed}-{token}"
+    def draw(seed: int, job: str, attempt: int = 1) -> float | None:
+        other = tmp_path / f"other-{seed}-{job}-{attempt}"
         replay = LocalProvider(other, preempt_every_s=30.0, notice_s=1.0, seed=seed, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0)
-        return spec_of(other, replay.launch(offer(replay), launch_request(token, ("true",))).instance_id).interrupt_after_s
+        request = launch_request(f"another token {seed}", ("true",), job=job, attempt=attempt)
+        return spec_of(other, replay.launch(offer(replay), request).instance_id).interrupt_after_s
 
-    assert draw(7, "a") == drawn
+    assert draw(7, "a") == drawn  # the same spec draws the same schedule, whatever the token
     assert draw(8, "a") != drawn
     assert draw(7, "c") != drawn
+    assert draw(7, "a", attempt=2) != drawn
 
 
 def test_interrupt_now_keeps_the_instance_for_the_whole_notice_even_if_the_agent_leaves(
