@@ -160,7 +160,12 @@ class SpotCheckpoint(Callback):
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended", category=PossibleUserWarning)
         restored = self._restored_state
         if restored is not None:
-            for (sampler, batch_size), saved in zip(self._samplers, restored["samplers"]):
+            if len(restored["samplers"]) != len(self._samplers):
+                raise CheckpointError(
+                    f"the checkpoint was taken with {len(restored['samplers'])} resumable train loader(s), this run has "
+                    f"{len(self._samplers)}: the train data changed, so the resume position cannot be found"
+                )
+            for (sampler, batch_size), saved in zip(self._samplers, restored["samplers"], strict=True):
                 sampler.resume_at(saved["epoch"], restored["batches_done"] * batch_size, saved["generator_state"])
         # Lightning created the first iterator before any callback hook ran; make it again so it
         # draws from the resumable samplers (and, on resume, starts where the checkpoint left off).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +24,6 @@ from cloud.provider import EndReason, InstanceState, InstanceStatus, LaunchReque
 from runner.agent import HEARTBEAT_NAME
 from runner.errors import JobStateError, SpotrunError
 from runner.store import Attempt, Job, JobState, Outcome, StateStore
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

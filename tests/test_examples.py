@@ -42,7 +42,7 @@ def test_digits_classifier_learns_deterministically(tmp_path):
     assert any(type(callback).__name__ == "EarlyStopping" for callback in trainer.callbacks)
 
     _, again = fit(tmp_path, epochs=3)
-    for mine, theirs in zip(model.parameters(), again.parameters()):
+    for mine, theirs in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(mine, theirs)
 
 

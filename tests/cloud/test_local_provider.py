@@ -6,7 +6,6 @@ Every wait is on a condition with a deadline; no test passes because a sleep hap
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys

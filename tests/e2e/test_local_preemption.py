@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import signal
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from checkpoints.store import CheckpointStore
 from runner.agent import HEARTBEAT_NAME
 from runner.store import JobState, Outcome
 
-from .conftest import REPO, Harness, assert_bit_identical, final_weights, wait_until
+from .conftest import Harness, assert_bit_identical, final_weights, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -93,8 +93,8 @@ def preempt_at_random_steps(
     rng.shuffle(plan)
     # Random steps, but far enough apart that each interruption lands on a new attempt's progress.
     steps = sorted(rng.sample(range(total_steps // 10, total_steps * 7 // 10, 50), len(plan)))
-    for action, step in zip(plan, steps):
-        def training_past_step() -> int | None:
+    for action, step in zip(plan, steps, strict=True):
+        def training_past_step(step: int = step) -> int | None:
             if controller.poll() is not None:
                 raise AssertionError(f"the controller exited early:\n{harness.controller_output()[-4000:]}")
             return _running_attempt_at(harness, name, step)
@@ -102,13 +102,13 @@ def preempt_at_random_steps(
         number = wait_until(training_past_step, timeout_s=180, what=f"{name} training at step {step}")
         result = harness.cli("interrupt", name, *(["--no-notice"] if action == "kill" else []))
         assert result.exit_code == 0, result.output
-        wait_until(lambda: not harness.store.attempts(name)[number - 1].is_open, timeout_s=60, what=f"attempt {number} to end")
+        wait_until(lambda number=number: not harness.store.attempts(name)[number - 1].is_open, timeout_s=60, what=f"attempt {number} to end")
     return plan
 
 
 def _assert_one_instance_at_a_time(harness: Harness, name: str) -> None:
     attempts = harness.store.attempts(name)
-    for before, after in zip(attempts, attempts[1:]):
+    for before, after in itertools.pairwise(attempts):
         assert before.ended_at is not None and after.launched_at is not None
         assert after.requested_at >= before.ended_at, f"attempt {after.number} was requested before {before.number} ended"
 
