@@ -65,7 +65,7 @@ class Agent:
         self.progress_file = self.scratch / "progress.json"
         self.log_file = self.scratch / "train.log"
         self.metadata = MetadataClient(settings.metadata_endpoint)
-        self.notice_at: float | None = None
+        self.interruption_at: float | None = None
         self._rebalance_seen = False
         self._last_heartbeat = 0.0
 
@@ -117,15 +117,15 @@ class Agent:
             output.close()
 
     def _watch_metadata(self) -> None:
-        if self.notice_at is None:
+        if self.interruption_at is None:
             notice = self.metadata.interruption()
             if notice is not None:
-                self.notice_at = notice.timestamp()
-                self.control.request(STOP, deadline=self.notice_at, reason="spot interruption notice")
+                self.interruption_at = notice.timestamp()
+                self.control.request(STOP, deadline=self.interruption_at, reason="spot interruption notice")
                 self._note(f"spot interruption notice: instance goes at {notice.isoformat()}; emergency checkpoint requested")
                 self._heartbeat("running", force=True)
                 return
-        if not self._rebalance_seen and self.notice_at is None and self.metadata.rebalance() is not None:
+        if not self._rebalance_seen and self.interruption_at is None and self.metadata.rebalance() is not None:
             self._rebalance_seen = True
             self.control.request(CHECKPOINT, reason="rebalance recommendation")
             self._note("rebalance recommendation: checkpoint requested")
@@ -137,7 +137,7 @@ class Agent:
             return "preempted", f"emergency checkpoint at step {checkpoint.get('step')} is durable; leaving", environment.PREEMPTED_EXIT_CODE
         if exit_code == 0 and progress.get("status") == "finished":
             return "finished", f"training finished at step {progress.get('step')}", 0
-        if self.notice_at is not None:
+        if self.interruption_at is not None:
             return "preempted", f"training ended (exit code {exit_code}) during the interruption notice", environment.PREEMPTED_EXIT_CODE
         if exit_code == 0:
             return "failed", (
@@ -160,7 +160,7 @@ class Agent:
             "attempt": self.settings.attempt,
             "instance_id": os.environ.get("SPOTRUN_INSTANCE_ID"),
             "time": now,
-            "notice_at": self.notice_at,
+            "interruption_at": self.interruption_at,
             "exit_code": exit_code,
             "message": message,
         }

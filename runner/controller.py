@@ -216,7 +216,8 @@ class Controller:
 
     def _note_heartbeat(self, job: Job, attempt: Attempt, heartbeat: dict[str, Any]) -> None:
         previous = job.progress
-        if heartbeat.get("notice_at") and previous.get("attempt") == attempt.number and not previous.get("notice_at"):
+        already_noted = previous.get("attempt") == attempt.number and previous.get("interruption_at")
+        if heartbeat.get("interruption_at") and not already_noted:
             self.store.event(job.name, "notice", f"attempt {attempt.number}: spot interruption notice; emergency checkpoint requested", attempt=attempt.number)
         if heartbeat != previous:
             self.store.set_progress(job.name, heartbeat)

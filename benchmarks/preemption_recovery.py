@@ -1,0 +1,126 @@
+"""What a preemption costs on the local provider: checkpoint-on-notice latency, restart time, work lost.
+
+Runs the digits job through `spotrun run` three times: uninterrupted, then with spot notices and a
+bare kill injected at fixed fractions of training, watching the job's heartbeat like a user would.
+Prints the figures and writes them to benchmarks/results/preemption_recovery.json.
+
+    .venv/bin/python benchmarks/preemption_recovery.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "preemption_recovery.json"
+EPOCHS, STEPS_PER_EPOCH = 10, 45
+PLAN = [(0.25, "notice"), (0.45, "notice"), (0.65, "kill")]  # fraction of training steps, kind of interruption
+SPEC = {
+    "train": {
+        "model": "examples/digits.py:DigitsClassifier",
+        "model_args": {"hidden": [2048, 2048], "patience": 100},
+        "data": "examples/digits.py:DigitsData",
+        "data_args": {"batch_size": 32},
+        "trainer": {"max_epochs": EPOCHS, "enable_progress_bar": False, "logger": False, "enable_model_summary": False},
+    },
+    "checkpoint": {"every_steps": 40, "keep": 3},
+    "resources": {"provider": "local", "instance_types": ["g5.xlarge"]},
+    "local": {"preempt_every": 0, "notice": "5s"},
+}
+
+
+def spotrun(home: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "SPOTRUN_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=REPO, env=env, text=True, **popen)
+
+
+def run_job(home: Path, name: str, plan: list[tuple[float, str]]) -> dict[str, Any]:
+    """Run one job, injecting ``plan``; returns a timeline of heartbeats and interruptions."""
+    from checkpoints.store import CheckpointStore
+
+    spec_file = home / f"{name}.yaml"
+    home.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(yaml.safe_dump({"name": name, **SPEC}))
+    started = time.time()
+    controller = spotrun(home, "run", str(spec_file), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = CheckpointStore(f"file://{home}/checkpoints/{name}")
+    beats: list[dict[str, Any]] = []
+    interruptions: list[dict[str, Any]] = []
+    pending = list(plan)
+    while controller.poll() is None:
+        beat = store.read_json("heartbeat.json")
+        if beat and (not beats or beat["time"] != beats[-1]["time"]):
+            beats.append(beat)
+        if pending and beat and beat.get("status") == "running" and (beat.get("step") or 0) >= pending[0][0] * EPOCHS * STEPS_PER_EPOCH:
+            fraction, kind = pending.pop(0)
+            committed = store.latest()
+            interruptions.append({"kind": kind, "at": time.time(), "attempt": beat["attempt"], "step_seen": beat["step"],
+                                  "committed_step": committed.step if committed else 0})
+            spotrun(home, "interrupt", name, *(["--no-notice"] if kind == "kill" else []), stdout=subprocess.DEVNULL).wait()
+        time.sleep(0.05)
+    checkpoints = [info.to_json() for info in store.list()]
+    return {"wall_s": time.time() - started, "returncode": controller.returncode, "beats": beats,
+            "interruptions": interruptions, "checkpoints": checkpoints}
+
+
+def first_progress_after(beats: list[dict[str, Any]], attempt: int) -> dict[str, Any] | None:
+    """The first heartbeat of ``attempt`` that shows training moving past where it resumed."""
+    own = [beat for beat in beats if beat.get("attempt") == attempt and beat.get("step") is not None]
+    resumed = own[0].get("resumed_from_step") if own else None
+    return next((beat for beat in own if beat["step"] > (resumed or 0)), None)
+
+
+def analyse(job: dict[str, Any]) -> list[dict[str, Any]]:
+    figures = []
+    for event in job["interruptions"]:
+        attempt = event["attempt"]
+        last = [beat for beat in job["beats"] if beat.get("attempt") == attempt and beat.get("step") is not None][-1]
+        nxt = first_progress_after(job["beats"], attempt + 1)
+        emergency = [c for c in job["checkpoints"] if c["reason"] == "emergency" and c["time"] >= event["at"]]
+        entry = {"kind": event["kind"], "at_step": event["step_seen"]}
+        if event["kind"] == "notice" and emergency:
+            entry["checkpoint_after_notice_s"] = round(min(c["time"] for c in emergency) - event["at"], 3)
+        resumed_step = next((b.get("resumed_from_step") for b in job["beats"] if b.get("attempt") == attempt + 1), None)
+        entry["resumed_from_step"] = resumed_step
+        entry["steps_lost"] = max(0, last["step"] - (resumed_step or 0))
+        if nxt is not None:
+            entry["interruption_to_training_again_s"] = round(nxt["time"] - event["at"], 2)
+        figures.append(entry)
+    return figures
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="spotrun-bench-") as directory:
+        base = run_job(Path(directory) / "base", "bench-base", [])
+        interrupted = run_job(Path(directory) / "int", "bench-int", PLAN)
+    per = analyse(interrupted)
+    notices = [p["checkpoint_after_notice_s"] for p in per if "checkpoint_after_notice_s" in p]
+    restarts = [p["interruption_to_training_again_s"] for p in per if "interruption_to_training_again_s" in p]
+    result = {
+        "machine": f"{os.cpu_count()} CPU cores, no GPU",
+        "job": f"digits MLP 64-2048-2048-10, {EPOCHS} epochs x {STEPS_PER_EPOCH} steps, checkpoint every 40 steps, notice 5 s",
+        "uninterrupted_wall_s": round(base["wall_s"], 1),
+        "interrupted_wall_s": round(interrupted["wall_s"], 1),
+        "overhead_per_interruption_s": round((interrupted["wall_s"] - base["wall_s"]) / len(PLAN), 1),
+        "checkpoint_after_notice_s_median": round(statistics.median(notices), 3) if notices else None,
+        "interruption_to_training_again_s_median": round(statistics.median(restarts), 2) if restarts else None,
+        "interruptions": per,
+        "both_succeeded": base["returncode"] == 0 and interrupted["returncode"] == 0,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
