@@ -73,28 +73,33 @@ def run_job(home: Path, name: str, plan: list[tuple[float, str]]) -> dict[str, A
             "interruptions": interruptions, "checkpoints": checkpoints}
 
 
-def first_progress_after(beats: list[dict[str, Any]], attempt: int) -> dict[str, Any] | None:
-    """The first heartbeat of ``attempt`` that shows training moving past where it resumed."""
-    own = [beat for beat in beats if beat.get("attempt") == attempt and beat.get("step") is not None]
-    resumed = own[0].get("resumed_from_step") if own else None
-    return next((beat for beat in own if beat["step"] > (resumed or 0)), None)
+def resumed_step(beats: list[dict[str, Any]], attempt: int) -> int:
+    """The step ``attempt`` resumed from, as its training reported it (0: from scratch)."""
+    own = (beat.get("resumed_from_step") for beat in beats if beat.get("attempt") == attempt and beat.get("step") is not None)
+    return next((step for step in own if step is not None), 0)
 
 
 def analyse(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per interruption: emergency checkpoint latency, steps lost, time until training moves again."""
     figures = []
+    beats = job["beats"]
     for event in job["interruptions"]:
         attempt = event["attempt"]
-        last = [beat for beat in job["beats"] if beat.get("attempt") == attempt and beat.get("step") is not None][-1]
-        nxt = first_progress_after(job["beats"], attempt + 1)
-        emergency = [c for c in job["checkpoints"] if c["reason"] == "emergency" and c["time"] >= event["at"]]
-        entry = {"kind": event["kind"], "at_step": event["step_seen"]}
+        own = [beat for beat in beats if beat.get("attempt") == attempt and beat.get("step") is not None]
+        reached = max([event["step_seen"], *(beat["step"] for beat in own)])
+        resumed = resumed_step(beats, attempt + 1)
+        # On a kill the newest heartbeat may be up to a second old: steps_lost is then a lower bound.
+        entry = {"kind": event["kind"], "at_step": event["step_seen"], "reached_step": reached, "resumed_from_step": resumed,
+                 "steps_lost": reached - resumed}
+        emergency = [
+            beat["checkpoint"] for beat in own
+            if (beat.get("checkpoint") or {}).get("reason") == "emergency" and beat["checkpoint"]["time"] >= event["at"]
+        ]
         if event["kind"] == "notice" and emergency:
-            entry["checkpoint_after_notice_s"] = round(min(c["time"] for c in emergency) - event["at"], 3)
-        resumed_step = next((b.get("resumed_from_step") for b in job["beats"] if b.get("attempt") == attempt + 1), None)
-        entry["resumed_from_step"] = resumed_step
-        entry["steps_lost"] = max(0, last["step"] - (resumed_step or 0))
-        if nxt is not None:
-            entry["interruption_to_training_again_s"] = round(nxt["time"] - event["at"], 2)
+            entry["checkpoint_durable_after_notice_s"] = round(emergency[0]["time"] - event["at"], 3)
+        moving = next((beat for beat in beats if beat.get("attempt") == attempt + 1 and (beat.get("step") or 0) > resumed), None)
+        if moving is not None:
+            entry["interruption_to_training_again_s"] = round(moving["time"] - event["at"], 2)
         figures.append(entry)
     return figures
 
@@ -104,7 +109,7 @@ def main() -> None:
         base = run_job(Path(directory) / "base", "bench-base", [])
         interrupted = run_job(Path(directory) / "int", "bench-int", PLAN)
     per = analyse(interrupted)
-    notices = [p["checkpoint_after_notice_s"] for p in per if "checkpoint_after_notice_s" in p]
+    notices = [p["checkpoint_durable_after_notice_s"] for p in per if "checkpoint_durable_after_notice_s" in p]
     restarts = [p["interruption_to_training_again_s"] for p in per if "interruption_to_training_again_s" in p]
     result = {
         "machine": f"{os.cpu_count()} CPU cores, no GPU",
@@ -112,7 +117,9 @@ def main() -> None:
         "uninterrupted_wall_s": round(base["wall_s"], 1),
         "interrupted_wall_s": round(interrupted["wall_s"], 1),
         "overhead_per_interruption_s": round((interrupted["wall_s"] - base["wall_s"]) / len(PLAN), 1),
-        "checkpoint_after_notice_s_median": round(statistics.median(notices), 3) if notices else None,
+        "checkpoint_durable_after_notice_s_median": round(statistics.median(notices), 3) if notices else None,
+        "steps_lost_on_notice": [p["steps_lost"] for p in per if p["kind"] == "notice"],
+        "steps_lost_on_kill": [p["steps_lost"] for p in per if p["kind"] == "kill"],
         "interruption_to_training_again_s_median": round(statistics.median(restarts), 2) if restarts else None,
         "interruptions": per,
         "both_succeeded": base["returncode"] == 0 and interrupted["returncode"] == 0,

@@ -24,7 +24,7 @@ from checkpoints.store import CheckpointStore
 from cloud.errors import ProviderError
 from runner import views
 from runner.agent import JOB_NAME, Agent, AgentSettings
-from runner.controller import Controller, job_lock, job_spec
+from runner.controller import Controller, job_lock
 from runner.errors import JobStateError, SpecError, SpotrunError
 from runner.logs import print_logs
 from runner.paths import spotrun_home
@@ -103,7 +103,7 @@ def _drive_or_detach(store: StateStore, name: str, detach: bool) -> None:
 
 def _drive(store: StateStore, name: str) -> None:
     job = store.job(name)
-    spec = job_spec(job)
+    spec = job.spec
     controller = Controller(
         store, provider_for(spec, spotrun_home()), agent_command=agent_command, settings=controller_settings(spec)
     )
@@ -202,7 +202,7 @@ def cancel(job: JobArgument) -> None:
     if found.state.is_final:
         raise JobStateError(f"job {job!r} already ended ({found.state.value})")
     store.request_cancel(job)
-    spec = job_spec(found)
+    spec = found.spec
     try:
         with job_lock(spotrun_home(), job):
             Controller(store, provider_for(spec, spotrun_home()), agent_command=agent_command).cycle(job)
@@ -245,7 +245,7 @@ def interrupt(
     """Inject a spot interruption into a job on the local provider, to prove it survives one."""
     store = _store()
     found = store.job(job)
-    spec = job_spec(found)
+    spec = found.spec
     provider = provider_for(spec, spotrun_home())
     running = [attempt for attempt in store.attempts(job) if attempt.is_open and attempt.instance_id]
     if not running:

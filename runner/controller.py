@@ -10,7 +10,6 @@ terminated, so one job never has two instances at once.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -126,7 +125,7 @@ class Controller:
     # ---------------------------------------------------------------- launch
 
     def _launch(self, job: Job, number: int) -> None:
-        spec = job_spec(job)
+        spec = job.spec
         offers = self.provider.offers(
             OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=_market(spec), nodes=1)
         )
@@ -176,7 +175,7 @@ class Controller:
             token=attempt.token,
             agent_command=self.agent_command(job, attempt.number),
             env=self.agent_env,
-            workdir=job_spec(job)["workdir"],
+            workdir=job.spec["workdir"],
             tags={"spotrun:job": job.name, "spotrun:attempt": str(attempt.number)},
         )
         instance = self.provider.launch(offer, request)
@@ -229,7 +228,7 @@ class Controller:
             self.store.count(job.name, "preemptions")
             self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} preempted ({message}); relaunching", attempt=attempt.number)
         else:
-            allowed = job_spec(job)["resources"]["max_restarts_on_errors"]
+            allowed = job.spec["resources"]["max_restarts_on_errors"]
             if job.restarts_on_errors < allowed:
                 self.store.count(job.name, "restarts_on_errors")
                 self.store.set_state(
@@ -259,11 +258,6 @@ class Controller:
                 job.name, attempt.number, ended_at=self.clock(), end_reason="never-launched", outcome=Outcome.CANCELLED, exit_code=None
             )
         self.store.set_state(job.name, JobState.CANCELLED, "cancelled by request")
-
-
-def job_spec(job: Job) -> dict[str, Any]:
-    """The resolved spec the job was submitted with."""
-    return json.loads(job.spec_json)
 
 
 def _market(spec: dict[str, Any]) -> Market:

@@ -117,6 +117,11 @@ class Job:
     progress: dict[str, Any]
     message: str | None
 
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The resolved spec the job was submitted with."""
+        return json.loads(self.spec_json)
+
 
 @dataclass(frozen=True)
 class Attempt:

@@ -21,6 +21,7 @@ def job_summary(job: Job, attempts: list[Attempt], now: float | None = None) -> 
     rate = progress.get("steps_per_s") or 0.0
     eta_s = (total - step) / rate if (step is not None and total and rate > 0 and not job.state.is_final) else None
     checkpoint = progress.get("checkpoint") or {}
+    budget = job.spec.get("budget") or {}
     return {
         "name": job.name,
         "state": job.state.value,
@@ -39,6 +40,8 @@ def job_summary(job: Job, attempts: list[Attempt], now: float | None = None) -> 
         "savings_usd": round(cost.savings_usd, 6),
         "savings_pct": round(cost.savings_pct, 2),
         "instance_hours": round(cost.instance_seconds / 3600, 6),
+        "budget_usd": budget.get("max_usd"),  # shown, not yet enforced
+        "deadline_at": budget.get("deadline_at"),
         "checkpoint_step": checkpoint.get("step"),
         "checkpoint_url": job.checkpoint_url,
         "message": job.message,
@@ -57,7 +60,8 @@ def status_line(summary: dict[str, Any]) -> str:
         parts.append(f"epoch {summary['epoch']}")
     if summary["loss"] is not None:
         parts.append(f"loss {summary['loss']:.3f}")
-    parts.append(f"${summary['spent_usd']:.4f} spent (saved ${summary['savings_usd']:.4f}, {summary['savings_pct']:.0f}%)")
+    budget = f" of ${summary['budget_usd']:.2f} budget" if summary["budget_usd"] is not None else ""
+    parts.append(f"${summary['spent_usd']:.4f}{budget} spent (saved ${summary['savings_usd']:.4f}, {summary['savings_pct']:.0f}%)")
     parts.append(f"preemptions {summary['preemptions']}")
     if summary["eta_s"] is not None:
         parts.append(f"ETA {format_duration(summary['eta_s'])}")
@@ -122,6 +126,8 @@ def final_report(summary: dict[str, Any], attempts: list[Attempt]) -> list[str]:
         f"  cost       ${summary['spent_usd']:.4f} spent over {summary['instance_hours'] * 3600:.0f} instance-seconds; "
         f"on-demand would have cost ${summary['on_demand_usd']:.4f}: saved ${summary['savings_usd']:.4f} ({summary['savings_pct']:.1f}%)"
     )
+    if summary["budget_usd"] is not None:
+        lines.append(f"  budget     ${summary['budget_usd']:.2f} (not enforced yet), {100 * summary['spent_usd'] / summary['budget_usd']:.1f}% used")
     lines.append(f"  checkpoints {summary['checkpoint_url']}")
     return lines
 

@@ -199,3 +199,23 @@ def test_a_second_controller_for_the_same_job_is_refused(harness: Harness) -> No
     assert first.returncode == 130
     assert harness.cli("cancel", name).exit_code == 0
     assert harness.job(name).state is JobState.CANCELLED
+
+
+def test_detached_job_cancelled_through_its_controller_leaves_no_instance(harness: Harness) -> None:
+    name = "digits-detached"
+    submitted = harness.cli("run", str(harness.write_spec(digits_spec(name))), "--detach")
+    assert submitted.exit_code == 0 and "controller pid" in submitted.output
+    wait_until(lambda: _running_attempt_at(harness, name, 1), timeout_s=120, what="the detached job to train")
+
+    cancelled = harness.cli("cancel", name)
+    assert cancelled.exit_code == 0 and "running controller" in cancelled.output
+    wait_until(lambda: harness.job(name).state is JobState.CANCELLED, timeout_s=60, what="the controller to cancel the job")
+
+    from cloud.local import LocalProvider
+
+    attempts = harness.store.attempts(name)
+    assert [attempt.outcome for attempt in attempts] == [Outcome.CANCELLED]
+    provider = LocalProvider(harness.home, preempt_every_s=0, notice_s=2, seed=0, spot_price_usd_per_hour=0.45, on_demand_price_usd_per_hour=1.0)
+    instance = attempts[0].instance_id
+    assert provider.poll([instance])[instance].state.value == "terminated"
+    assert harness.cli("cancel", name).exit_code == 2  # already ended: bad request, said plainly
