@@ -6,13 +6,15 @@ Known errors become one line on stderr and an exit code (0 ok, 1 a known failure
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -47,11 +49,31 @@ _KNOWN_ERRORS = (SpotrunError, ProviderError, CheckpointError)
 _FOLLOW_INTERVAL_S = 1.0
 
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def command(function: _Command) -> _Command:
+    """Register a command whose known errors become one line on stderr and their exit code."""
+
+    @functools.wraps(function)
+    def run_command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except _KNOWN_ERRORS as error:
+            if os.environ.get("SPOTRUN_DEBUG"):
+                raise
+            err.print(f"error: {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(error, "exit_code", 1)) from None
+
+    app.command()(run_command)
+    return function
+
+
 def _store() -> StateStore:
     return StateStore(default_database_url(spotrun_home()))
 
 
-@app.command()
+@command
 def run(
     spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).")],
     detach: Annotated[bool, typer.Option("--detach", help="Return at once; a background controller drives the job.")] = False,
@@ -73,7 +95,7 @@ def run(
     _drive_or_detach(store, job.name, detach)
 
 
-@app.command()
+@command
 def resume(
     job: JobArgument,
     detach: Annotated[bool, typer.Option("--detach", help="Return at once; a background controller drives the job.")] = False,
@@ -143,7 +165,7 @@ def _drive(store: StateStore, name: str) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+@command
 def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs when left out.")] = None, as_json: JsonOption = False) -> None:
     """State, progress, spend and preemptions of one job (or of all jobs)."""
     store = _store()
@@ -163,7 +185,7 @@ def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs wh
         out.print(views.attempts_table(attempts))
 
 
-@app.command()
+@command
 def jobs(as_json: JsonOption = False) -> None:
     """Every job in the state store, newest first."""
     store = _store()
@@ -176,7 +198,7 @@ def jobs(as_json: JsonOption = False) -> None:
         out.print("no jobs yet: `spotrun run JOB.yaml` submits one")
 
 
-@app.command()
+@command
 def logs(
     job: JobArgument,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output until the job ends.")] = False,
@@ -194,7 +216,7 @@ def logs(
     )
 
 
-@app.command()
+@command
 def cancel(job: JobArgument) -> None:
     """Stop a job for good: its instance is terminated and it ends CANCELLED."""
     store = _store()
@@ -212,7 +234,7 @@ def cancel(job: JobArgument) -> None:
     out.print(f"job {job}: {store.job(job).state.value}")
 
 
-@app.command()
+@command
 def checkpoints(job: JobArgument, as_json: JsonOption = False) -> None:
     """Committed checkpoints of a job, newest first."""
     found = _store().job(job)
@@ -236,7 +258,7 @@ def checkpoints(job: JobArgument, as_json: JsonOption = False) -> None:
     out.print(table)
 
 
-@app.command()
+@command
 def interrupt(
     job: JobArgument,
     notice: Annotated[str | None, typer.Option(help="Notice before the kill, e.g. 10s (default: the spec's local.notice).")] = None,
@@ -263,7 +285,7 @@ def interrupt(
         out.print(f"interruption notice served to instance {instance_id} of {job}")
 
 
-@app.command()
+@command
 def agent(
     checkpoint_url: Annotated[str, typer.Option(help="The job's checkpoint URL (holds _spotrun/job.json).")],
     attempt: Annotated[int, typer.Option(help="Attempt number of this instance.")],
@@ -282,11 +304,5 @@ def agent(
 
 
 def main() -> None:
-    """Console entry point: turns known errors into one line and an exit code."""
-    try:
-        app()
-    except _KNOWN_ERRORS as error:
-        if os.environ.get("SPOTRUN_DEBUG"):
-            raise
-        err.print(f"error: {error}", highlight=False, soft_wrap=True)
-        sys.exit(getattr(error, "exit_code", 1))
+    """Console entry point."""
+    app()
