@@ -19,6 +19,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
 
 from checkpoints.durations import parse_duration
 from checkpoints.errors import CheckpointError
@@ -140,7 +142,7 @@ def _drive(store: StateStore, name: str) -> None:
             (live.console if live else out).print(line, highlight=False, soft_wrap=True)
         summary = views.job_summary(current, store.attempts(name))
         if live is not None:
-            live.update(views.status_line(summary))
+            live.update(Spinner("dots", text=Text(views.status_line(summary))))
         elif time.monotonic() - last_plain_line > 10:
             last_plain_line = time.monotonic()
             out.print(views.status_line(summary), highlight=False, soft_wrap=True)
