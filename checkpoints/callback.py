@@ -17,6 +17,7 @@ import signal
 import tempfile
 import time
 import warnings
+from concurrent.futures import Future
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from checkpoints.control import STOP, ControlReader, write_json_atomically
 from checkpoints.durations import parse_duration
 from checkpoints.environment import PREEMPTED_EXIT_CODE
 from checkpoints.errors import CheckpointError
+from checkpoints.persist import BackgroundPersister, SaveRequest, snapshot_to_host
 from checkpoints.resumable import ResumableSampler, capture_rng_states, make_resumable, restore_rng_states
 from checkpoints.store import CheckpointInfo, CheckpointStore
 
@@ -87,6 +89,8 @@ class SpotCheckpoint(Callback):
         self.resumed_from: CheckpointInfo | None = None
         self.newest: CheckpointInfo | None = None
         self._staging: Path | None = None
+        self._persister: BackgroundPersister | None = None
+        self._emergency: dict[str, Any] | None = None  # how the emergency save went, for the agent
         self._restored_state: dict[str, Any] | None = None
         self._data_seed: int | None = None
         self._samplers: list[tuple[ResumableSampler, int]] = []  # with the batch size of their loader
@@ -109,6 +113,9 @@ class SpotCheckpoint(Callback):
         if stage != "fit":
             return
         self._staging = Path(tempfile.mkdtemp(prefix="spotrun-ckpt-"))
+        self._persister = BackgroundPersister(
+            self.store, self._staging, keep=self.keep, protect=self._protected, spotrun_version=_spotrun_version()
+        )
         self._install_signal_handler()
         if trainer.ckpt_path is not None:
             log.info("fit() was given ckpt_path=%s; not resuming from %s", trainer.ckpt_path, self.store.url)
@@ -204,10 +211,20 @@ class SpotCheckpoint(Callback):
         if self._restored_state is not None:
             restore_rng_states(self._restored_state["rng"])
             self._restored_state = None
+        assert self._persister is not None
+        self._collect(self._persister.take_finished())
         request = self._control.poll() if self._control else None
         stop = self._stop_signalled or (request is not None and request.get("action") == STOP)
         if stop:
-            self._save(trainer, reason="emergency")
+            self._save(trainer, reason="emergency", blocking=True)
+            deadline = request.get("deadline") if request else None
+            durable = self.newest is not None and self.newest.step == trainer.global_step
+            self._emergency = {
+                "step": trainer.global_step,
+                "durable": durable,
+                "before_deadline": durable and (deadline is None or time.time() <= deadline),
+            }
+            log.warning("emergency checkpoint of step %d: %s", trainer.global_step, self._emergency)
             self._write_progress(trainer, status="preempted", force=True)
             raise Preempted()
         if request is not None or self._periodic_save_due(trainer):
@@ -225,7 +242,7 @@ class SpotCheckpoint(Callback):
         self._write_progress(trainer, status="training")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer, reason="final", final=True)
+        self._save(trainer, reason="final", final=True, blocking=True)
         self._write_progress(trainer, status="finished", force=True)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -234,47 +251,64 @@ class SpotCheckpoint(Callback):
         if self._previous_sigusr1 is not None:
             signal.signal(signal.SIGUSR1, self._previous_sigusr1)
             self._previous_sigusr1 = None
+        if self._persister is not None:
+            self._persister.close()
+            self._collect(self._persister.take_finished())
+            self._persister = None
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
 
     # ---------------------------------------------------------------- save
 
-    def _save(self, trainer: pl.Trainer, *, reason: str, final: bool = False) -> None:
-        """Write the checkpoint locally, then commit it to the store; a failure costs this checkpoint only."""
-        assert self._staging is not None
+    def _save(self, trainer: pl.Trainer, *, reason: str, final: bool = False, blocking: bool = False) -> None:
+        """Snapshot the state now and persist it in the background (``blocking``: and wait until it is durable).
+
+        A non-blocking save that falls due while the previous one is still persisting is deferred:
+        the trigger stays due and the next step tries again, so snapshots never pile up in memory.
+        """
+        assert self._persister is not None
+        if blocking:
+            self._collect(self._persister.wait_if_busy())
+        elif self._persister.busy:
+            return
         step = trainer.global_step
         if self.newest is not None and self.newest.step == step and (self.newest.final or not final):
             return
-        local = self._staging / f"save-{step}-rank{trainer.global_rank}.ckpt"
-        trainer.save_checkpoint(local)
+        # The same dump `trainer.save_checkpoint` makes; every rank takes part, rank 0 writes.
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint()
         self._last_save_step = step
         self._last_save_time = time.monotonic()
         if not trainer.is_global_zero:
             return
-        try:
-            self.newest = self.store.commit(
-                local,
-                step=step,
-                epoch=trainer.current_epoch,
-                reason=reason,
-                final=final,
-                metrics=_float_metrics(trainer),
-                spotrun_version=_spotrun_version(),
-            )
-            protect = frozenset({self.resumed_from.url}) if self.resumed_from else frozenset()
-            self.store.prune(self.keep, protect=protect)
+        request = SaveRequest(
+            snapshot_to_host(checkpoint), step=step, epoch=trainer.current_epoch, reason=reason, final=final,
+            metrics=_float_metrics(trainer),
+        )
+        self._persister.submit(request)
+        if blocking:
+            self._collect(self._persister.wait_if_busy())
+
+    def _protected(self) -> frozenset[str]:
+        """Checkpoints retention must keep whatever their age: the one this run resumed from."""
+        return frozenset({self.resumed_from.url}) if self.resumed_from else frozenset()
+
+    def _collect(self, finished: Future[CheckpointInfo] | None) -> None:
+        """Account for a finished persist: a failure costs that checkpoint only, until too many fail in a row."""
+        if finished is None:
+            return
+        error = finished.exception()
+        if error is None:
+            self.newest = finished.result()
             self._consecutive_failures = 0
-        except (CheckpointError, OSError) as error:
-            self._consecutive_failures += 1
-            log.error("checkpoint of step %d failed (%d in a row): %s", step, self._consecutive_failures, error)
-            if self._consecutive_failures >= self.max_consecutive_failures:
-                raise CheckpointError(
-                    f"{self._consecutive_failures} checkpoints in a row could not be written to {self.store.url}; "
-                    f"stopping rather than training on without a way back (last error: {error})"
-                ) from error
-        finally:
-            local.unlink(missing_ok=True)
+            return
+        self._consecutive_failures += 1
+        log.error("a checkpoint could not be persisted (%d in a row): %s", self._consecutive_failures, error)
+        if self._consecutive_failures >= self.max_consecutive_failures:
+            raise CheckpointError(
+                f"{self._consecutive_failures} checkpoints in a row could not be written to {self.store.url}; "
+                f"stopping rather than training on without a way back (last error: {error})"
+            ) from error
 
     # ---------------------------------------------------- signals, progress
 
@@ -314,6 +348,7 @@ class SpotCheckpoint(Callback):
                 "metrics": metrics,
                 "checkpoint": self.newest.to_json() if self.newest else None,
                 "resumed_from_step": self.resumed_from.step if self.resumed_from else None,
+                "emergency": self._emergency,
             },
         )
 

@@ -1,0 +1,132 @@
+"""Snapshot on the training thread, persist in the background.
+
+The training loop pays only for copying its state to host memory (the snapshot). Serialising,
+hashing, uploading, committing and pruning happen in one background thread, one checkpoint at a
+time: a save that falls due while another is still persisting is deferred by the caller rather
+than queued, so extra host memory stays at about one copy of the state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_utilities.core.apply_func import apply_to_collection
+
+from checkpoints.store import CheckpointInfo, CheckpointStore
+
+log = logging.getLogger(__name__)
+
+
+def snapshot_to_host(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``checkpoint`` whose tensors are private CPU copies: training may change the originals at once.
+
+    CUDA tensors are copied into pinned memory without blocking and synchronised once at the end.
+    """
+    copied_from_cuda = False
+
+    def to_host(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal copied_from_cuda
+        if tensor.is_cuda:
+            copied_from_cuda = True
+            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            host.copy_(tensor.detach(), non_blocking=True)
+            return host
+        return tensor.detach().clone()
+
+    snapshot = apply_to_collection(checkpoint, torch.Tensor, to_host)
+    if copied_from_cuda:
+        torch.cuda.synchronize()
+    return snapshot
+
+
+@dataclass(frozen=True)
+class SaveRequest:
+    """What to commit for one snapshot."""
+
+    snapshot: dict[str, Any]
+    step: int
+    epoch: int
+    reason: str
+    final: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class BackgroundPersister:
+    """Writes one snapshot at a time in a background thread; ``close()`` is safe to call twice."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        staging: Path,
+        *,
+        keep: int,
+        protect: Callable[[], frozenset[str]],
+        spotrun_version: str,
+    ) -> None:
+        self.store = store
+        self.staging = staging
+        self.keep = keep
+        self.protect = protect
+        self.spotrun_version = spotrun_version
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spotrun-persist")
+        self._in_flight: Future[CheckpointInfo] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A persist is still running."""
+        return self._in_flight is not None and not self._in_flight.done()
+
+    def submit(self, request: SaveRequest) -> Future[CheckpointInfo]:
+        """Start persisting ``request``; the caller makes sure nothing else is in flight."""
+        if self._executor is None:
+            raise RuntimeError("BackgroundPersister is closed")
+        if self.busy:
+            raise RuntimeError("a checkpoint is already being persisted; wait for it or defer this one")
+        self._in_flight = self._executor.submit(self._persist, request)
+        return self._in_flight
+
+    def take_finished(self) -> Future[CheckpointInfo] | None:
+        """The persist that finished since the last call (to read its result or error), or None."""
+        if self._in_flight is None or not self._in_flight.done():
+            return None
+        finished, self._in_flight = self._in_flight, None
+        return finished
+
+    def wait_if_busy(self) -> Future[CheckpointInfo] | None:
+        """Block until the persist in flight (if any) is over; returns it, done."""
+        if self._in_flight is None:
+            return None
+        self._in_flight.exception()  # waits; the outcome stays in the future for the caller
+        return self.take_finished()
+
+    def _persist(self, request: SaveRequest) -> CheckpointInfo:
+        local = self.staging / f"persist-{request.step}.ckpt"
+        try:
+            torch.save(request.snapshot, local)
+            info = self.store.commit(
+                local,
+                step=request.step,
+                epoch=request.epoch,
+                reason=request.reason,
+                final=request.final,
+                metrics=request.metrics,
+                spotrun_version=self.spotrun_version,
+            )
+            deleted = self.store.prune(self.keep, protect=self.protect())
+            if deleted:
+                log.debug("retention deleted %s", deleted)
+            return info
+        finally:
+            local.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Finish what is in flight, then stop the thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
