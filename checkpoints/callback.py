@@ -96,6 +96,7 @@ class SpotCheckpoint(Callback):
         self._samplers: list[tuple[ResumableSampler, int]] = []  # with the batch size of their loader
         self._batches_done = 0
         self._last_save_step = -1
+        self._last_save_final = False
         self._last_save_time = time.monotonic()
         self._consecutive_failures = 0
         self._stop_signalled = False
@@ -151,7 +152,7 @@ class SpotCheckpoint(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": _STATE_VERSION,
-            "rng": capture_rng_states(),
+            "rng": _gather_from_ranks(capture_rng_states()),
             "data_seed": self._data_seed,
             "samplers": [sampler.state_dict() for sampler, _ in self._samplers],
             "batches_done": self._batches_done,
@@ -178,6 +179,7 @@ class SpotCheckpoint(Callback):
         # draws from the resumable samplers (and, on resume, starts where the checkpoint left off).
         iter(trainer.fit_loop._data_fetcher)
         self._last_save_step = trainer.global_step
+        self._last_save_final = self.resumed_from is not None and self.resumed_from.final
         self._last_save_time = time.monotonic()
         if self.resumed_from is not None and self.resumed_from.final:
             # Training already reached its end (maybe by early stopping, whose decision Lightning
@@ -209,26 +211,36 @@ class SpotCheckpoint(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self._batches_done = batch_idx
         if self._restored_state is not None:
-            restore_rng_states(self._restored_state["rng"])
+            restore_rng_states(_rng_of_rank(self._restored_state["rng"], trainer.global_rank))
             self._restored_state = None
         assert self._persister is not None
         self._collect(self._persister.take_finished())
         request = self._control.poll() if self._control else None
-        stop = self._stop_signalled or (request is not None and request.get("action") == STOP)
+        stop, requested, due, busy = _agree(
+            trainer,
+            self._stop_signalled or (request is not None and request.get("action") == STOP),
+            request is not None,
+            self._periodic_save_due(trainer),
+            self._persister.busy,
+        )
         if stop:
-            self._save(trainer, reason="emergency", blocking=True)
-            deadline = request.get("deadline") if request else None
-            durable = self.newest is not None and self.newest.step == trainer.global_step
-            self._emergency = {
-                "step": trainer.global_step,
-                "durable": durable,
-                "before_deadline": durable and (deadline is None or time.time() <= deadline),
-            }
+            self._emergency_stop(trainer, deadline=request.get("deadline") if request else None)
+        if (requested or due) and not busy:
+            self._save(trainer, reason="requested" if requested else "periodic")
+
+    def _emergency_stop(self, trainer: pl.Trainer, *, deadline: float | None) -> None:
+        """Save at this step on every rank, wait until it is committed, and leave with the preempted code."""
+        self._save(trainer, reason="emergency", blocking=True)
+        durable = self.newest is not None and self.newest.step == trainer.global_step
+        self._emergency = {
+            "step": trainer.global_step,
+            "durable": durable,
+            "before_deadline": durable and (deadline is None or time.time() <= deadline),
+        }
+        if trainer.is_global_zero:
             log.warning("emergency checkpoint of step %d: %s", trainer.global_step, self._emergency)
-            self._write_progress(trainer, status="preempted", force=True)
-            raise Preempted()
-        if request is not None or self._periodic_save_due(trainer):
-            self._save(trainer, reason="requested" if request is not None else "periodic")
+        self._write_progress(trainer, status="preempted", force=True)
+        raise Preempted()
 
     def _periodic_save_due(self, trainer: pl.Trainer) -> bool:
         if trainer.global_step <= self._last_save_step:
@@ -273,21 +285,24 @@ class SpotCheckpoint(Callback):
         elif self._persister.busy:
             return
         step = trainer.global_step
-        if self.newest is not None and self.newest.step == step and (self.newest.final or not final):
+        # Decided from what every rank knows alike (not from `newest`, which only rank 0 sees).
+        if step == self._last_save_step and (self._last_save_final or not final):
             return
         # The same dump `trainer.save_checkpoint` makes; every rank takes part, rank 0 writes.
         checkpoint = trainer._checkpoint_connector.dump_checkpoint()
-        self._last_save_step = step
+        self._last_save_step, self._last_save_final = step, final
         self._last_save_time = time.monotonic()
-        if not trainer.is_global_zero:
-            return
-        request = SaveRequest(
-            snapshot_to_host(checkpoint), step=step, epoch=trainer.current_epoch, reason=reason, final=final,
-            metrics=_float_metrics(trainer),
-        )
-        self._persister.submit(request)
+        if trainer.is_global_zero:
+            request = SaveRequest(
+                snapshot_to_host(checkpoint), step=step, epoch=trainer.current_epoch, reason=reason, final=final,
+                metrics=_float_metrics(trainer),
+            )
+            self._persister.submit(request)
+            if blocking:
+                self._collect(self._persister.wait_if_busy())
         if blocking:
-            self._collect(self._persister.wait_if_busy())
+            # No rank goes on (or exits) before the commit is durable.
+            trainer.strategy.barrier("spotrun-checkpoint-committed")
 
     def _protected(self) -> frozenset[str]:
         """Checkpoints retention must keep whatever their age: the one this run resumed from."""
@@ -366,3 +381,35 @@ def _float_metrics(trainer: pl.Trainer) -> dict[str, float]:
         elif isinstance(value, (int, float)):
             metrics[name] = float(value)
     return metrics
+
+
+def _agree(trainer: pl.Trainer, *flags: bool) -> tuple[bool, ...]:
+    """The same decision on every rank: a flag raised on any rank counts for all.
+
+    One all-reduce of a few integers per step; it is what keeps ranks from disagreeing on the
+    step to save (Lightning's own SIGTERM path can deadlock DDP that way).
+    """
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return flags
+    tensor = torch.tensor([int(flag) for flag in flags], dtype=torch.int32, device=trainer.strategy.root_device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return tuple(bool(value) for value in tensor.tolist())
+
+
+def _gather_from_ranks(value: Any) -> Any:
+    """Every rank's ``value`` as a list indexed by rank (just ``value`` when not distributed)."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return value
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+def _rng_of_rank(saved: Any, rank: int) -> dict[str, Any]:
+    """This rank's RNG states from a checkpoint made with any number of ranks."""
+    if isinstance(saved, dict):
+        return saved
+    if rank >= len(saved):
+        log.warning("resuming with more ranks than the checkpoint had: rank %d reuses rank %d's RNG states", rank, rank % len(saved))
+    return saved[rank % len(saved)]
+

@@ -109,3 +109,19 @@ class RecordRestoredState(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.step = trainer.global_step
         self.weights = {name: tensor.clone() for name, tensor in pl_module.state_dict().items()}
+
+
+def test_ddp_emergency_save_asked_by_one_rank_is_taken_by_both_and_resumes_bit_exactly(tmp_path: Path) -> None:
+    """2 processes, gloo on CPU: rank 1 alone gets SIGUSR1; both ranks save the same step and stop."""
+    reference = _train(f"file://{tmp_path}/reference", tmp_path / "reference.pt", "--ddp")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    url = f"file://{tmp_path}/ckpts"
+    stopped = _train(url, tmp_path / "unused.pt", "--ddp", "--signal-rank", "1", "--signal-at-step", "11", "--every-steps", "100")
+    assert stopped.returncode == PREEMPTED_EXIT_CODE, stopped.stderr[-3000:]
+    newest = latest(url)
+    assert newest is not None and (newest.step, newest.reason) == (11, "emergency")
+
+    resumed = _train(url, tmp_path / "final.pt", "--ddp", "--every-steps", "100")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_weights(tmp_path / "reference.pt", tmp_path / "final.pt")

@@ -2,13 +2,17 @@
 mid-epoch validation, EarlyStopping and a shuffled plain DataLoader.
 
 Usage: toy_training.py CHECKPOINT_URL OUTPUT.pt [--every-steps N] [--stop-at-step S] [--control FILE]
+                       [--ddp] [--signal-rank R --signal-at-step S]
 Writes the final state_dict to OUTPUT.pt. ``--stop-at-step`` asks for an emergency stop (as the
-agent's control file would) the first time training reaches that step.
+agent's control file would) the first time training reaches that step; ``--signal-rank`` makes
+only that rank send itself SIGUSR1 (an emergency request seen by one rank of a DDP run).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -69,6 +73,17 @@ class StopAtStep(pl.Callback):
             self.writer.request(STOP, reason="test")
 
 
+class SignalAtStep(pl.Callback):
+    """One rank alone asks for an emergency save, as a signal to that process would."""
+
+    def __init__(self, step: int, rank: int) -> None:
+        self.step, self.rank = step, rank
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -76,17 +91,24 @@ def main() -> None:
     parser.add_argument("--every-steps", type=int, default=7)
     parser.add_argument("--stop-at-step", type=int)
     parser.add_argument("--control", type=Path)
+    parser.add_argument("--ddp", action="store_true", help="2 processes, gloo on CPU")
+    parser.add_argument("--signal-rank", type=int)
+    parser.add_argument("--signal-at-step", type=int)
     args = parser.parse_args()
     pl.seed_everything(0)
     callbacks: list[pl.Callback] = [SpotCheckpoint(args.url, every_steps=args.every_steps, keep=2, control_file=args.control)]
     if args.stop_at_step is not None:
         callbacks.append(StopAtStep(args.stop_at_step, args.control))
+    if args.signal_rank is not None:
+        callbacks.append(SignalAtStep(args.signal_at_step, args.signal_rank))
+    distributed = {"strategy": "ddp", "accelerator": "cpu", "devices": 2} if args.ddp else {}
     trainer = pl.Trainer(
         max_epochs=6, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=0.5,
+        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=0.5, **distributed,
     )
     trainer.fit(ToyModel(), ToyData())
-    torch.save(trainer.lightning_module.state_dict(), args.output)
+    if trainer.is_global_zero:
+        torch.save(trainer.lightning_module.state_dict(), args.output)
 
 
 if __name__ == "__main__":
