@@ -100,7 +100,7 @@ class SpotCheckpoint(Callback):
         self._last_save_time = time.monotonic()
         self._consecutive_failures = 0
         self._stop_signalled = False
-        self._previous_sigusr1: Any = None
+        self._previous_handlers: dict[int, Any] = {}
         self._last_progress: tuple[float, int] | None = None
         self._steps_per_s = 0.0
 
@@ -117,7 +117,6 @@ class SpotCheckpoint(Callback):
         self._persister = BackgroundPersister(
             self.store, self._staging, keep=self.keep, protect=self._protected, spotrun_version=_spotrun_version()
         )
-        self._install_signal_handler()
         if trainer.ckpt_path is not None:
             log.info("fit() was given ckpt_path=%s; not resuming from %s", trainer.ckpt_path, self.store.url)
             return
@@ -163,6 +162,7 @@ class SpotCheckpoint(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._data_seed is None:
             self._data_seed = _job_seed()
+        self._install_signal_handlers()
         if self._install_samplers(trainer):
             # Lightning warns that a plain DataLoader cannot resume mid-epoch; with spotrun's samplers it can.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended", category=PossibleUserWarning)
@@ -260,9 +260,9 @@ class SpotCheckpoint(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if self._previous_sigusr1 is not None:
-            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
-            self._previous_sigusr1 = None
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
         if self._persister is not None:
             self._persister.close()
             self._collect(self._persister.take_finished())
@@ -327,14 +327,20 @@ class SpotCheckpoint(Callback):
 
     # ---------------------------------------------------- signals, progress
 
-    def _install_signal_handler(self) -> None:
-        """SIGUSR1 asks for an emergency checkpoint and a stop, for users running outside a spotrun agent."""
-        try:
-            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
-        except ValueError:  # not the main thread: the control file still works
-            self._previous_sigusr1 = None
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM and SIGUSR1 ask for an emergency checkpoint at the next step boundary, then a stop.
 
-    def _on_sigusr1(self, signum: int, frame: Any) -> None:
+        Installed after Lightning's own handlers, replacing them for the duration of the fit:
+        Lightning would turn SIGTERM into an exit 0 without saving, raised after the batch (and
+        under DDP only where rank 0 saw it); here every rank agrees on the step and saves.
+        """
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_stop_signal)
+            except ValueError:  # not the main thread: the control file still works
+                return
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
         self._stop_signalled = True
 
     def _write_progress(self, trainer: pl.Trainer, *, status: str, force: bool = False) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from checkpoints import latest
+from checkpoints.control import read_json
 from checkpoints.environment import PREEMPTED_EXIT_CODE
 
 TOY = Path(__file__).with_name("toy_training.py")
@@ -76,6 +77,25 @@ def test_sigkill_at_random_moments_resumes_bit_exactly(reference: Path, tmp_path
             kills += 1
         process.wait(timeout=60)
     assert kills >= 3
+    result = _train(url, tmp_path / "final.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_weights(reference, tmp_path / "final.pt")
+
+
+def test_sigterm_takes_an_emergency_checkpoint_and_exits_preempted(reference: Path, tmp_path: Path) -> None:
+    """Plain Lightning exits 0 on SIGTERM without saving; under SpotCheckpoint it saves, then exits 75."""
+    url, progress = f"file://{tmp_path}/ckpts", tmp_path / "progress.json"
+    process = subprocess.Popen([sys.executable, str(TOY), url, str(tmp_path / "unused.pt"), "--every-steps", "1000",
+                                "--progress", str(progress)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and (read_json(progress) or {}).get("step", 0) < 5:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    emergency = latest(url)
+    assert emergency is not None and emergency.reason == "emergency" and 5 <= emergency.step < 64
+
     result = _train(url, tmp_path / "final.pt")
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_weights(reference, tmp_path / "final.pt")

@@ -91,12 +91,15 @@ def main() -> None:
     parser.add_argument("--every-steps", type=int, default=7)
     parser.add_argument("--stop-at-step", type=int)
     parser.add_argument("--control", type=Path)
+    parser.add_argument("--progress", type=Path, help="where SpotCheckpoint reports progress")
     parser.add_argument("--ddp", action="store_true", help="2 processes, gloo on CPU")
     parser.add_argument("--signal-rank", type=int)
     parser.add_argument("--signal-at-step", type=int)
     args = parser.parse_args()
     pl.seed_everything(0)
-    callbacks: list[pl.Callback] = [SpotCheckpoint(args.url, every_steps=args.every_steps, keep=2, control_file=args.control)]
+    callbacks: list[pl.Callback] = [SpotCheckpoint(
+        args.url, every_steps=args.every_steps, keep=2, control_file=args.control, progress_file=args.progress
+    )]
     if args.stop_at_step is not None:
         callbacks.append(StopAtStep(args.stop_at_step, args.control))
     if args.signal_rank is not None:
