@@ -101,6 +101,29 @@ def test_sigterm_takes_an_emergency_checkpoint_and_exits_preempted(reference: Pa
     _assert_same_weights(reference, tmp_path / "final.pt")
 
 
+@pytest.mark.parametrize("damage", ["flip-one-byte", "delete-manifest"])
+def test_damaged_newest_checkpoint_resumes_from_the_previous_one(reference: Path, tmp_path: Path, damage: str) -> None:
+    url = f"file://{tmp_path}/ckpts"
+    stopped = _train(url, tmp_path / "unused.pt", "--stop-at-step", "20", "--control", str(tmp_path / "control.json"))
+    assert stopped.returncode == PREEMPTED_EXIT_CODE, stopped.stderr[-3000:]
+    newest = latest(url)
+    assert newest is not None and newest.step == 20
+    directory = Path(newest.url.removeprefix("file://"))
+    if damage == "flip-one-byte":
+        data = bytearray((directory / "model.ckpt").read_bytes())
+        data[len(data) // 3] ^= 0x01
+        (directory / "model.ckpt").write_bytes(bytes(data))
+    else:
+        (directory / "MANIFEST.json").unlink()
+
+    result = _train(url, tmp_path / "final.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step-000000000014" in result.stderr  # resumed from the previous checkpoint (every 7 steps)
+    if damage == "flip-one-byte":
+        assert "skipping damaged checkpoint" in result.stderr and "step-000000000020" in result.stderr
+    _assert_same_weights(reference, tmp_path / "final.pt")
+
+
 def test_final_checkpoint_loads_in_plain_lightning(reference: Path, tmp_path: Path) -> None:
     url = f"file://{tmp_path}/ckpts"
     assert _train(url, tmp_path / "final.pt").returncode == 0
