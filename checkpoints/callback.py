@@ -261,7 +261,9 @@ class SpotCheckpoint(Callback):
         if stage != "fit":
             return
         for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
+            # Lightning puts back the pre-fit handlers before this hook runs; only undo what is still ours.
+            if signal.getsignal(signum) == self._on_stop_signal:
+                signal.signal(signum, handler)
         self._previous_handlers = {}
         if self._persister is not None:
             self._persister.close()
