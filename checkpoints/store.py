@@ -8,6 +8,13 @@ Layout under the checkpoint URL::
 
 The manifest lists every object with its size and sha256, so discovery can tell a complete
 checkpoint from one that was cut off, damaged or half deleted, and fall back to the previous one.
+
+Every call that talks to storage passes one door, :meth:`CheckpointStore._io`: transient errors
+(throttling, 5xx, dropped connections) are retried under a bounded :class:`RetryPolicy`, and what
+still fails becomes a ``CheckpointError`` naming the URL, the operation and the last error.
+Retrying never commits a half-written object: each retried unit is idempotent (a whole upload,
+a whole temporary-write-then-move), and the manifest is written only after the data's size was
+read back and matched.
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import fsspec
+import tenacity
 from fsspec import AbstractFileSystem
 
 from checkpoints.errors import CheckpointError
+from checkpoints.retry import STORAGE_ERRORS, RetryPolicy, filesystem_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,7 @@ DATA_NAME = "model.ckpt"
 SPOTRUN_DIR = "_spotrun"
 _CHECKPOINT_DIR = re.compile(r"^step-(\d{12})$")
 _HASH_CHUNK_BYTES = 8 * 1024 * 1024
+_T = TypeVar("_T")
 
 
 def checkpoint_dir_name(step: int) -> str:
@@ -97,16 +107,43 @@ class CheckpointInfo:
 
 
 class CheckpointStore:
-    """Writes, discovers, verifies and prunes the checkpoints under one URL."""
+    """Writes, discovers, verifies and prunes the checkpoints under one URL.
 
-    def __init__(self, url: str, fs: AbstractFileSystem | None = None) -> None:
+    ``fs`` is used as given; without it the store makes one from the URL with
+    :func:`~checkpoints.retry.filesystem_for` (fewer retries inside s3fs/botocore, so
+    ``retry`` bounds the total). ``retry`` is the policy for transient storage errors.
+    """
+
+    def __init__(self, url: str, fs: AbstractFileSystem | None = None, *, retry: RetryPolicy | None = None) -> None:
         if fs is None:
-            fs, root = fsspec.core.url_to_fs(url)
+            fs, root = filesystem_for(url)
         else:
             root = fs._strip_protocol(url)
         self.fs: AbstractFileSystem = fs
         self.root: str = root.rstrip("/")
         self.url = url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+
+    def _io(self, operation: str, path: str, call: Callable[[], _T]) -> _T:
+        """The one door to storage: ``call()``, with transient errors retried under ``self.retry``.
+
+        ``FileNotFoundError`` passes through unchanged (a missing object is an answer callers
+        handle); any other storage error, and a transient one that outlasts the retries, becomes
+        a ``CheckpointError`` naming the URL, the operation and the last error (kept as the cause).
+        ``call`` must be safe to repeat: a retry runs all of it again.
+        """
+        try:
+            return self.retry.retrying()(call)
+        except tenacity.RetryError as gave_up:
+            error = gave_up.last_attempt.exception()
+            raise CheckpointError(
+                f"could not {operation} {self._url(path)}: still failing after "
+                f"{gave_up.last_attempt.attempt_number} attempts, last error: {error!r}"
+            ) from error
+        except FileNotFoundError:
+            raise
+        except STORAGE_ERRORS as error:
+            raise CheckpointError(f"could not {operation} {self._url(path)}: {error!r}") from error
 
     def _path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
@@ -141,11 +178,11 @@ class CheckpointStore:
         entry = FileEntry(size_bytes=data_file.stat().st_size, sha256=sha256_of_file(data_file))
         data_path = f"{directory}/{DATA_NAME}"
         try:
-            self.fs.makedirs(directory, exist_ok=True)
-            self.fs.put_file(str(data_file), data_path)
-            remote_size = self.fs.size(data_path)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"could not upload checkpoint of step {step} to {self._url(data_path)}: {error}") from error
+            self._io("create", directory, lambda: self.fs.makedirs(directory, exist_ok=True))
+            self._io("upload checkpoint to", data_path, lambda: self.fs.put_file(str(data_file), data_path))
+            remote_size = self._io("read the size of", data_path, lambda: self.fs.size(data_path))
+        except FileNotFoundError as error:  # the bucket or the local file went away
+            raise CheckpointError(f"could not upload checkpoint of step {step} to {self._url(data_path)}: {error!r}") from error
         if remote_size != entry.size_bytes:
             raise CheckpointError(
                 f"checkpoint of step {step} at {self._url(data_path)} has {remote_size} bytes after upload, "
@@ -168,14 +205,22 @@ class CheckpointStore:
         return info
 
     def _write_atomically(self, path: str, payload: bytes) -> None:
-        """Write to a temporary name, then move: readers see the whole object or nothing."""
+        """Write to a temporary name, then move: readers see the whole object or nothing.
+
+        Write and move are retried together: a move whose answer was lost may already have
+        removed the temporary object, and writing it again makes the retry whole.
+        """
         temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+
+        def write_then_move() -> None:
             self.fs.pipe_file(temporary, payload)
             self.fs.mv(temporary, path)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"could not write {self._url(path)}: {error}") from error
+
+        try:
+            self._io("create", path, lambda: self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True))
+            self._io("write", path, write_then_move)
+        except FileNotFoundError as error:
+            raise CheckpointError(f"could not write {self._url(path)}: {error!r}") from error
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         """Atomically write a bookkeeping JSON object under ``_spotrun/``."""
@@ -188,7 +233,8 @@ class CheckpointStore:
     def read_json(self, name: str) -> dict[str, Any] | None:
         """A bookkeeping JSON object under ``_spotrun/``, or None when absent or unreadable."""
         try:
-            return json.loads(self.fs.cat_file(self.spotrun_path(name)))
+            path = self.spotrun_path(name)
+            return json.loads(self._io("read", path, lambda: self.fs.cat_file(path)))
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -197,7 +243,8 @@ class CheckpointStore:
 
     def _read_manifest(self, directory: str) -> CheckpointInfo | None:
         try:
-            manifest = json.loads(self.fs.cat_file(f"{directory}/{MANIFEST_NAME}"))
+            path = f"{directory}/{MANIFEST_NAME}"
+            manifest = json.loads(self._io("read", path, lambda: self.fs.cat_file(path)))
             return _info_from_manifest(self._url(directory), manifest)
         except FileNotFoundError:
             return None
@@ -207,7 +254,7 @@ class CheckpointStore:
 
     def _step_directories(self) -> list[tuple[int, str]]:
         try:
-            entries = self.fs.ls(self.root, detail=False)
+            entries = self._io("list", self.root, lambda: self.fs.ls(self.root, detail=False))
         except FileNotFoundError:
             return []
         found = []
@@ -228,19 +275,21 @@ class CheckpointStore:
         for name, entry in info.files.items():
             path = f"{directory}/{name}"
             try:
-                size = self.fs.size(path)
+                size = self._io("read the size of", path, lambda path=path: self.fs.size(path))
+                if size != entry.size_bytes:
+                    return f"{name} has {size} bytes, manifest says {entry.size_bytes}"
+                if check_sha256 and self._io("hash", path, lambda path=path: self._sha256_of_object(path)) != entry.sha256:
+                    return f"{name} does not match its sha256"
             except FileNotFoundError:
                 return f"{name} is missing"
-            if size != entry.size_bytes:
-                return f"{name} has {size} bytes, manifest says {entry.size_bytes}"
-            if check_sha256:
-                digest = hashlib.sha256()
-                with self.fs.open(path, "rb") as handle:
-                    while chunk := handle.read(_HASH_CHUNK_BYTES):
-                        digest.update(chunk)
-                if digest.hexdigest() != entry.sha256:
-                    return f"{name} does not match its sha256"
         return None
+
+    def _sha256_of_object(self, path: str) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def latest(self, *, check_sha256: bool = False) -> CheckpointInfo | None:
         """The newest committed checkpoint whose objects match the manifest; warns about each one skipped."""
@@ -255,7 +304,11 @@ class CheckpointStore:
         """Copy the checkpoint's data file into ``directory`` and check it against the manifest."""
         directory.mkdir(parents=True, exist_ok=True)
         local = directory / f"{checkpoint_dir_name(info.step)}.ckpt"
-        self.fs.get_file(f"{self.fs._strip_protocol(info.url)}/{DATA_NAME}", str(local))
+        remote = f"{self.fs._strip_protocol(info.url)}/{DATA_NAME}"
+        try:
+            self._io("download", remote, lambda: self.fs.get_file(remote, str(local)))
+        except FileNotFoundError as error:
+            raise CheckpointError(f"checkpoint {info.url} has no {DATA_NAME} any more") from error
         expected = info.files[DATA_NAME]
         if local.stat().st_size != expected.size_bytes or sha256_of_file(local) != expected.sha256:
             local.unlink()
@@ -284,8 +337,9 @@ class CheckpointStore:
                 continue
             try:
                 if directory in committed_dirs:
-                    self.fs.rm_file(f"{directory}/{MANIFEST_NAME}")
-                self.fs.rm(directory, recursive=True)
+                    manifest = f"{directory}/{MANIFEST_NAME}"
+                    self._io("delete", manifest, lambda manifest=manifest: self.fs.rm_file(manifest))
+                self._io("delete", directory, lambda directory=directory: self.fs.rm(directory, recursive=True))
             except FileNotFoundError:
                 continue
             deleted.append(url)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 import signal
 from pathlib import Path
 
@@ -26,11 +27,13 @@ from checkpoints.control import STOP, ControlWriter
 
 
 class ToyModel(pl.LightningModule):
-    def __init__(self) -> None:
+    def __init__(self, step_delay_s: float = 0.0) -> None:
         super().__init__()
+        self.step_delay_s = step_delay_s  # makes room to signal the process mid-training; no effect on the maths
         self.net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 3))
 
     def training_step(self, batch, batch_idx):
+        time.sleep(self.step_delay_s)
         x, y = batch
         loss = nn.functional.cross_entropy(self.net(x), y)
         self.log("train_loss", loss)
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--stop-at-step", type=int)
     parser.add_argument("--control", type=Path)
     parser.add_argument("--progress", type=Path, help="where SpotCheckpoint reports progress")
+    parser.add_argument("--step-delay", type=float, default=0.0, help="seconds of sleep per training step")
     parser.add_argument("--ddp", action="store_true", help="2 processes, gloo on CPU")
     parser.add_argument("--signal-rank", type=int)
     parser.add_argument("--signal-at-step", type=int)
@@ -109,7 +113,7 @@ def main() -> None:
         max_epochs=6, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=0.5, **distributed,
     )
-    trainer.fit(ToyModel(), ToyData())
+    trainer.fit(ToyModel(args.step_delay), ToyData())
     if trainer.is_global_zero:
         torch.save(trainer.lightning_module.state_dict(), args.output)
 
