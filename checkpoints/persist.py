@@ -66,12 +66,14 @@ class BackgroundPersister:
         staging: Path,
         *,
         keep: int,
+        keep_every: int | None = None,
         protect: Callable[[], frozenset[str]],
         spotrun_version: str,
     ) -> None:
         self.store = store
         self.staging = staging
         self.keep = keep
+        self.keep_every = keep_every
         self.protect = protect
         self.spotrun_version = spotrun_version
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spotrun-persist")
@@ -118,7 +120,7 @@ class BackgroundPersister:
                 metrics=request.metrics,
                 spotrun_version=self.spotrun_version,
             )
-            deleted = self.store.prune(self.keep, protect=self.protect())
+            deleted = self.store.prune(self.keep, keep_every=self.keep_every, protect=self.protect())
             if deleted:
                 log.debug("retention deleted %s", deleted)
             return info

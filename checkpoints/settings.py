@@ -17,6 +17,7 @@ def callback_from_environment(**overrides: Any) -> SpotCheckpoint:
         "every": os.environ.get(environment.CHECKPOINT_EVERY),
         "every_steps": _int_or_none(environment.CHECKPOINT_EVERY_STEPS),
         "keep": _int_or_none(environment.CHECKPOINT_KEEP),
+        "keep_every": _int_or_none(environment.CHECKPOINT_KEEP_EVERY),
         "control_file": os.environ.get(environment.CONTROL_FILE),
         "progress_file": os.environ.get(environment.PROGRESS_FILE),
     }

@@ -315,12 +315,14 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint {info.url} changed or was damaged while it was being downloaded")
         return local
 
-    def prune(self, keep: int, *, protect: frozenset[str] = frozenset()) -> list[str]:
+    def prune(self, keep: int, *, keep_every: int | None = None, protect: frozenset[str] = frozenset()) -> list[str]:
         """Delete committed checkpoints beyond the newest ``keep`` and stale partial ones; returns what was deleted.
 
-        Never deletes the newest committed checkpoint nor any URL in ``protect`` (the one a run
-        resumed from). The manifest goes first, so a deletion cut short leaves an uncommitted
-        directory, never a committed one with missing data.
+        With ``keep_every`` (steps), the first checkpoint at or after each of its multiples
+        (keep_every, 2 x keep_every, ...) is kept too, for looking back (e.g. keep_every=1000 with checkpoints at 990, 1010, 1500, 2005:
+        1010 and 2005 stay). Never deletes the newest committed checkpoint nor any URL in
+        ``protect`` (the one a run resumed from). The manifest goes first, so a deletion cut short
+        leaves an uncommitted directory, never a committed one with missing data.
         """
         directories = self._step_directories()
         committed = [(step, directory) for step, directory in directories if self._read_manifest(directory)]
@@ -328,6 +330,11 @@ class CheckpointStore:
             return []
         newest_step = committed[0][0]
         keep_urls = {self._url(directory) for _, directory in committed[: max(keep, 1)]} | set(protect)
+        if keep_every:
+            first_of_interval: dict[int, str] = {}
+            for step, directory in reversed(committed):  # oldest first
+                first_of_interval.setdefault(step // keep_every, directory)
+            keep_urls |= {self._url(directory) for interval, directory in first_of_interval.items() if interval > 0}
         deleted = []
         committed_dirs = {directory for _, directory in committed}
         for step, directory in directories:

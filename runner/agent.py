@@ -100,6 +100,8 @@ class Agent:
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             }
         )
+        if checkpoint.get("keep_every"):
+            env[environment.CHECKPOINT_KEEP_EVERY] = str(checkpoint["keep_every"])
         if checkpoint.get("every_steps"):
             env[environment.CHECKPOINT_EVERY_STEPS] = str(checkpoint["every_steps"])
         else:

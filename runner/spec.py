@@ -195,6 +195,7 @@ class CheckpointSpec(_Section):
     every_s: _Seconds | None = Field(None, validation_alias=_human("every"))
     every_steps: int | None = Field(None, ge=1)
     keep: int = Field(3, ge=1)
+    keep_every: int | None = Field(None, ge=1)  # steps: also keep the first checkpoint of every such interval
 
     @model_validator(mode="after")
     def _one_trigger(self) -> CheckpointSpec:

@@ -241,6 +241,7 @@ def test_aws_needs_an_object_store_url(tmp_path):
         ({"tags": {"cost-center": 1234}}, ["tags.cost-center: expected a valid string, got 1234"]),
         ({"checkpoint": {"keep": "3"}}, ["checkpoint.keep: expected a valid integer, got '3'"]),
         ({"checkpoint": {"keep": 0}}, ["checkpoint.keep: expected greater than or equal to 1, got 0"]),
+        ({"checkpoint": {"keep_every": 0}}, ["checkpoint.keep_every: expected greater than or equal to 1, got 0"]),
         ({"checkpoint": {"every": "5m", "every_steps": 200}}, ["checkpoint: expected every or every_steps, not both, got both"]),
         ({"checkpoint": ["every", "5m"]}, ["checkpoint: expected a mapping of keys to values, got ['every', '5m']"]),
         ({"resources": {"market": "cheap"}}, ["resources.market: expected 'spot', 'on-demand' or 'auto', got 'cheap'"]),

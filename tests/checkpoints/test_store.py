@@ -123,3 +123,11 @@ def test_s3_checkpoint_is_a_real_object_in_the_bucket(s3_bucket: str, tmp_path: 
     keys = {item["Key"] for item in boto3.client("s3", endpoint_url=moto_endpoint).list_objects_v2(Bucket=s3_bucket[5:])["Contents"]}
     assert keys == {"r/step-000000000001/model.ckpt", "r/step-000000000001/MANIFEST.json"}
     assert fsspec.filesystem("s3").exists(f"{s3_bucket[5:]}/r/step-000000000001/MANIFEST.json")
+
+
+def test_prune_keep_every_keeps_the_first_checkpoint_of_each_interval(checkpoint_url: str, tmp_path: Path) -> None:
+    store = CheckpointStore(checkpoint_url)
+    for step in (990, 1010, 1500, 2005, 2400, 2600):
+        store.commit(_data(tmp_path, step), step=step, epoch=0, reason="periodic")
+    store.prune(keep=1, keep_every=1000)
+    assert [info.step for info in store.list()] == [2600, 2005, 1010]
