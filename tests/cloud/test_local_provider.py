@@ -231,17 +231,22 @@ def test_kill_without_notice_is_reported_host_lost(
     wait_until(lambda: not is_alive(grandchild["pid"], grandchild["start_ticks"]), what="the grandchild to be dead")
 
 
-def test_a_host_that_dies_alone_takes_its_orphaned_agent_with_it_at_the_next_poll(
-    make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
-) -> None:
-    provider = make_provider()
-    agent = fake_agent("agent")
-    instance = provider.launch(offer(provider), launch_request("orphan", agent.command()))
+def launch_then_kill_the_host(provider: LocalProvider, agent: Any, home: Path, token: str) -> tuple[Any, dict]:
+    """An instance whose host process was SIGKILLed alone, its agent left running."""
+    instance = provider.launch(offer(provider), launch_request(token, agent.command()))
     started = agent.wait_for("started")
     state = state_of(home, instance.instance_id)
     assert state.host_pid is not None and state.host_start_ticks is not None
     os.kill(state.host_pid, signal.SIGKILL)
     assert wait_for_exit(state.host_pid, state.host_start_ticks, timeout_s=10)
+    return instance, started
+
+
+def test_a_host_that_dies_alone_takes_its_orphaned_agent_with_it_at_the_next_poll(
+    make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
+) -> None:
+    provider = make_provider()
+    instance, started = launch_then_kill_the_host(provider, fake_agent("agent"), home, "orphan")
     killed_at = time.time()
     assert is_alive(started["pid"], started["start_ticks"])  # the agent outlived its host ...
 
@@ -286,13 +291,7 @@ def test_terminate_when_the_host_is_already_dead_kills_the_agent_and_records_the
     make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
 ) -> None:
     provider = make_provider()
-    agent = fake_agent("agent")
-    instance = provider.launch(offer(provider), launch_request("dead host", agent.command()))
-    started = agent.wait_for("started")
-    state = state_of(home, instance.instance_id)
-    assert state.host_pid is not None and state.host_start_ticks is not None
-    os.kill(state.host_pid, signal.SIGKILL)
-    assert wait_for_exit(state.host_pid, state.host_start_ticks, timeout_s=10)
+    instance, started = launch_then_kill_the_host(provider, fake_agent("agent"), home, "dead host")
 
     provider.terminate([instance.instance_id])
     assert state_of(home, instance.instance_id).end_reason is EndReason.HOST_LOST
