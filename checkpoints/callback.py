@@ -79,12 +79,12 @@ class SpotCheckpoint(Callback):
             raise ValueError(f"SpotCheckpoint: every_steps must be >= 1, got {every_steps}")
         if keep < 1:
             raise ValueError(f"SpotCheckpoint: keep must be >= 1 (the newest checkpoint is always kept), got {keep}")
+        if keep_every is not None and keep_every < 1:
+            raise ValueError(f"SpotCheckpoint: keep_every must be >= 1 (steps), got {keep_every}")
         self.store = CheckpointStore(url)
         self.every_s = parse_duration(every) if every is not None else (None if every_steps else _DEFAULT_EVERY_S)
         self.every_steps = every_steps
         self.keep = keep
-        if keep_every is not None and keep_every < 1:
-            raise ValueError(f"SpotCheckpoint: keep_every must be >= 1 (steps), got {keep_every}")
         self.keep_every = keep_every
         self.max_consecutive_failures = max_consecutive_failures
         self._control = ControlReader(Path(control_file)) if control_file else None
@@ -119,7 +119,8 @@ class SpotCheckpoint(Callback):
             return
         self._staging = Path(tempfile.mkdtemp(prefix="spotrun-ckpt-"))
         self._persister = BackgroundPersister(
-            self.store, self._staging, keep=self.keep, keep_every=self.keep_every, protect=self._protected, spotrun_version=_spotrun_version()
+            self.store, self._staging, keep=self.keep, keep_every=self.keep_every, protect=self._protected,
+            spotrun_version=_spotrun_version(),
         )
         if trainer.ckpt_path is not None:
             log.info("fit() was given ckpt_path=%s; not resuming from %s", trainer.ckpt_path, self.store.url)
