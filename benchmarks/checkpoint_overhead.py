@@ -341,8 +341,8 @@ def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import torch
 
-    memory = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     return {
         "cpu_cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(int(memory) / 2**20, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

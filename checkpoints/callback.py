@@ -33,7 +33,7 @@ from checkpoints.control import STOP, ControlReader, write_json_atomically
 from checkpoints.durations import parse_duration
 from checkpoints.environment import PREEMPTED_EXIT_CODE
 from checkpoints.errors import CheckpointError
-from checkpoints.persist import BackgroundPersister, SaveRequest, snapshot_to_host
+from checkpoints.persist import BackgroundPersister, SaveRequest, Superseded, snapshot_to_host
 from checkpoints.resumable import ResumableSampler, capture_rng_states, make_resumable, restore_rng_states
 from checkpoints.store import CheckpointInfo, CheckpointStore
 
@@ -235,7 +235,7 @@ class SpotCheckpoint(Callback):
 
     def _emergency_stop(self, trainer: pl.Trainer, *, deadline: float | None) -> None:
         """Save at this step on every rank, wait until it is committed, and leave with the preempted code."""
-        self._save(trainer, reason="emergency", blocking=True)
+        self._save(trainer, reason="emergency", blocking=True, deadline=deadline)
         durable = self.newest is not None and self.newest.step == trainer.global_step
         self._emergency = {
             "step": trainer.global_step,
@@ -280,15 +280,19 @@ class SpotCheckpoint(Callback):
 
     # ---------------------------------------------------------------- save
 
-    def _save(self, trainer: pl.Trainer, *, reason: str, final: bool = False, blocking: bool = False) -> None:
+    def _save(
+        self, trainer: pl.Trainer, *, reason: str, final: bool = False, blocking: bool = False, deadline: float | None = None
+    ) -> None:
         """Snapshot the state now and persist it in the background (``blocking``: and wait until it is durable).
 
         A non-blocking save that falls due while the previous one is still persisting is deferred:
         the trigger stays due and the next step tries again, so snapshots never pile up in memory.
+        A blocking one first lets the persist in flight finish or supersedes it, whichever gets a
+        durable checkpoint sooner (``deadline``, wall clock, is when it must be durable).
         """
         assert self._persister is not None
         if blocking:
-            self._collect(self._persister.wait_if_busy())
+            self._collect(self._persister.finish_or_supersede(deadline))
         elif self._persister.busy:
             return
         step = trainer.global_step
@@ -323,6 +327,9 @@ class SpotCheckpoint(Callback):
         if error is None:
             self.newest = finished.result()
             self._consecutive_failures = 0
+            return
+        if isinstance(error, Superseded):
+            log.info("checkpoint upload abandoned for a newer one: %s", error)
             return
         self._consecutive_failures += 1
         log.error("a checkpoint could not be persisted (%d in a row): %s", self._consecutive_failures, error)

@@ -151,6 +151,17 @@ class RetryPolicy:
 S3_CONFIG_KWARGS: dict[str, Any] = {"retries": {"mode": "standard", "total_max_attempts": 2}}
 S3FS_RETRIES = 1
 
+# s3fs uploads a large file as multipart parts, `max_concurrency` at a time, each read whole into
+# memory (defaults: 10 x 50 MiB, i.e. 500 MiB buffered per upload, more than the state of a 100 MB
+# model). 16 MiB x 8 keeps the upload parallel with at most 128 MiB of part buffers.
+S3_UPLOAD_OPTIONS: dict[str, Any] = {"chunksize": 16 * 2**20, "max_concurrency": 8}
+
+
+def upload_options(fs: AbstractFileSystem) -> dict[str, Any]:
+    """Keyword arguments for ``fs.put_file`` that bound its memory while keeping parts concurrent."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return dict(S3_UPLOAD_OPTIONS) if {"s3", "s3a"} & set(protocols) else {}
+
 
 def filesystem_for(url: str) -> tuple[AbstractFileSystem, str]:
     """The fsspec filesystem and root path for ``url``, with the retry layers above set for S3."""

@@ -32,9 +32,10 @@ from typing import Any, TypeVar
 
 import tenacity
 from fsspec import AbstractFileSystem
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 
 from checkpoints.errors import CheckpointError
-from checkpoints.retry import STORAGE_ERRORS, RetryPolicy, filesystem_for
+from checkpoints.retry import STORAGE_ERRORS, RetryPolicy, filesystem_for, upload_options
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +166,13 @@ class CheckpointStore:
         final: bool = False,
         metrics: dict[str, float] | None = None,
         spotrun_version: str = "",
+        upload_callback: Callback = DEFAULT_CALLBACK,
     ) -> CheckpointInfo:
         """Upload ``data_file`` as the checkpoint of ``step``, then write its manifest (the commit).
 
         A step that is already committed is left as it is (the same step holds the same state);
-        leftovers of an interrupted save of the same step are replaced.
+        leftovers of an interrupted save of the same step are replaced. ``upload_callback`` hears
+        the upload's progress; an exception it raises ends the upload and leaves nothing committed.
         """
         directory = self._path(checkpoint_dir_name(step))
         existing = self._read_manifest(directory)
@@ -179,7 +182,11 @@ class CheckpointStore:
         data_path = f"{directory}/{DATA_NAME}"
         try:
             self._io("create", directory, lambda: self.fs.makedirs(directory, exist_ok=True))
-            self._io("upload checkpoint to", data_path, lambda: self.fs.put_file(str(data_file), data_path))
+            self._io(
+                "upload checkpoint to",
+                data_path,
+                lambda: self.fs.put_file(str(data_file), data_path, callback=upload_callback, **upload_options(self.fs)),
+            )
             remote_size = self._io("read the size of", data_path, lambda: self.fs.size(data_path))
         except FileNotFoundError as error:  # the bucket or the local file went away
             raise CheckpointError(f"could not upload checkpoint of step {step} to {self._url(data_path)}: {error!r}") from error

@@ -19,7 +19,7 @@ import inspect
 import os
 import re
 import shlex
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -246,7 +246,7 @@ class BudgetSpec(_Section):
     def _deadline(cls, value: Any, info: ValidationInfo) -> datetime | None:
         if value is None:
             return None
-        now = info.context["now"] if info.context is not None else datetime.now(timezone.utc)
+        now = info.context["now"] if info.context is not None else datetime.now(UTC)
         deadline = _deadline_time(value, now)
         if info.context is not None and deadline <= now:
             raise _Problem("expected a deadline in the future", _show(value))
@@ -271,7 +271,7 @@ def _deadline_time(value: Any, now: datetime) -> datetime:
         raise _Problem(expected, _show(value.isoformat() if isinstance(value, date) else value))
     if value.utcoffset() is None:
         raise _Problem("expected a timezone on the time, such as Z or +02:00", _show(value.isoformat()))
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 class LocalSpec(_Section):
@@ -371,7 +371,7 @@ def load_spec(path: str | Path, *, workdir: Path | None = None, now: datetime | 
     if "workdir" in raw:
         raise SpecError(f"{source}: workdir: expected no workdir (spotrun records the directory it runs from), got {_show(raw['workdir'])}")
     workdir = (workdir or Path.cwd()).absolute()
-    context = {"workdir": workdir, "spec_dir": Path(path).absolute().parent, "now": now or datetime.now(timezone.utc)}
+    context = {"workdir": workdir, "spec_dir": Path(path).absolute().parent, "now": now or datetime.now(UTC)}
     try:
         spec = JobSpec.model_validate({**raw, "workdir": str(workdir)}, context=context)
     except ValidationError as error:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from runner.spec import DEFAULT_CHECKPOINT_EVERY_S, JobSpec, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits.py"
-NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 COMMAND_JOB: dict[str, Any] = {"name": "job", "train": {"command": "python train.py --epochs 5"}}
 MODEL_JOB: dict[str, Any] = {
@@ -160,12 +160,12 @@ def test_zero_checkpoint_interval(tmp_path):
 
 def test_deadline_as_iso_time(tmp_path):
     spec = load(tmp_path, job(COMMAND_JOB, budget={"deadline": "2030-01-02T08:00:00+02:00"}))
-    assert spec.budget.deadline_at == datetime(2030, 1, 2, 6, 0, tzinfo=timezone.utc)
+    assert spec.budget.deadline_at == datetime(2030, 1, 2, 6, 0, tzinfo=UTC)
 
 
 def test_deadline_as_yaml_timestamp(tmp_path):
     spec = load(tmp_path, "name: job\ntrain: {command: python x.py}\nbudget: {deadline: 2030-01-02T06:00:00Z}\n")
-    assert spec.budget.deadline_at == datetime(2030, 1, 2, 6, 0, tzinfo=timezone.utc)
+    assert spec.budget.deadline_at == datetime(2030, 1, 2, 6, 0, tzinfo=UTC)
 
 
 def test_deadline_without_timezone(tmp_path):

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from checkpoints import SpotCheckpoint, latest
+from checkpoints.persist import BackgroundPersister, SaveRequest, Superseded
 from checkpoints.store import CheckpointStore
 
 UPLOAD_S = 0.4
@@ -85,3 +86,82 @@ def test_signal_handlers_are_the_pre_fit_ones_after_fit() -> None:
                          logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(Tiny(), DataLoader(data, batch_size=8))
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+PARTS = 10
+PART_S = 0.1
+
+
+class PartedUploads(MemoryFileSystem):
+    """Object storage that uploads in PARTS parts of PART_S each, reporting each part like s3fs does."""
+
+    protocol = "partedmem"
+    root_marker = "/"
+    parts_done = threading.Semaphore(0)
+
+    def put_file(self, lpath, rpath, callback=None, **kwargs):  # noqa: ANN001 - fsspec's signature
+        payload = open(lpath, "rb").read()
+        callback.set_size(len(payload))
+        for _ in range(PARTS):
+            time.sleep(PART_S)
+            callback.relative_update(len(payload) // PARTS)
+            PartedUploads.parts_done.release()
+        self.pipe_file(rpath, payload)
+
+
+fsspec.register_implementation("partedmem", PartedUploads, clobber=True)
+
+
+def _persister(tmp_path, url: str):  # noqa: ANN001, ANN202
+    PartedUploads.parts_done = threading.Semaphore(0)  # count this test's parts only
+    return BackgroundPersister(CheckpointStore(url), tmp_path, keep=10, protect=frozenset, spotrun_version="test")
+
+
+def _request(step: int) -> SaveRequest:
+    return SaveRequest({"state_dict": {"w": torch.full((256,), float(step))}}, step=step, epoch=0, reason="periodic")
+
+
+def _wait_for_parts(count: int) -> None:
+    for _ in range(count):
+        assert PartedUploads.parts_done.acquire(timeout=10)
+
+
+def test_an_emergency_supersedes_an_upload_that_has_far_to_go(tmp_path) -> None:  # noqa: ANN001
+    url = f"partedmem://bucket-{uuid.uuid4().hex[:8]}/run"
+    persister = _persister(tmp_path, url)
+    persister.last_persist_s = 10.0  # a whole persist is slow: finishing this one would cost ~10 s
+    persister.submit(_request(5))
+    _wait_for_parts(1)
+    started = time.monotonic()
+    abandoned = persister.finish_or_supersede()
+    waited = time.monotonic() - started
+
+    assert abandoned is not None and isinstance(abandoned.exception(), Superseded)
+    assert waited < (PARTS - 2) * PART_S, f"waited {waited:.2f}s: the upload was not cut short"
+    assert CheckpointStore(url).list() == []  # nothing half-committed
+    persister.submit(_request(6)).result()
+    assert [info.step for info in CheckpointStore(url).list()] == [6]
+    persister.close()
+
+
+def test_an_emergency_lets_a_nearly_finished_upload_finish(tmp_path) -> None:  # noqa: ANN001
+    url = f"partedmem://bucket-{uuid.uuid4().hex[:8]}/run"
+    persister = _persister(tmp_path, url)
+    persister.last_persist_s = PARTS * PART_S
+    persister.submit(_request(5))
+    _wait_for_parts(PARTS - 1)
+    finished = persister.finish_or_supersede()
+    assert finished is not None and finished.result().step == 5
+    persister.close()
+
+
+def test_an_upload_that_alone_can_beat_the_deadline_is_finished(tmp_path) -> None:  # noqa: ANN001
+    url = f"partedmem://bucket-{uuid.uuid4().hex[:8]}/run"
+    persister = _persister(tmp_path, url)
+    persister.last_persist_s = 10.0
+    persister.submit(_request(5))
+    _wait_for_parts(2)  # at least 0.2 s into an estimated 10 s persist
+    # A fresh persist (10 s) would miss this deadline; what is left of this one (< 9.8 s) would not.
+    finished = persister.finish_or_supersede(deadline=time.time() + 9.9)
+    assert finished is not None and finished.result().step == 5
+    persister.close()

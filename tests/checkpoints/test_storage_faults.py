@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import socket
 import uuid
 from pathlib import Path
 
@@ -172,7 +171,7 @@ def test_transport_errors_are_transient() -> None:
 
     errors: list[BaseException] = [
         ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
         botocore.exceptions.ConnectionClosedError(endpoint_url="http://127.0.0.1:1"),
         botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
         botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),

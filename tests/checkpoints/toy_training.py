@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import signal
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
