@@ -153,14 +153,19 @@ S3FS_RETRIES = 1
 
 # s3fs uploads a large file as multipart parts, `max_concurrency` at a time, each read whole into
 # memory (defaults: 10 x 50 MiB, i.e. 500 MiB buffered per upload, more than the state of a 100 MB
-# model). 16 MiB x 8 keeps the upload parallel with at most 128 MiB of part buffers.
-S3_UPLOAD_OPTIONS: dict[str, Any] = {"chunksize": 16 * 2**20, "max_concurrency": 8}
+# model). spotrun uploads 8 MiB parts, as many at once as fit in half the file's size (2 to 8), so
+# the upload stays parallel while its buffers stay well under the size of the state.
+UPLOAD_PART_BYTES = 8 * 2**20
+MAX_CONCURRENT_PARTS = 8
 
 
-def upload_options(fs: AbstractFileSystem) -> dict[str, Any]:
+def upload_options(fs: AbstractFileSystem, size_bytes: int) -> dict[str, Any]:
     """Keyword arguments for ``fs.put_file`` that bound its memory while keeping parts concurrent."""
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-    return dict(S3_UPLOAD_OPTIONS) if {"s3", "s3a"} & set(protocols) else {}
+    if not {"s3", "s3a"} & set(protocols):
+        return {}
+    parts = min(MAX_CONCURRENT_PARTS, max(2, size_bytes // 2 // UPLOAD_PART_BYTES))
+    return {"chunksize": UPLOAD_PART_BYTES, "max_concurrency": parts}
 
 
 def filesystem_for(url: str) -> tuple[AbstractFileSystem, str]:

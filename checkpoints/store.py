@@ -185,7 +185,7 @@ class CheckpointStore:
             self._io(
                 "upload checkpoint to",
                 data_path,
-                lambda: self.fs.put_file(str(data_file), data_path, callback=upload_callback, **upload_options(self.fs)),
+                lambda: self.fs.put_file(str(data_file), data_path, callback=upload_callback, **upload_options(self.fs, entry.size_bytes)),
             )
             remote_size = self._io("read the size of", data_path, lambda: self.fs.size(data_path))
         except FileNotFoundError as error:  # the bucket or the local file went away
