@@ -29,6 +29,7 @@ TOKEN_HEADER = "X-aws-ec2-metadata-token"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+TAGS_PATH = "/latest/meta-data/tags/instance/"  # + key; served when the instance allows tags in its metadata
 MAX_TOKEN_TTL_S = 21600  # EC2's limit: six hours
 
 
@@ -40,9 +41,10 @@ def _format_time(unix_s: float) -> str:
 class _Metadata:
     """What the emulator serves; shared by its request threads, hence the lock."""
 
-    def __init__(self, instance_id: str, clock: Callable[[], float]) -> None:
+    def __init__(self, instance_id: str, clock: Callable[[], float], tags: dict[str, str]) -> None:
         self.instance_id = instance_id
         self.clock = clock
+        self.tags = dict(tags)
         self.lock = threading.Lock()
         self.token_expiry: dict[str, float] = {}
         self.instance_action: str | None = None
@@ -67,6 +69,8 @@ class _Metadata:
     def document(self, path: str) -> str | None:
         """The body served at ``path``, or None for 404 (unknown path, or nothing announced yet)."""
         with self.lock:
+            if path.startswith(TAGS_PATH):
+                return self.tags.get(path.removeprefix(TAGS_PATH))
             return {
                 INSTANCE_ID_PATH: self.instance_id,
                 INSTANCE_ACTION_PATH: self.instance_action,
@@ -130,9 +134,9 @@ class _Server(ThreadingHTTPServer):
 class MetadataServer:
     """An IMDSv2 endpoint for one instance on 127.0.0.1, served from a daemon thread."""
 
-    def __init__(self, instance_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
-        """``clock`` times token expiry only; notices carry the wall-clock times they are given."""
-        self._metadata = _Metadata(instance_id, clock)
+    def __init__(self, instance_id: str, *, clock: Callable[[], float] = time.monotonic, tags: dict[str, str] | None = None) -> None:
+        """``clock`` times token expiry only; notices carry the wall-clock times they are given; ``tags`` are the instance's."""
+        self._metadata = _Metadata(instance_id, clock, tags or {})
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -229,6 +233,10 @@ class MetadataClient:
     def instance_id(self) -> str | None:
         """This instance's id, or None when the service cannot be reached."""
         return self._get(INSTANCE_ID_PATH)
+
+    def tag(self, key: str) -> str | None:
+        """One of this instance's tags (the launch template must allow tags in metadata), or None."""
+        return self._get(TAGS_PATH + key)
 
     def _timestamp(self, path: str, key: str) -> datetime | None:
         body = self._get(path)

@@ -11,6 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+# Tags every launch carries (the controller sets job, attempt and url; providers add token and store).
+# On EC2 the agent reads its job from them through instance metadata.
+TAG_JOB = "spotrun:job"
+TAG_ATTEMPT = "spotrun:attempt"
+TAG_URL = "spotrun:url"
+TAG_TOKEN = "spotrun:token"
+TAG_STORE = "spotrun:store"
+
 
 class Market(str, enum.Enum):
     """How an instance is bought."""

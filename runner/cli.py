@@ -20,18 +20,23 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.spinner import Spinner
+from rich.table import Table
 from rich.text import Text
 
-from checkpoints.durations import parse_duration
+from checkpoints.durations import format_duration, parse_duration
 from checkpoints.errors import CheckpointError
 from checkpoints.store import CheckpointStore
+from cloud.aws import AwsProvider, AwsSettings
 from cloud.errors import ProviderError
+from cloud.imds import MetadataClient
+from cloud.provider import TAG_ATTEMPT, TAG_URL
 from runner import views
 from runner.agent import JOB_NAME, Agent, AgentSettings
 from runner.controller import Controller, job_lock
 from runner.errors import JobStateError, SpecError, SpotrunError
+from runner.gc import needed_by, orphans
 from runner.logs import print_logs
-from runner.paths import spotrun_home
+from runner.paths import infra_outputs_file, spotrun_home
 from runner.providers import agent_command, controller_settings, provider_for
 from runner.spec import load_spec
 from runner.store import JobState, StateStore, default_database_url
@@ -129,7 +134,7 @@ def _drive(store: StateStore, name: str) -> None:
     job = store.job(name)
     spec = job.spec
     controller = Controller(
-        store, provider_for(spec, spotrun_home()), agent_command=agent_command, settings=controller_settings(spec)
+        store, provider_for(spec, spotrun_home(), store), agent_command=agent_command, settings=controller_settings(spec)
     )
     seen_event = 0
     last_plain_line = 0.0
@@ -229,7 +234,7 @@ def cancel(job: JobArgument) -> None:
     spec = found.spec
     try:
         with job_lock(spotrun_home(), job):
-            Controller(store, provider_for(spec, spotrun_home()), agent_command=agent_command).cycle(job)
+            Controller(store, provider_for(spec, spotrun_home(), store), agent_command=agent_command).cycle(job)
     except JobStateError:
         out.print(f"job {job} has a running controller; it will terminate the instance on its next cycle")
         return
@@ -247,8 +252,6 @@ def checkpoints(job: JobArgument, as_json: JsonOption = False) -> None:
     if not infos:
         out.print(f"no committed checkpoint at {found.checkpoint_url} yet")
         return
-    from rich.table import Table
-
     table = Table(title=f"checkpoints of {job}")
     for column in ("step", "epoch", "time", "size", "reason", "url"):
         table.add_column(column)
@@ -270,7 +273,7 @@ def interrupt(
     store = _store()
     found = store.job(job)
     spec = found.spec
-    provider = provider_for(spec, spotrun_home())
+    provider = provider_for(spec, spotrun_home(), store)
     running = [attempt for attempt in store.attempts(job) if attempt.is_open and attempt.instance_id]
     if not running:
         raise JobStateError(f"job {job!r} has no running instance to interrupt ({found.state.value})")
@@ -288,9 +291,82 @@ def interrupt(
 
 
 @command
+def prices(
+    instance_types: Annotated[str, typer.Option("--instance-types", help="Comma-separated EC2 instance types, e.g. g5.xlarge,g6.xlarge.")],
+    region: Annotated[str | None, typer.Option(help="AWS region; default: the infra's region, else AWS_DEFAULT_REGION.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Spot price per zone, the on-demand price and the discount, for each instance type."""
+    types = [name.strip() for name in instance_types.split(",") if name.strip()]
+    if not types:
+        raise SpecError("--instance-types: expected a comma-separated list such as g5.xlarge,g6.xlarge")
+    provider = _aws_provider(region)
+    rows = []
+    for (instance_type, zone), spot in sorted(provider.spot_prices(types).items()):
+        on_demand = provider.on_demand_price(instance_type)
+        rows.append({
+            "instance_type": instance_type, "zone": zone, "spot_usd_per_hour": spot, "on_demand_usd_per_hour": on_demand,
+            "discount_pct": round(100 * (1 - spot / on_demand), 1) if on_demand else None,
+        })
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"EC2 prices in {provider.settings.region} (Linux, USD/h)")
+    for column in ("instance type", "zone", "spot", "on-demand", "discount"):
+        table.add_column(column, justify="right" if column in ("spot", "on-demand", "discount") else "left")
+    for row in rows:
+        discount = "" if row["discount_pct"] is None else f"{row['discount_pct']:.0f}%"
+        table.add_row(row["instance_type"], row["zone"], f"{row['spot_usd_per_hour']:.4f}", f"{row['on_demand_usd_per_hour']:.4f}", discount)
+    out.print(table)
+
+
+@command
+def gc(
+    yes: Annotated[bool, typer.Option("--yes", help="Terminate what is listed (without it, only list).")] = False,
+    all_stores: Annotated[bool, typer.Option("--all", help="Also instances launched from other state stores (safe with a shared team store).")] = False,
+    region: Annotated[str | None, typer.Option(help="AWS region; default: the infra's region, else AWS_DEFAULT_REGION.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find spotrun instances that cost money for nothing (no live job needs them) and terminate them with --yes."""
+    store = _store()
+    provider = _aws_provider(region, store.store_id())
+    found = orphans(provider.tagged_instances(), needed_by(store), store_id=provider.settings.store_id, all_stores=all_stores)
+    if yes and found:
+        provider.terminate([instance.instance_id for instance in found])
+    if as_json:
+        print(json.dumps([{
+            "instance_id": i.instance_id, "state": i.state, "instance_type": i.instance_type, "zone": i.zone, "job": i.job,
+            "store": i.store, "launched_at": i.launched_at, "terminated": yes,
+        } for i in found]))
+        return
+    if not found:
+        out.print("no orphaned spotrun instances" + ("" if all_stores else " from this state store (--all looks at every store's)"))
+        return
+    table = Table(title="terminated" if yes else "orphaned spotrun instances (run with --yes to terminate)")
+    for column in ("instance", "state", "type", "zone", "job", "store", "running for"):
+        table.add_column(column)
+    for i in found:
+        table.add_row(i.instance_id, i.state, i.instance_type, i.zone, i.job or "", i.store or "", format_duration(time.time() - i.launched_at))
+    out.print(table)
+
+
+def _aws_provider(region: str | None, store_id: str = "") -> AwsProvider:
+    """A provider for looking and cleaning up; it needs no launch template."""
+    outputs = infra_outputs_file(spotrun_home())
+    infra_region = json.loads(outputs.read_text()).get("region") if outputs.exists() else None
+    chosen = region or infra_region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    if not chosen:
+        raise SpecError("--region: no region given, none in the infra outputs and AWS_DEFAULT_REGION is not set")
+    return AwsProvider(AwsSettings(region=chosen, store_id=store_id))
+
+
+@command
 def agent(
-    checkpoint_url: Annotated[str, typer.Option(help="The job's checkpoint URL (holds _spotrun/job.json).")],
-    attempt: Annotated[int, typer.Option(help="Attempt number of this instance.")],
+    checkpoint_url: Annotated[str | None, typer.Option(help="The job's checkpoint URL (holds _spotrun/job.json).")] = None,
+    attempt: Annotated[int | None, typer.Option(help="Attempt number of this instance.")] = None,
+    from_instance_tags: Annotated[
+        bool, typer.Option(help=f"Read the checkpoint URL and attempt from this instance's tags ({TAG_URL}, {TAG_ATTEMPT}) in metadata.")
+    ] = False,
     metadata_endpoint: Annotated[
         str, typer.Option(envvar="SPOTRUN_IMDS_ENDPOINT", help="Instance metadata service.")
     ] = "http://169.254.169.254",
@@ -298,11 +374,26 @@ def agent(
     heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
 ) -> None:
     """Run on an instance: train, watch for the interruption notice, report through object storage."""
+    if from_instance_tags:
+        checkpoint_url, attempt = _job_from_instance_tags(metadata_endpoint)
+    if checkpoint_url is None or attempt is None:
+        raise SpecError("agent: give --checkpoint-url and --attempt, or --from-instance-tags on an instance spotrun launched")
     settings = AgentSettings(
         checkpoint_url=checkpoint_url, attempt=attempt, metadata_endpoint=metadata_endpoint,
         poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
     )
     raise typer.Exit(Agent(settings).run())
+
+
+def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int]:
+    metadata = MetadataClient(metadata_endpoint)
+    url, attempt = metadata.tag(TAG_URL), metadata.tag(TAG_ATTEMPT)
+    if url is None or attempt is None or not attempt.isdigit():
+        raise SpecError(
+            f"agent: this instance's metadata at {metadata_endpoint} has no usable {TAG_URL}/{TAG_ATTEMPT} tags "
+            f"(got {url!r}, {attempt!r}); was it launched by spotrun from a template that allows tags in metadata?"
+        )
+    return url, int(attempt)
 
 
 def main() -> None:

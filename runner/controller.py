@@ -12,16 +12,29 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from checkpoints.store import CheckpointStore
-from cloud.provider import EndReason, InstanceState, InstanceStatus, LaunchRequest, Market, Offer, OfferRequest, Provider
+from cloud.errors import CapacityError
+from cloud.provider import (
+    TAG_ATTEMPT,
+    TAG_JOB,
+    TAG_URL,
+    EndReason,
+    InstanceState,
+    InstanceStatus,
+    LaunchRequest,
+    Market,
+    Offer,
+    OfferRequest,
+    Provider,
+)
 from runner.agent import HEARTBEAT_NAME
-from runner.errors import JobStateError, SpotrunError
+from runner.errors import JobStateError
 from runner.store import Attempt, Job, JobState, Outcome, StateStore
 
 
@@ -107,35 +120,75 @@ class Controller:
 
     def cycle(self, name: str) -> Job:
         """One look at the job and one step towards its end."""
-        job = self.store.job(name)
-        if job.state.is_final:
-            return job
-        attempts = self.store.attempts(name)
-        current = attempts[-1] if attempts and attempts[-1].is_open else None
-        if job.cancel_requested:
-            self._cancel(job, current)
-        elif current is None:
-            self._launch(job, len(attempts) + 1)
-        elif current.instance_id is None:
-            self._finish_launch(job, current)
-        else:
-            self._watch(job, current)
-        return self.store.job(name)
+        return self.cycle_many([name])[0]
+
+    def cycle_many(self, names: Sequence[str]) -> list[Job]:
+        """One step for each job, with one batched provider poll for all of their instances."""
+        work: list[tuple[Job, list[Attempt], Attempt | None]] = []
+        for name in names:
+            job = self.store.job(name)
+            if job.state.is_final:
+                continue
+            attempts = self.store.attempts(name)
+            work.append((job, attempts, attempts[-1] if attempts and attempts[-1].is_open else None))
+        watched = [current.instance_id for job, _, current in work if current and current.instance_id and not job.cancel_requested]
+        statuses = self.provider.poll(watched) if watched else {}
+        for job, attempts, current in work:
+            if job.cancel_requested:
+                self._cancel(job, current)
+            elif current is None:
+                self._launch(job, len(attempts) + 1)
+            elif current.instance_id is None:
+                self._finish_launch(job, current)
+            else:
+                self._watch(job, current, statuses[current.instance_id])
+        return [self.store.job(name) for name in names]
 
     # ---------------------------------------------------------------- launch
 
     def _launch(self, job: Job, number: int) -> None:
+        """Record the attempt on the best offer, then launch, moving down the offers while capacity is short.
+
+        When no offer has capacity the job waits for the next cycle (the provider puts exhausted
+        zones aside for a while, so the next cycle's offers differ).
+        """
         spec = job.spec
         offers = self.provider.offers(
             OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=_market(spec), nodes=1)
         )
         if not offers:
-            raise SpotrunError(f"provider {self.provider.name!r} has no offer for {spec['resources']['instance_types']}")
-        offer = offers[0]
-        attempt = Attempt(
+            self._wait_for_capacity(job, number)
+            return
+        attempt = self._attempt_on(job, number, offers[0], tried=0)
+        self.store.start_attempt(attempt)
+        for tried, offer in enumerate(offers):
+            if tried:
+                attempt = self._attempt_on(job, number, offer, tried=tried)
+                self.store.retarget_attempt(attempt)
+            self.store.set_state(
+                job.name,
+                JobState.PROVISIONING,
+                f"attempt {number}: {offer.instance_type} {offer.market.value} in {offer.zone} at ${offer.price_usd_per_hour:.3f}/h",
+                attempt=number,
+            )
+            try:
+                self._finish_launch(job, attempt)
+                return
+            except CapacityError as error:
+                self.store.event(job.name, "capacity", f"attempt {number}: {error}", attempt=number)
+        self._wait_for_capacity(job, number)
+
+    def _wait_for_capacity(self, job: Job, number: int) -> None:
+        message = f"attempt {number}: no capacity in any offer for {job.spec['resources']['instance_types']}; trying again"
+        if job.message != message:
+            self.store.set_state(job.name, JobState.PROVISIONING, message, attempt=number)
+
+    def _attempt_on(self, job: Job, number: int, offer: Offer, *, tried: int) -> Attempt:
+        return Attempt(
             job=job.name,
             number=number,
-            token=f"{job.name}-{int(job.created_at)}-{number}",
+            # A new token per offer tried: a token names one launch request, with one set of parameters.
+            token=f"{job.name}-{int(job.created_at)}-{number}" + (f"-{tried}" if tried else ""),
             provider=offer.provider,
             instance_type=offer.instance_type,
             zone=offer.zone,
@@ -150,14 +203,6 @@ class Controller:
             outcome=None,
             exit_code=None,
         )
-        self.store.start_attempt(attempt)
-        self.store.set_state(
-            job.name,
-            JobState.PROVISIONING,
-            f"attempt {number}: {offer.instance_type} {offer.market.value} in {offer.zone} at ${offer.price_usd_per_hour:.3f}/h",
-            attempt=number,
-        )
-        self._finish_launch(job, attempt)
 
     def _finish_launch(self, job: Job, attempt: Attempt) -> None:
         """Launch (or, after a controller restart, re-launch idempotently with the same token)."""
@@ -176,7 +221,7 @@ class Controller:
             agent_command=self.agent_command(job, attempt.number),
             env=self.agent_env,
             workdir=job.spec["workdir"],
-            tags={"spotrun:job": job.name, "spotrun:attempt": str(attempt.number)},
+            tags=_launch_tags(job, attempt.number),
         )
         instance = self.provider.launch(offer, request)
         self.store.set_launched(job.name, attempt.number, instance.instance_id, instance.launched_at)
@@ -184,9 +229,7 @@ class Controller:
 
     # ----------------------------------------------------------------- watch
 
-    def _watch(self, job: Job, attempt: Attempt) -> None:
-        assert attempt.instance_id is not None
-        status = self.provider.poll([attempt.instance_id])[attempt.instance_id]
+    def _watch(self, job: Job, attempt: Attempt, status: InstanceStatus) -> None:
         heartbeat = self._heartbeat(job, attempt)
         if heartbeat:
             self._note_heartbeat(job, attempt, heartbeat)
@@ -258,6 +301,15 @@ class Controller:
                 job.name, attempt.number, ended_at=self.clock(), end_reason="never-launched", outcome=Outcome.CANCELLED, exit_code=None
             )
         self.store.set_state(job.name, JobState.CANCELLED, "cancelled by request")
+
+
+def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
+    """The spec's team and free-form tags (for cost allocation), and what the agent needs to find its job."""
+    spec = job.spec
+    tags = {str(key): str(value) for key, value in (spec.get("tags") or {}).items()}
+    if spec.get("team"):
+        tags["team"] = str(spec["team"])
+    return {**tags, TAG_JOB: job.name, TAG_ATTEMPT: str(attempt), TAG_URL: job.checkpoint_url}
 
 
 def _market(spec: dict[str, Any]) -> Market:

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from cloud.aws import AwsProvider, AwsSettings
 from cloud.local import LocalProvider
 from cloud.provider import Provider
 from runner.controller import ControllerSettings
 from runner.errors import SpecError
-from runner.store import Job
+from runner.paths import infra_outputs_file
+from runner.store import Job, StateStore
+
+POLL_INTERVAL_ENV = "SPOTRUN_POLL_INTERVAL_S"
 
 # The local metadata emulator answers at once, so the agent can look often; EC2 asks for 5 s.
 _LOCAL_AGENT_INTERVALS = ("--poll-interval", "0.5", "--heartbeat-interval", "1")
 
 
-def provider_for(spec: dict[str, Any], home: Path) -> Provider:
-    """The provider named by ``resources.provider``, configured from the spec."""
+def provider_for(spec: dict[str, Any], home: Path, store: StateStore) -> Provider:
+    """The provider named by ``resources.provider``, configured from the spec (and, for aws, the infra outputs)."""
     name = spec["resources"]["provider"]
     if name == "local":
         local = spec["local"]
@@ -29,12 +35,32 @@ def provider_for(spec: dict[str, Any], home: Path) -> Provider:
             spot_price_usd_per_hour=local["spot_price"],
             on_demand_price_usd_per_hour=local["on_demand_price"],
         )
-    raise SpecError(f"resources.provider: {name!r} is not available in this version of spotrun; use 'local'")
+    if name == "aws":
+        return AwsProvider(aws_settings(home, store.store_id()))
+    raise SpecError(f"resources.provider: {name!r} is not available in this version of spotrun; use 'local' or 'aws'")
+
+
+def aws_settings(home: Path, store_id: str) -> AwsSettings:
+    """Region, launch template and subnets from what `spotrun infra up` stored."""
+    path = infra_outputs_file(home)
+    try:
+        outputs = json.loads(path.read_text())
+        return AwsSettings(
+            region=str(outputs["region"]),
+            launch_template_id=str(outputs["launch_template_id"]),
+            subnet_ids=tuple(outputs.get("subnet_ids") or ()),
+            store_id=store_id,
+        )
+    except FileNotFoundError:
+        raise SpecError(f"resources.provider aws: no infrastructure outputs at {path}; run `spotrun infra up` first") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SpecError(f"{path}: expected the outputs of `spotrun infra up` (region, launch_template_id), got {error!r}; run it again") from None
 
 
 def controller_settings(spec: dict[str, Any]) -> ControllerSettings:
-    """Poll often on this machine; a cloud provider would poll less often."""
-    return ControllerSettings(poll_interval_s=1.0 if spec["resources"]["provider"] == "local" else 10.0)
+    """Poll often on this machine, every 10 s on a cloud; SPOTRUN_POLL_INTERVAL_S overrides both."""
+    default = 1.0 if spec["resources"]["provider"] == "local" else 10.0
+    return ControllerSettings(poll_interval_s=float(os.environ.get(POLL_INTERVAL_ENV, default)))
 
 
 def agent_command(job: Job, attempt: int) -> tuple[str, ...]:

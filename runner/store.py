@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,6 +86,13 @@ attempts_table = sa.Table(
     sa.Column("end_reason", sa.String(32), nullable=True),
     sa.Column("outcome", sa.String(16), nullable=True),
     sa.Column("exit_code", sa.Integer, nullable=True),
+)
+
+settings_table = sa.Table(
+    "settings",
+    _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 events_table = sa.Table(
@@ -264,6 +272,17 @@ class StateStore:
         with self._transaction() as db:
             db.execute(attempts_table.insert().values(**_attempt_values(attempt)))
 
+    def retarget_attempt(self, attempt: Attempt) -> None:
+        """Point a not yet launched attempt at another offer (and token), after its offer ran out of capacity."""
+        values = _attempt_values(attempt)
+        changed = {key: values[key] for key in ("token", "provider", "instance_type", "zone", "market", "price_usd_per_hour", "on_demand_price_usd_per_hour")}
+        with self._transaction() as db:
+            db.execute(
+                attempts_table.update()
+                .where(attempts_table.c.job == attempt.job, attempts_table.c.number == attempt.number, attempts_table.c.instance_id.is_(None))
+                .values(**changed)
+            )
+
     def set_launched(self, name: str, number: int, instance_id: str, launched_at: float) -> None:
         """The provider answered the launch."""
         with self._transaction() as db:
@@ -291,6 +310,22 @@ class StateStore:
                 sa.select(attempts_table).where(attempts_table.c.job == name).order_by(attempts_table.c.number)
             ).all()
         return [_attempt_from_row(row) for row in rows]
+
+    # ---------------------------------------------------------- identity
+
+    def store_id(self) -> str:
+        """This store's identity, made once: providers tag instances with it, so gc knows whose they are."""
+        with self._transaction() as db:
+            row = db.execute(sa.select(settings_table.c.value).where(settings_table.c.key == "store_id")).first()
+            if row is not None:
+                return str(row.value)
+        made = uuid.uuid4().hex[:16]
+        try:
+            with self._transaction() as db:
+                db.execute(settings_table.insert().values(key="store_id", value=made))
+        except sa.exc.IntegrityError:  # another process made it first: theirs stands
+            return self.store_id()
+        return made
 
     # ------------------------------------------------------------ events
 

@@ -29,7 +29,9 @@ for _variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS
     os.environ.pop(_variable, None)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, str(NETGUARD))
+sys.path.insert(0, str(Path(__file__).parent / "support"))  # shared test helpers (fault_proxy, aws_support)
 import sitecustomize  # noqa: E402,F401  - the guard, in this process too
+from fault_proxy import FaultProxy  # noqa: E402
 
 
 @pytest.fixture
@@ -68,3 +70,13 @@ def s3_bucket(moto_endpoint: str) -> str:
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
 
+
+
+@pytest.fixture
+def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy on 127.0.0.1 in front of the session's moto server."""
+    proxy = FaultProxy(moto_endpoint)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -10,14 +10,13 @@ from pathlib import Path
 import botocore.exceptions
 import fsspec
 import pytest
+from fault_proxy import FaultProxy
 from s3fs import S3FileSystem
 from s3fs.errors import translate_boto_error
 
 from checkpoints.errors import CheckpointError
 from checkpoints.retry import S3_CONFIG_KWARGS, S3FS_RETRIES, RetryPolicy, is_transient
 from checkpoints.store import CheckpointStore
-
-from .conftest import FaultProxy
 
 DATA = r"/model\.ckpt(\?|$)"  # the object itself (and its parts), not a listing that names it
 MANIFEST = r"/MANIFEST\.json$"

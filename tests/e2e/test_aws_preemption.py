@@ -1,0 +1,96 @@
+"""`spotrun run` with `provider: aws` against moto: launch from the template, two spot interruptions, a capacity
+failover, and a bit-exact finish from s3:// checkpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from aws_support import ec2_client, make_launch_template, spot_price_answer
+from fault_proxy import FaultProxy
+
+from checkpoints.store import CheckpointStore
+from cloud.provider import TAG_JOB
+from runner.agent import HEARTBEAT_NAME
+from runner.providers import POLL_INTERVAL_ENV
+from runner.store import JobState, Outcome
+
+from .conftest import Harness, assert_bit_identical, wait_until
+from .instance_runner import InstanceRunner
+from .test_local_preemption import STEPS_PER_EPOCH, TRAINER, digits_spec
+
+pytestmark = pytest.mark.e2e
+
+PRICES = {("g5.xlarge", "us-east-1a"): 0.40, ("g5.xlarge", "us-east-1b"): 0.42, ("g5.xlarge", "us-east-1c"): 0.55}
+NOTICE_S = 2.0
+
+
+@pytest.fixture
+def aws_job(harness: Harness, moto_endpoint: str, fault_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> Iterator[InstanceRunner]:
+    """Infra outputs as `spotrun infra up` leaves them, a controller that talks to EC2 through the proxy, and the runner."""
+    outputs = harness.home / "infra" / "outputs.json"
+    outputs.parent.mkdir(parents=True)
+    outputs.write_text(json.dumps({"region": "us-east-1", "launch_template_id": make_launch_template(moto_endpoint), "subnet_ids": []}))
+    fault_proxy.ec2_rewrite("DescribeSpotPriceHistory", spot_price_answer(PRICES), for_s=600)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", fault_proxy.url)
+    monkeypatch.setenv(POLL_INTERVAL_ENV, "0.5")
+    runner = InstanceRunner(moto_endpoint, harness.tmp, {"AWS_ENDPOINT_URL": moto_endpoint})
+    yield runner
+    runner.close()
+
+
+def _final_weights(url: str, scratch: Path) -> dict[str, torch.Tensor]:
+    store = CheckpointStore(url)
+    final = store.latest(check_sha256=True)
+    assert final is not None and final.final, f"no final checkpoint at {url}"
+    return torch.load(store.download(final, scratch), weights_only=True)["state_dict"]
+
+
+def _step(url: str) -> int:
+    heartbeat = CheckpointStore(url).read_json(HEARTBEAT_NAME) or {}
+    return int((heartbeat.get("progress") or heartbeat).get("step") or 0)
+
+
+def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
+    harness: Harness, aws_job: InstanceRunner, fault_proxy: FaultProxy, s3_bucket: str, moto_endpoint: str, tmp_path: Path,
+) -> None:
+    runner = aws_job
+    reference_url = f"{s3_bucket}/reference"
+    reference = {**digits_spec("reference"), "checkpoint": {"url": reference_url, "every_steps": 40, "keep": 2}}
+    reference["resources"] = {"provider": "aws", "instance_types": ["g5.xlarge"], "market": "spot"}
+    del reference["local"]
+    process = harness.start("run", str(harness.write_spec(reference, "reference.yaml")))
+    assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
+
+    url = f"{s3_bucket}/digits"
+    spec = {**reference, "name": "digits", "team": "vision", "tags": {"project": "e2e"}, "checkpoint": {**reference["checkpoint"], "url": url}}
+    process = harness.start("run", str(harness.write_spec(spec)))
+    total = TRAINER["max_epochs"] * STEPS_PER_EPOCH
+    for at_step in (total // 4, total // 2):
+        instance = wait_until(
+            lambda at_step=at_step: next((i for i in runner.running() if i.tags[TAG_JOB] == "digits" and _step(url) >= at_step), None),
+            timeout_s=180, what=f"digits training past step {at_step}",
+        )
+        if at_step == total // 2:
+            # The relaunch after this interruption finds its first offer (the cheapest zone) out of capacity.
+            fault_proxy.ec2_error("RunInstances", "InsufficientInstanceCapacity", status=500, when="us-east-1a", times=1)
+        runner.interrupt(instance.instance_id, NOTICE_S)
+    assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
+
+    job = harness.job("digits")
+    attempts = harness.store.attempts("digits")
+    assert job.state is JobState.SUCCEEDED and job.preemptions == 2
+    assert [a.outcome for a in attempts] == [Outcome.PREEMPTED, Outcome.PREEMPTED, Outcome.FINISHED]
+    assert [a.zone for a in attempts] == ["us-east-1a", "us-east-1a", "us-east-1b"]  # failover after the capacity error
+    assert any(event.kind == "capacity" for _, event in harness.store.events("digits"))
+
+    described = ec2_client(moto_endpoint).describe_instances(Filters=[{"Name": f"tag:{TAG_JOB}", "Values": ["digits"]}])
+    instances = [i for r in described["Reservations"] for i in r["Instances"]]
+    assert len(instances) == 3 and all(i["InstanceLifecycle"] == "spot" and i["State"]["Name"] == "terminated" for i in instances)
+    tags = {t["Key"]: t["Value"] for t in instances[0]["Tags"]}
+    assert tags["team"] == "vision" and tags["project"] == "e2e" and tags["spotrun:url"] == url
+
+    assert_bit_identical(_final_weights(reference_url, tmp_path / "ref"), _final_weights(url, tmp_path / "run"))
