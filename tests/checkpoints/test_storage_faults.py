@@ -15,24 +15,17 @@ from s3fs import S3FileSystem
 from s3fs.errors import translate_boto_error
 
 from checkpoints.errors import CheckpointError
-from checkpoints.retry import S3_CONFIG_KWARGS, S3FS_RETRIES, RetryPolicy, is_transient
+from checkpoints.retry import S3_CONFIG_KWARGS, S3FS_RETRIES, UPLOAD_PART_BYTES, RetryPolicy, is_transient
 from checkpoints.store import CheckpointStore
 
 DATA = r"/model\.ckpt(\?|$)"  # the object itself (and its parts), not a listing that names it
 MANIFEST = r"/MANIFEST\.json$"
 
 
-class _SmallPartS3(S3FileSystem):
-    """The real s3fs, uploading in 5 MiB parts (its default needs 100 MiB before it goes multipart)."""
-
-    async def _put_file(self, *args, chunksize=5 * 2**20, **kwargs):  # type: ignore[no-untyped-def]
-        return await super()._put_file(*args, chunksize=chunksize, **kwargs)
-
-
-def _proxied_fs(proxy: FaultProxy, *, cls: type[S3FileSystem] = S3FileSystem, botocore_attempts: int | None = None) -> S3FileSystem:
+def _proxied_fs(proxy: FaultProxy, *, botocore_attempts: int | None = None) -> S3FileSystem:
     """s3fs pointed at the proxy; the store's own retry settings unless ``botocore_attempts`` is given."""
     config = S3_CONFIG_KWARGS if botocore_attempts is None else {"retries": {"mode": "standard", "total_max_attempts": botocore_attempts}}
-    fs = cls(client_kwargs={"endpoint_url": proxy.url}, config_kwargs=config, skip_instance_cache=True)
+    fs = S3FileSystem(client_kwargs={"endpoint_url": proxy.url}, config_kwargs=config, skip_instance_cache=True)
     fs.retries = S3FS_RETRIES
     return fs
 
@@ -116,8 +109,8 @@ def test_access_denied_on_read_is_not_a_missing_checkpoint(s3_bucket: str, fault
 
 def test_multipart_checkpoint_through_faults_is_whole(s3_bucket: str, fault_proxy: FaultProxy, tmp_path: Path) -> None:
     sleeps = _Sleeps()
-    store = _store(s3_bucket, fault_proxy, sleeps, cls=_SmallPartS3)
-    source = _data(tmp_path, 7, size=12 * 2**20 + 123)
+    store = _store(s3_bucket, fault_proxy, sleeps)
+    source = _data(tmp_path, 7, size=2 * UPLOAD_PART_BYTES + 123)  # three parts, uploaded concurrently
     fault_proxy.error("PUT", r"partNumber=2", status=503, code="SlowDown", times=3)
     fault_proxy.drop("PUT", r"partNumber=3", times=2)
     fault_proxy.error("POST", r"uploadId=", status=500, code="InternalError", times=1)  # completing the upload
