@@ -15,3 +15,7 @@ class CapacityError(ProviderError):
 
 class InstanceNotFoundError(ProviderError):
     """The provider has no instance with that id."""
+
+
+class TerraformError(ProviderError):
+    """The terraform CLI is missing or one of its commands failed; the message carries Terraform's own."""

@@ -35,6 +35,7 @@ from runner.agent import JOB_NAME, Agent, AgentSettings
 from runner.controller import Controller, job_lock
 from runner.errors import JobStateError, SpecError, SpotrunError
 from runner.gc import needed_by, orphans
+from runner.infra_cli import infra_app
 from runner.logs import print_logs
 from runner.paths import infra_outputs_file, spotrun_home
 from runner.providers import agent_command, controller_settings, provider_for
@@ -394,6 +395,9 @@ def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int]:
             f"(got {url!r}, {attempt!r}); was it launched by spotrun from a template that allows tags in metadata?"
         )
     return url, int(attempt)
+
+
+app.add_typer(infra_app, name="infra")
 
 
 def main() -> None:

@@ -1,0 +1,185 @@
+"""``spotrun infra``: create, show and destroy the AWS infrastructure jobs launch into (the module in terraform/).
+
+Terraform's progress goes to stderr as it happens; people get a table of the outputs, scripts get
+them as JSON on stdout with ``--json``. Known errors become one line and an exit code, as in
+``runner.cli``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import boto3
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from cloud.errors import ProviderError, TerraformError
+from cloud.terraform import MODULE_DIR, REQUIRED_OUTPUTS, TerraformModule
+from runner.errors import SpecError, SpotrunError
+from runner.paths import infra_outputs_file, spotrun_home
+
+infra_app = typer.Typer(
+    help="The AWS infrastructure jobs launch into: checkpoint bucket, instance role, security group, launch template (Terraform).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the outputs as JSON for scripts instead of a table.")]
+VarOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var", metavar="KEY=VALUE",
+        help="A module variable, repeatable: --var region=eu-west-1. Lists and maps in Terraform syntax: --var 'subnet_ids=[\"subnet-1\"]'. "
+        "Kept for later runs (and for `infra down`).",
+    ),
+]
+_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)=(.*)", re.DOTALL)
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _command(function: _Command) -> _Command:
+    """Register an infra command whose known errors become one line on stderr and their exit code."""
+
+    @functools.wraps(function)
+    def run_command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (SpotrunError, ProviderError) as error:
+            if os.environ.get("SPOTRUN_DEBUG"):
+                raise
+            err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(error, "exit_code", 1)) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: Terraform stopped cleanly and saved its state; run the same command again to finish")
+            raise typer.Exit(130) from None
+
+    infra_app.command()(run_command)
+    return function
+
+
+def parse_variables(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs as given with --var; values stay text, which Terraform parses by the variable's type."""
+    variables: dict[str, str] = {}
+    for pair in pairs:
+        match = _VARIABLE.fullmatch(pair)
+        if match is None:
+            raise SpecError(f"--var {pair!r}: expected KEY=VALUE, e.g. --var region=eu-west-1")
+        variables[match[1]] = match[2]
+    return variables
+
+
+def _terraform(source: Path = MODULE_DIR) -> TerraformModule:
+    outputs_file = infra_outputs_file(spotrun_home())
+    return TerraformModule(outputs_file.parent / "terraform", outputs_file, source=source, required_outputs=REQUIRED_OUTPUTS)
+
+
+def _progress(message: str) -> None:
+    # Terraform's messages hold brackets ("[id=...]") that rich would take for markup.
+    err.print(f"  {message}", style="dim", markup=False, highlight=False, soft_wrap=True)
+
+
+def _pin_region(terraform: TerraformModule, given: dict[str, str]) -> dict[str, str]:
+    """The variables with the region made explicit, so `infra down` acts where `infra up` created, whatever the environment says then."""
+    stored = terraform.variables().get("region")
+    region = given.get("region") or stored or boto3.session.Session().region_name
+    if not region:
+        raise SpecError("no AWS region: pass --var region=us-east-1, or set AWS_DEFAULT_REGION")
+    if stored and region != stored and terraform.outputs_file.exists():
+        raise SpecError(
+            f"--var region={region}: the infrastructure is in {stored}; `spotrun infra down` before moving it, "
+            f"or set SPOTRUN_HOME to another directory for a second region"
+        )
+    return {**given, "region": region}
+
+
+def _stored_outputs() -> dict[str, Any]:
+    path = infra_outputs_file(spotrun_home())
+    try:
+        outputs = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"no infrastructure outputs at {path}; run `spotrun infra up` first") from None
+    except json.JSONDecodeError as error:
+        raise SpecError(f"{path} is not JSON ({error}); run `spotrun infra up` again to rewrite it") from None
+    if not isinstance(outputs, dict):
+        raise SpecError(f"{path} does not hold the outputs of `spotrun infra up`; run it again to rewrite it")
+    return outputs
+
+
+def _outputs_table(outputs: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("output")
+    table.add_column("value", overflow="fold")  # an ARN cut short is no use
+    for name, value in sorted(outputs.items()):
+        table.add_row(Text(name), Text(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return table
+
+
+@_command
+def up(
+    variables: VarOption = None,
+    module: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Apply this module (a customised copy of spotrun's terraform/) instead of the shipped one."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create or update the checkpoint bucket, instance role, security group and launch template (terraform apply)."""
+    terraform = _terraform(module.resolve() if module else MODULE_DIR)
+    given = _pin_region(terraform, parse_variables(variables or []))
+    err.print(f"applying {terraform.source} in {given['region']} (state in {terraform.workdir})", markup=False, highlight=False, soft_wrap=True)
+    terraform.init(_progress)
+    outputs = terraform.apply(given, _progress)
+    if as_json:
+        print(json.dumps(outputs))
+        return
+    out.print(_outputs_table(outputs, "spotrun infrastructure"))
+    out.print(
+        f"jobs on it: resources.provider aws, checkpoint.url {outputs['checkpoint_url_prefix']}/JOB-NAME "
+        f"(outputs stored in {terraform.outputs_file})",
+        markup=False, highlight=False, soft_wrap=True,
+    )
+
+
+@_command
+def down(yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False) -> None:
+    """Destroy what `infra up` created (terraform destroy); a bucket that still holds checkpoints stays unless force_destroy=true."""
+    terraform = _terraform()
+    if not terraform.has_state():
+        raise SpecError(f"nothing to destroy: no Terraform state in {terraform.workdir} (`spotrun infra up` creates it)")
+    region = terraform.variables().get("region", "its region")
+    if not yes:
+        typer.confirm(f"Destroy the spotrun infrastructure in {region}: launch template, role, security group, and the bucket if it is empty?", abort=True)
+    try:
+        terraform.destroy(_progress)
+    except TerraformError as error:
+        if "BucketNotEmpty" not in str(error):
+            raise
+        raise TerraformError(
+            f"{error}. The bucket still holds checkpoints: empty it (every version), or let Terraform delete them with it: "
+            f"`spotrun infra up --var force_destroy=true`, then `spotrun infra down` again"
+        ) from error
+    out.print(f"spotrun infrastructure in {region} destroyed (state kept in {terraform.workdir})", markup=False, highlight=False, soft_wrap=True)
+
+
+@_command
+def show(as_json: JsonOption = False) -> None:
+    """What `infra up` created, as jobs launch from it: bucket, region, launch template, subnets."""
+    outputs = _stored_outputs()
+    if as_json:
+        print(json.dumps(outputs))
+        return
+    out.print(_outputs_table(outputs, f"spotrun infrastructure ({escape(str(infra_outputs_file(spotrun_home())))})"))
+    variables = _terraform().variables()
+    if variables:
+        out.print("variables: " + ", ".join(f"{key}={value}" for key, value in sorted(variables.items())), markup=False, highlight=False, soft_wrap=True)
