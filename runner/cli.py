@@ -6,15 +6,13 @@ Known errors become one line on stderr and an exit code (0 ok, 1 a known failure
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,15 +25,16 @@ from checkpoints.durations import format_duration, parse_duration
 from checkpoints.errors import CheckpointError
 from checkpoints.store import CheckpointStore
 from cloud.aws import AwsProvider, AwsSettings
-from cloud.errors import ProviderError
 from cloud.imds import MetadataClient
 from cloud.provider import TAG_ATTEMPT, TAG_URL
 from runner import views
 from runner.agent import JOB_NAME, Agent, AgentSettings
+from runner.commands import command_for
 from runner.controller import Controller, job_lock
-from runner.errors import JobStateError, SpecError, SpotrunError
+from runner.errors import JobStateError, SpecError
 from runner.gc import needed_by, orphans
 from runner.infra_cli import infra_app
+from runner.infra_outputs import stored_infra_outputs
 from runner.logs import print_logs
 from runner.paths import infra_outputs_file, spotrun_home
 from runner.providers import agent_command, controller_settings, provider_for
@@ -53,28 +52,8 @@ err = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 JobArgument = Annotated[str, typer.Argument(help="Job name (the spec's `name`).")]
-_KNOWN_ERRORS = (SpotrunError, ProviderError, CheckpointError)
 _FOLLOW_INTERVAL_S = 1.0
-
-
-_Command = TypeVar("_Command", bound=Callable[..., Any])
-
-
-def command(function: _Command) -> _Command:
-    """Register a command whose known errors become one line on stderr and their exit code."""
-
-    @functools.wraps(function)
-    def run_command(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except _KNOWN_ERRORS as error:
-            if os.environ.get("SPOTRUN_DEBUG"):
-                raise
-            err.print(f"error: {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(getattr(error, "exit_code", 1)) from None
-
-    app.command()(run_command)
-    return function
+command = command_for(app)
 
 
 def _store() -> StateStore:
@@ -353,8 +332,7 @@ def gc(
 
 def _aws_provider(region: str | None, store_id: str = "") -> AwsProvider:
     """A provider for looking and cleaning up; it needs no launch template."""
-    outputs = infra_outputs_file(spotrun_home())
-    infra_region = json.loads(outputs.read_text()).get("region") if outputs.exists() else None
+    infra_region = stored_infra_outputs(spotrun_home()).get("region") if infra_outputs_file(spotrun_home()).exists() else None
     chosen = region or infra_region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
     if not chosen:
         raise SpecError("--region: no region given, none in the infra outputs and AWS_DEFAULT_REGION is not set")

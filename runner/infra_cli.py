@@ -7,13 +7,10 @@ them as JSON on stdout with ``--json``. Known errors become one line and an exit
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import boto3
 import typer
@@ -22,9 +19,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cloud.errors import ProviderError, TerraformError
+from cloud.errors import TerraformError
 from cloud.terraform import MODULE_DIR, REQUIRED_OUTPUTS, TerraformModule
-from runner.errors import SpecError, SpotrunError
+from runner.commands import command_for
+from runner.errors import SpecError
+from runner.infra_outputs import stored_infra_outputs
 from runner.paths import infra_outputs_file, spotrun_home
 
 infra_app = typer.Typer(
@@ -45,27 +44,11 @@ VarOption = Annotated[
     ),
 ]
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)=(.*)", re.DOTALL)
-_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
-def _command(function: _Command) -> _Command:
-    """Register an infra command whose known errors become one line on stderr and their exit code."""
-
-    @functools.wraps(function)
-    def run_command(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except (SpotrunError, ProviderError) as error:
-            if os.environ.get("SPOTRUN_DEBUG"):
-                raise
-            err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(getattr(error, "exit_code", 1)) from None
-        except KeyboardInterrupt:
-            err.print("interrupted: Terraform stopped cleanly and saved its state; run the same command again to finish")
-            raise typer.Exit(130) from None
-
-    infra_app.command()(run_command)
-    return function
+_command = command_for(
+    infra_app, on_interrupt="interrupted: Terraform stopped cleanly and saved its state; run the same command again to finish"
+)
 
 
 def parse_variables(pairs: list[str]) -> dict[str, str]:
@@ -101,19 +84,6 @@ def _pin_region(terraform: TerraformModule, given: dict[str, str]) -> dict[str, 
             f"or set SPOTRUN_HOME to another directory for a second region"
         )
     return {**given, "region": region}
-
-
-def _stored_outputs() -> dict[str, Any]:
-    path = infra_outputs_file(spotrun_home())
-    try:
-        outputs = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"no infrastructure outputs at {path}; run `spotrun infra up` first") from None
-    except json.JSONDecodeError as error:
-        raise SpecError(f"{path} is not JSON ({error}); run `spotrun infra up` again to rewrite it") from None
-    if not isinstance(outputs, dict):
-        raise SpecError(f"{path} does not hold the outputs of `spotrun infra up`; run it again to rewrite it")
-    return outputs
 
 
 def _outputs_table(outputs: dict[str, Any], title: str) -> Table:
@@ -175,7 +145,7 @@ def down(yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirm
 @_command
 def show(as_json: JsonOption = False) -> None:
     """What `infra up` created, as jobs launch from it: bucket, region, launch template, subnets."""
-    outputs = _stored_outputs()
+    outputs = stored_infra_outputs(spotrun_home())
     if as_json:
         print(json.dumps(outputs))
         return
