@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from cloud.local import LocalProvider
 from cloud.provider import Provider
 from runner.controller import ControllerSettings
 from runner.errors import SpecError
+from runner.infra_outputs import stored_infra_outputs
 from runner.paths import infra_outputs_file
 from runner.store import Job, StateStore
 
@@ -42,19 +42,16 @@ def provider_for(spec: dict[str, Any], home: Path, store: StateStore) -> Provide
 
 def aws_settings(home: Path, store_id: str) -> AwsSettings:
     """Region, launch template and subnets from what `spotrun infra up` stored."""
-    path = infra_outputs_file(home)
+    outputs = stored_infra_outputs(home)
     try:
-        outputs = json.loads(path.read_text())
         return AwsSettings(
             region=str(outputs["region"]),
             launch_template_id=str(outputs["launch_template_id"]),
             subnet_ids=tuple(outputs.get("subnet_ids") or ()),
             store_id=store_id,
         )
-    except FileNotFoundError:
-        raise SpecError(f"resources.provider aws: no infrastructure outputs at {path}; run `spotrun infra up` first") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise SpecError(f"{path}: expected the outputs of `spotrun infra up` (region, launch_template_id), got {error!r}; run it again") from None
+    except KeyError as missing:
+        raise SpecError(f"{infra_outputs_file(home)}: no {missing} among the outputs of `spotrun infra up`; run it again") from None
 
 
 def controller_settings(spec: dict[str, Any]) -> ControllerSettings:
