@@ -107,7 +107,7 @@ class BackgroundPersister:
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spotrun-persist")
         self._in_flight: Future[CheckpointInfo] | None = None
         self._in_flight_started = 0.0
-        self._in_flight_committing = False  # past the upload: finishing is all that is left
+        self._in_flight_committed = False  # committed, only retention left: finishing is all there is to do
         self._cancelled = threading.Event()
         self.last_persist_s: float | None = None  # how long the last complete persist took
 
@@ -123,7 +123,7 @@ class BackgroundPersister:
         if self.busy:
             raise RuntimeError("a checkpoint is already being persisted; wait for it or defer this one")
         self._cancelled.clear()
-        self._in_flight_committing = False
+        self._in_flight_committed = False
         self._in_flight_started = time.monotonic()
         self._in_flight = self._executor.submit(self._persist, request)
         return self._in_flight
@@ -145,7 +145,7 @@ class BackgroundPersister:
     def finish_or_supersede(self, deadline: float | None = None) -> Future[CheckpointInfo] | None:
         """Make way for an emergency save: let the persist in flight finish, or abandon it, whichever is faster.
 
-        Finishing wins when it is nearly done (or already committing), when there is no measure of a
+        Finishing wins when it is nearly done (or already committed), when there is no measure of a
         whole persist yet, or when a fresh persist would miss ``deadline`` (wall clock) and the one in
         flight would not: an older durable checkpoint beats none. Otherwise the upload stops at
         its next part and the newer state goes up in its place. Returns the persist, done.
@@ -156,7 +156,7 @@ class BackgroundPersister:
         remaining = None if whole is None else max(whole - (time.monotonic() - self._in_flight_started), 0.0)
         fresh_misses_deadline = deadline is not None and whole is not None and time.time() + whole > deadline
         finish = (
-            self._in_flight_committing
+            self._in_flight_committed
             or remaining is None
             or remaining <= FINISH_IF_REMAINING_BELOW * whole
             or (fresh_misses_deadline and time.time() + remaining <= deadline)
@@ -183,7 +183,7 @@ class BackgroundPersister:
                 spotrun_version=self.spotrun_version,
                 upload_callback=_CancellableUpload(self._cancelled),
             )
-            self._in_flight_committing = True
+            self._in_flight_committed = True
             deleted = self.store.prune(self.keep, keep_every=self.keep_every, protect=self.protect())
             if deleted:
                 log.debug("retention deleted %s", deleted)

@@ -266,7 +266,7 @@ class AwsProvider:
         """Run one instance for ``request``; an instance already carrying its token is returned instead."""
         if offer.provider != self.name:
             raise ProviderError(f"offer from provider {offer.provider!r} given to the {self.name!r} provider")
-        existing = self._find_by_token(request.token)
+        existing = self._find_by_token(request.token, offer)
         if existing is not None:
             return existing
         tags = {**request.tags, TAG_JOB: request.job, TAG_ATTEMPT: str(request.attempt), TAG_TOKEN: request.token, TAG_STORE: self.settings.store_id}
@@ -293,7 +293,7 @@ class AwsProvider:
         try:
             response = self._call(
                 "run_instances", lambda: self._ec2.run_instances(**parameters),
-                before_retry=lambda: self._find_by_token(request.token),
+                before_retry=lambda: self._find_by_token(request.token, offer),
             )
         except ClientError as error:  # only capacity errors reach here
             self._avoided[offer.zone] = self._clock() + self.settings.avoid_zone_s
@@ -317,14 +317,11 @@ class AwsProvider:
                 return subnet
         raise ProviderError(f"none of the subnets {list(self.settings.subnet_ids)} is in {zone}")
 
-    def _find_by_token(self, token: str) -> Instance | None:
+    def _find_by_token(self, token: str, offer: Offer) -> Instance | None:
+        """The instance this store already launched for ``token`` (its answer may have been lost), or None."""
         filters = [{"Name": f"tag:{TAG_TOKEN}", "Values": [token]}, {"Name": f"tag:{TAG_STORE}", "Values": [self.settings.store_id]}]
-        for page in self._pages("describe_instances", "describe_instances", Filters=filters):
-            for reservation in page.get("Reservations", []):
-                for described in reservation.get("Instances", []):
-                    market = Market.SPOT if described.get("InstanceLifecycle") == "spot" else Market.ON_DEMAND
-                    offer = Offer(self.name, described["InstanceType"], described["Placement"]["AvailabilityZone"], market, 0.0, 0.0)
-                    return Instance(described["InstanceId"], offer, _launch_time(described, self._clock()))
+        for described in self._described(Filters=filters):
+            return Instance(described["InstanceId"], offer, _launch_time(described, self._clock()))
         return None
 
     # ------------------------------------------------------------------ poll
