@@ -32,6 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
 from cloud.aws_prices import OnDemandPrices
+from cloud.billing import constant_price
 from cloud.errors import CapacityError, ProviderError
 from cloud.provider import (
     TAG_ATTEMPT,
@@ -46,6 +47,7 @@ from cloud.provider import (
     Market,
     Offer,
     OfferRequest,
+    PricePoint,
 )
 
 log = logging.getLogger(__name__)
@@ -189,20 +191,20 @@ class AwsProvider:
         """Every (type, zone) the request allows, cheapest first; zones that just ran out of capacity are left out."""
         if not request.instance_types:
             raise ProviderError("the aws provider needs instance types (resources.instance_types), e.g. [g5.xlarge]")
-        self._check_instance_types(request.instance_types)
+        gpus = {instance_type: count for instance_type, (count, _) in self.gpu_info(request.instance_types).items()}
         zones = self._usable_zones()
         on_demand = {instance_type: self.on_demand_price(instance_type) for instance_type in request.instance_types}
         now = self._clock()
         allowed = [zone for zone in zones if self._avoided.get(zone, 0.0) <= now]
         if request.market is Market.ON_DEMAND:
             offers = [
-                Offer(self.name, instance_type, zone, Market.ON_DEMAND, price, price)
+                Offer(self.name, instance_type, zone, Market.ON_DEMAND, price, price, gpus.get(instance_type, 0))
                 for instance_type, price in on_demand.items() for zone in allowed
             ]
         else:
             spot = self.spot_prices(request.instance_types)
             offers = [
-                Offer(self.name, instance_type, zone, Market.SPOT, price, on_demand[instance_type])
+                Offer(self.name, instance_type, zone, Market.SPOT, price, on_demand[instance_type], gpus.get(instance_type, 0))
                 for (instance_type, zone), price in spot.items() if zone in allowed
             ]
         return sorted(offers, key=lambda offer: (offer.price_usd_per_hour, offer.instance_type, offer.zone))
@@ -224,6 +226,29 @@ class AwsProvider:
                     newest[key] = (stamp, float(entry["SpotPrice"]))
         return {key: price for key, (_, price) in newest.items()}
 
+    def price_history(self, offer: Offer, start: float, end: float) -> tuple[PricePoint, ...]:
+        """The Linux spot price series of the offer's type and zone over [start, end]; on-demand prices are flat.
+
+        EC2 answers with every change in the window and the price in effect at its start; when it
+        has nothing (history is kept 90 days), the offer's own price stands for the whole interval.
+        """
+        if offer.market is Market.ON_DEMAND:
+            return constant_price(offer.price_usd_per_hour, start)
+        pages = self._pages(
+            "describe_spot_price_history", "describe_spot_price_history",
+            InstanceTypes=[offer.instance_type], AvailabilityZone=offer.zone, ProductDescriptions=["Linux/UNIX"],
+            StartTime=datetime.fromtimestamp(start, UTC), EndTime=datetime.fromtimestamp(end, UTC),
+        )
+        points = sorted(
+            (
+                PricePoint(entry["Timestamp"].timestamp(), float(entry["SpotPrice"]))
+                for page in pages for entry in page.get("SpotPriceHistory", [])
+                if entry["InstanceType"] == offer.instance_type and entry["AvailabilityZone"] == offer.zone
+            ),
+            key=lambda point: point.time,
+        )
+        return tuple(points) or constant_price(offer.price_usd_per_hour, start)
+
     def on_demand_price(self, instance_type: str) -> float:
         try:
             return self.prices.usd_per_hour(instance_type)
@@ -231,9 +256,6 @@ class AwsProvider:
             raise ProviderError(
                 f"no on-demand price for {instance_type}: the Pricing API did not answer and it is not in spotrun's price table"
             ) from None
-
-    def _check_instance_types(self, instance_types: Sequence[str]) -> None:
-        self._call("describe_instance_types", lambda: self._ec2.describe_instance_types(InstanceTypes=list(instance_types)))
 
     def gpu_info(self, instance_types: Sequence[str]) -> dict[str, tuple[int, float]]:
         """GPU count and total GPU memory (GiB) per instance type."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import json
+import math
 import os
 import random
 import re
@@ -31,9 +33,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from cloud.billing import constant_price
 from cloud.errors import InstanceNotFoundError, ProviderError
 from cloud.local_files import (
     HostState,
@@ -56,6 +60,7 @@ from cloud.provider import (
     Market,
     Offer,
     OfferRequest,
+    PricePoint,
 )
 
 DEFAULT_INSTANCE_TYPE = "local"
@@ -67,6 +72,41 @@ _POLL_S = 0.02
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]{17}")
 _HOST_LOG_TAIL_LINES = 20
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SpotAvailability:
+    """Spot capacity over time from a trace: tick ``i`` covers ``origin + [i, i + 1) * gap_s``; the trace repeats.
+
+    With it, the local cloud behaves like a real spot pool: no spot offer while the current tick
+    is 0, and a spot instance gets its notice ``notice_s`` before the next 0 tick begins.
+    """
+
+    gap_s: float
+    available: tuple[bool, ...]
+    origin: float
+
+    @classmethod
+    def from_file(cls, path: str | Path, origin: float) -> SpotAvailability:
+        """Read a trace file (``{"metadata": {"gap_seconds": N}, "data": [0, 1, ...]}``, validated with the spec)."""
+        raw = json.loads(Path(path).read_text())
+        return cls(float(raw["metadata"]["gap_seconds"]), tuple(bool(value) for value in raw["data"]), origin)
+
+    def _tick(self, when: float) -> int:
+        return math.floor((when - self.origin) / self.gap_s)
+
+    def available_at(self, when: float) -> bool:
+        """Whether spot capacity can be had at ``when``."""
+        return self.available[self._tick(when) % len(self.available)]
+
+    def next_loss_after(self, when: float) -> float | None:
+        """When the first tick without capacity after ``when`` begins; None if the trace never lacks it."""
+        if all(self.available):
+            return None
+        tick = self._tick(when) + 1
+        while self.available[tick % len(self.available)]:
+            tick += 1
+        return self.origin + tick * self.gap_s
 
 
 def instance_id_for(token: str) -> str:
@@ -88,6 +128,8 @@ class LocalProvider:
         seed: int,
         spot_price_usd_per_hour: float,
         on_demand_price_usd_per_hour: float,
+        gpus: int = 1,
+        spot_availability: SpotAvailability | None = None,
         rebalance_lead_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -109,6 +151,8 @@ class LocalProvider:
         self.seed = seed
         self.spot_price_usd_per_hour = spot_price_usd_per_hour
         self.on_demand_price_usd_per_hour = on_demand_price_usd_per_hour
+        self.gpus = gpus
+        self.spot_availability = spot_availability
         self._clock = clock
         # Hosts this object started: kept only to reap them, so none lingers as a zombie while we live.
         self._hosts: dict[str, subprocess.Popen[bytes]] = {}
@@ -116,12 +160,21 @@ class LocalProvider:
     # -------------------------------------------------------------- protocol
 
     def offers(self, request: OfferRequest) -> list[Offer]:
-        """One offer per requested instance type (``local`` when none is named), in zone ``local`` at the configured price."""
+        """One offer per requested instance type (``local`` when none is named), in zone ``local`` at the configured price.
+
+        No spot offer while the spot availability trace (if any) says there is no capacity.
+        """
+        if request.market is Market.SPOT and self.spot_availability and not self.spot_availability.available_at(self._clock()):
+            return []
         price = self.spot_price_usd_per_hour if request.market is Market.SPOT else self.on_demand_price_usd_per_hour
         return [
-            Offer(self.name, instance_type, ZONE, request.market, price, self.on_demand_price_usd_per_hour)
+            Offer(self.name, instance_type, ZONE, request.market, price, self.on_demand_price_usd_per_hour, self.gpus)
             for instance_type in request.instance_types or (DEFAULT_INSTANCE_TYPE,)
         ]
+
+    def price_history(self, offer: Offer, start: float, end: float) -> tuple[PricePoint, ...]:
+        """The configured prices never change."""
+        return constant_price(offer.price_usd_per_hour, start)
 
     def launch(self, offer: Offer, request: LaunchRequest) -> Instance:
         """Start a host running ``request.agent_command``; a token seen before returns its instance, starting nothing."""
@@ -224,11 +277,20 @@ class LocalProvider:
     # -------------------------------------------------------------- private
 
     def _interrupt_after_s(self, offer: Offer, request: LaunchRequest) -> float | None:
-        if offer.market is not Market.SPOT or self.preempt_every_s == 0:
+        """When the notice comes, after launch: the injected random interruption or the trace's next loss, whichever is first."""
+        if offer.market is not Market.SPOT:
             return None
-        # Seeded by job and attempt: each attempt draws its own time, and the same spec gives the
-        # same schedule on every machine and every run (a demo can count on its preemptions).
-        return random.Random(f"{self.seed}:{request.job}:{request.attempt}").expovariate(1.0 / self.preempt_every_s)
+        candidates = []
+        if self.preempt_every_s:
+            # Seeded by job and attempt: each attempt draws its own time, and the same spec gives the
+            # same schedule on every machine and every run (a demo can count on its preemptions).
+            candidates.append(random.Random(f"{self.seed}:{request.job}:{request.attempt}").expovariate(1.0 / self.preempt_every_s))
+        if self.spot_availability is not None:
+            now = self._clock()
+            lost_at = self.spot_availability.next_loss_after(now)
+            if lost_at is not None:
+                candidates.append(max(0.0, lost_at - now - self.notice_s))
+        return min(candidates, default=None)
 
     def _start_host(self, files: InstanceFiles, spec: InstanceSpec) -> None:
         """Spawn the detached host and wait until it has recorded its first state."""

@@ -54,6 +54,14 @@ class OfferRequest:
 
 
 @dataclass(frozen=True)
+class PricePoint:
+    """A price in effect from ``time`` (unix seconds) until the next point of its series."""
+
+    time: float
+    usd_per_hour: float
+
+
+@dataclass(frozen=True)
 class Offer:
     """One way to get an instance now: type x zone x market at a price."""
 
@@ -63,6 +71,7 @@ class Offer:
     market: Market
     price_usd_per_hour: float
     on_demand_price_usd_per_hour: float
+    gpus: int = 0  # per instance: what GPU-hours are counted in
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ class InstanceStatus:
 
 @runtime_checkable
 class Provider(Protocol):
-    """Where instances come from. Implementations: ``cloud.local.LocalProvider`` (and ``aws`` later)."""
+    """Where instances come from. Implementations: ``cloud.local.LocalProvider`` and ``cloud.aws.AwsProvider``."""
 
     name: str
 
@@ -123,4 +132,8 @@ class Provider(Protocol):
 
     def terminate(self, instance_ids: Sequence[str]) -> None:
         """Terminate instances; terminating an already terminated instance is not an error."""
+        ...
+
+    def price_history(self, offer: Offer, start: float, end: float) -> tuple[PricePoint, ...]:
+        """The price ``offer`` was billed at from ``start`` to ``end``: the series the ledger integrates."""
         ...

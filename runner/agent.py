@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_NAME = "heartbeat.json"
 JOB_NAME = "job.json"
+STOP_REQUEST_NAME = "stop.json"  # the controller's "checkpoint and stop" (budget spent, market switch), per attempt
 FAILED_EXIT_CODE = 1
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"
 
@@ -66,6 +67,7 @@ class Agent:
         self.log_file = self.scratch / "train.log"
         self.metadata = MetadataClient(settings.metadata_endpoint)
         self.interruption_at: float | None = None
+        self.stop_reason: str | None = None
         self._rebalance_seen = False
         self._last_heartbeat = 0.0
 
@@ -76,6 +78,7 @@ class Agent:
         self._heartbeat("running", force=True)
         while (exit_code := process.poll()) is None:
             self._watch_metadata()
+            self._watch_stop_request()
             self._heartbeat("running")
             time.sleep(self.settings.poll_interval_s)
         status, message, agent_code = self._outcome(exit_code)
@@ -132,8 +135,27 @@ class Agent:
             self.control.request(CHECKPOINT, reason="rebalance recommendation")
             self._note("rebalance recommendation: checkpoint requested")
 
+    def _watch_stop_request(self) -> None:
+        """The controller's request to checkpoint and stop, read from object storage: no inbound port needed."""
+        if self.stop_reason is not None or self.interruption_at is not None:
+            return
+        try:
+            request = self.store.read_json(STOP_REQUEST_NAME)
+        except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; the next poll retries
+            log.warning("could not read the stop request: %s", error)
+            return
+        if request is None or request.get("attempt") != self.settings.attempt:
+            return
+        self.stop_reason = str(request.get("reason") or "the controller asked")
+        self.control.request(STOP, reason=self.stop_reason)
+        self._note(f"stop requested by the controller ({self.stop_reason}); checkpointing")
+        self._heartbeat("running", force=True)
+
     def _outcome(self, exit_code: int) -> tuple[str, str, int]:
         progress = read_json(self.progress_file) or {}
+        if exit_code == environment.PREEMPTED_EXIT_CODE and self.stop_reason is not None and self.interruption_at is None:
+            checkpoint = progress.get("checkpoint") or {}
+            return "stopped", f"checkpoint at step {checkpoint.get('step')} is durable; stopped ({self.stop_reason})", environment.PREEMPTED_EXIT_CODE
         if exit_code == environment.PREEMPTED_EXIT_CODE:
             checkpoint = progress.get("checkpoint") or {}
             return "preempted", f"emergency checkpoint at step {checkpoint.get('step')} is durable; leaving", environment.PREEMPTED_EXIT_CODE
@@ -163,6 +185,7 @@ class Agent:
             "instance_id": os.environ.get("SPOTRUN_INSTANCE_ID"),
             "time": now,
             "interruption_at": self.interruption_at,
+            "stop_reason": self.stop_reason,
             "exit_code": exit_code,
             "message": message,
         }

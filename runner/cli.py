@@ -26,20 +26,21 @@ from checkpoints.errors import CheckpointError
 from checkpoints.store import CheckpointStore
 from cloud.aws import AwsProvider, AwsSettings
 from cloud.imds import MetadataClient
-from cloud.provider import TAG_ATTEMPT, TAG_URL
-from runner import views
+from cloud.provider import TAG_ATTEMPT, TAG_URL, Market, OfferRequest, Provider
+from runner import forecast, ledger, views
 from runner.agent import JOB_NAME, Agent, AgentSettings
 from runner.commands import command_for
 from runner.controller import Controller, job_lock
-from runner.errors import JobStateError, SpecError
+from runner.simulate_cli import simulate as simulate_command
+from runner.errors import BudgetError, JobStateError, SpecError
 from runner.gc import needed_by, orphans
 from runner.infra_cli import infra_app
 from runner.infra_outputs import stored_infra_outputs
 from runner.logs import print_logs
-from runner.paths import infra_outputs_file, spotrun_home
+from runner.paths import current_user, infra_outputs_file, spotrun_home
 from runner.providers import agent_command, controller_settings, provider_for
 from runner.spec import load_spec
-from runner.store import JobState, StateStore, default_database_url
+from runner.store import Interval, JobState, StateStore, default_database_url
 
 app = typer.Typer(
     help="Train PyTorch Lightning models on spot instances without losing work, and know what each run cost.",
@@ -60,16 +61,23 @@ def _store() -> StateStore:
     return StateStore(default_database_url(spotrun_home()))
 
 
+ForceOption = Annotated[bool, typer.Option("--force", help="Go ahead even when the forecast cost to finish exceeds the budget.")]
+
+
 @command
 def run(
     spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).")],
     detach: Annotated[bool, typer.Option("--detach", help="Return at once; a background controller drives the job.")] = False,
+    force: ForceOption = False,
 ) -> None:
-    """Submit a job and drive it to the end: provision, train, survive preemptions."""
+    """Submit a job and drive it to the end: provision, train, survive preemptions, stay within the budget."""
     spec = load_spec(spec_file)
     store = _store()
     spec_json = spec.model_dump(mode="json")
-    job = store.create_job(spec.name, spec_json=json.dumps(spec_json), spec_path=str(spec_file), checkpoint_url=spec.checkpoint.url)
+    _check_forecast(spec_json, {}, [], provider_for(spec_json, spotrun_home(), store), force=force)
+    job = store.create_job(
+        spec.name, spec_json=json.dumps(spec_json), spec_path=str(spec_file), checkpoint_url=spec.checkpoint.url, launched_by=current_user()
+    )
     checkpoints = CheckpointStore(job.checkpoint_url)
     newest = checkpoints.latest()
     if newest is not None:
@@ -86,13 +94,87 @@ def run(
 def resume(
     job: JobArgument,
     detach: Annotated[bool, typer.Option("--detach", help="Return at once; a background controller drives the job.")] = False,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="New total budget in USD (budget.max_usd), e.g. after BUDGET_EXHAUSTED.")
+    ] = None,
+    force: ForceOption = False,
 ) -> None:
-    """Drive an unfinished job again (after its controller stopped or was killed)."""
+    """Drive an unfinished job again: after its controller stopped or was killed, or with more budget."""
     store = _store()
     found = store.job(job)
-    if found.state.is_final:
+    if found.state is JobState.BUDGET_EXHAUSTED and budget is None:
+        limit = found.spec["budget"]["max_usd"]
+        raise BudgetError(f"job {job!r} spent its ${limit:.2f} budget; give it a larger one: `spotrun resume {job} --budget USD`")
+    if found.state.is_final and found.state is not JobState.BUDGET_EXHAUSTED:
         raise JobStateError(f"job {job!r} already ended ({found.state.value}); nothing to resume")
+    if budget is not None:
+        spent = ledger.summarize(store.intervals(job), time.time()).spent_usd
+        if budget <= spent:
+            raise BudgetError(f"--budget: job {job!r} already spent ${spent:.4f}; give a total budget above that, got ${budget:.2f}")
+        spec = {**found.spec, "budget": {**found.spec["budget"], "max_usd": budget}}
+        _check_forecast(spec, found.progress, store.intervals(job), provider_for(spec, spotrun_home(), store), force=force)
+        store.set_budget(job, budget)
+        if found.state is JobState.BUDGET_EXHAUSTED:
+            store.set_state(job, JobState.RECOVERING, f"resumed with a ${budget:.2f} budget (${spent:.4f} spent)")
+        elif _has_controller(job):
+            out.print(f"job {job}: budget set to ${budget:.2f}; the controller driving it applies it on its next cycle", soft_wrap=True)
+            return
     _drive_or_detach(store, job, detach)
+
+
+def _has_controller(name: str) -> bool:
+    """Whether another process holds the job's controller lock right now."""
+    try:
+        with job_lock(spotrun_home(), name):
+            return False
+    except JobStateError:
+        return True
+
+
+def _check_forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: list[Interval], provider: Provider, *, force: bool) -> None:
+    """Refuse (or with ``--force`` warn) when the forecast cost to finish exceeds what is left of the budget."""
+    max_usd = (spec.get("budget") or {}).get("max_usd")
+    if max_usd is None:
+        return
+    market = Market.ON_DEMAND if spec["resources"]["market"] == "on-demand" else Market.SPOT
+    offers = provider.offers(OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=market))
+    if not offers:
+        err.print(f"no cost forecast: no {market.value} offer to price it with right now", markup=False, soft_wrap=True)
+        return
+    now = time.time()
+    spent = ledger.summarize(intervals, now).spent_usd
+    price = offers[0].price_usd_per_hour
+    settings = controller_settings(spec)
+    reserve_usd = (settings.poll_interval_s + settings.stop_grace_s) * price / 3600.0
+    predicted = forecast.forecast(spec, progress, intervals, price, spot=market is Market.SPOT, now=now)
+    if predicted is None:
+        start_usd = forecast.restart_overhead_s(spec, intervals) * price / 3600.0 + reserve_usd
+        if spent + start_usd >= max_usd and not force:
+            raise BudgetError(
+                f"the ${max_usd:.2f} budget does not pay for starting an instance (${start_usd:.4f} at ${price:.3f}/h before training "
+                f"makes progress, and to checkpoint and stop){f' on top of ${spent:.4f} spent' if spent else ''}; raise budget.max_usd"
+            )
+        err.print(
+            "no cost forecast before training has run: set budget.expected_runtime for one; "
+            f"the budget of ${max_usd:.2f} is enforced either way", markup=False, soft_wrap=True,
+        )
+        return
+    total = spent + predicted.cost_usd + reserve_usd
+    detail = (
+        f"forecast ${predicted.cost_usd:.4f} to finish ({predicted.basis}: {format_duration(predicted.remaining_s)} of training "
+        f"+ {format_duration(predicted.overhead_s)} of restarts at ${predicted.usd_per_hour:.3f}/h)"
+        + (f" on top of ${spent:.4f} spent" if spent else "")
+        + f", and ${reserve_usd:.4f} kept to checkpoint and stop"
+    )
+    if total <= max_usd:
+        out.print(f"{detail}: ${total:.4f} of the ${max_usd:.2f} budget", highlight=False, soft_wrap=True)
+    elif force:
+        err.print(
+            f"warning: {detail} exceeds the ${max_usd:.2f} budget; going ahead (--force); it stops when the budget is spent",
+            markup=False, soft_wrap=True,
+        )
+    else:
+        raise BudgetError(f"{detail} exceeds the ${max_usd:.2f} budget; raise budget.max_usd, or run with --force to stop when it is spent")
 
 
 def _drive_or_detach(store: StateStore, name: str, detach: bool) -> None:
@@ -125,7 +207,7 @@ def _drive(store: StateStore, name: str) -> None:
             seen_event = event_id
             line = f"{time.strftime('%H:%M:%S', time.localtime(event.time))}  {event.message}"
             (live.console if live else out).print(line, highlight=False, soft_wrap=True)
-        summary = views.job_summary(current, store.attempts(name))
+        summary = views.job_summary(current, store.attempts(name), store.intervals(name))
         if live is not None:
             live.update(Spinner("dots", text=Text(views.status_line(summary))))
         elif time.monotonic() - last_plain_line > 10:
@@ -145,7 +227,7 @@ def _drive(store: StateStore, name: str) -> None:
             f"`spotrun resume {name}` picks it up again, `spotrun cancel {name}` stops it."
         )
         raise typer.Exit(130) from None
-    summary = views.job_summary(final, store.attempts(name))
+    summary = views.job_summary(final, store.attempts(name), store.intervals(name))
     for line in views.final_report(summary, store.attempts(name)):
         out.print(line, highlight=False, soft_wrap=True)
     if final.state is not JobState.SUCCEEDED:
@@ -161,7 +243,7 @@ def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs wh
         return
     found = store.job(job)
     attempts = store.attempts(job)
-    summary = views.job_summary(found, attempts)
+    summary = views.job_summary(found, attempts, store.intervals(job))
     if as_json:
         print(json.dumps(summary))
         return
@@ -176,7 +258,7 @@ def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs wh
 def jobs(as_json: JsonOption = False) -> None:
     """Every job in the state store, newest first."""
     store = _store()
-    summaries = [views.job_summary(job, store.attempts(job.name)) for job in store.jobs()]
+    summaries = [views.job_summary(job, store.attempts(job.name), store.intervals(job.name)) for job in store.jobs()]
     if as_json:
         print(json.dumps(summaries))
     elif summaries:
@@ -375,6 +457,7 @@ def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int]:
     return url, int(attempt)
 
 
+command(simulate_command)
 app.add_typer(infra_app, name="infra")
 
 

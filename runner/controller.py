@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from checkpoints.durations import format_duration
 from checkpoints.store import CheckpointStore
+from cloud.billing import BilledInterval, interval_cost_usd, on_demand_equivalent_usd
 from cloud.errors import CapacityError
 from cloud.provider import (
     TAG_ATTEMPT,
@@ -33,16 +36,28 @@ from cloud.provider import (
     OfferRequest,
     Provider,
 )
-from runner.agent import HEARTBEAT_NAME
+from runner import forecast, ledger
+from runner.agent import HEARTBEAT_NAME, STOP_REQUEST_NAME
 from runner.errors import JobStateError
-from runner.store import Attempt, Job, JobState, Outcome, StateStore
+from runner.policy import Situation, policy_named
+from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
+
+STOP_FOR_BUDGET = "budget"
+STOP_FOR_MARKET = "market"
+BUDGET_ALERTS_PCT = (50, 80, 100)
+DEADLINE_POLICY = policy_named("auto")  # the same policy `spotrun simulate` evaluates
 
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    """Timing of the loop."""
+    """Timing of the loop.
+
+    ``stop_grace_s`` is how long an instance asked to checkpoint and stop (budget, market switch)
+    has before it is terminated anyway; the budget check reserves that long at the current price.
+    """
 
     poll_interval_s: float = 1.0
+    stop_grace_s: float = 60.0
 
 
 @contextmanager
@@ -70,11 +85,19 @@ def job_lock(home: Path, name: str) -> Iterator[None]:
         handle.close()
 
 
-def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None) -> tuple[Outcome, str]:
-    """How an attempt whose instance is gone ended: the agent's word first, then the provider's."""
+def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None, *, stop_requested: str | None = None) -> tuple[Outcome, str]:
+    """How an attempt whose instance is gone ended: the agent's word first, then the provider's.
+
+    An instance the controller itself asked to stop (``stop_requested``) and then ended, by
+    itself or by a terminate after the grace period, was stopped, not preempted.
+    """
     agent_status = heartbeat.get("status") if heartbeat else None
     if agent_status == "finished":
         return Outcome.FINISHED, heartbeat.get("message") or "training finished"
+    if agent_status == "stopped":
+        return Outcome.STOPPED, heartbeat.get("message") or "stopped"
+    if stop_requested and status.end_reason is EndReason.TERMINATED_BY_USER:
+        return Outcome.STOPPED, f"terminated after the stop request ({stop_requested}) without a reported checkpoint"
     if status.end_reason is EndReason.SPOT_INTERRUPTION:
         return Outcome.PREEMPTED, "spot interruption"
     if agent_status == "preempted":
@@ -149,15 +172,22 @@ class Controller:
     def _launch(self, job: Job, number: int) -> None:
         """Record the attempt on the best offer, then launch, moving down the offers while capacity is short.
 
-        When no offer has capacity the job waits for the next cycle (the provider puts exhausted
-        zones aside for a while, so the next cycle's offers differ).
+        The market comes from the spec, or from the deadline policy (``market: auto``); no launch
+        happens when the budget cannot pay for the next polling interval. When no offer has
+        capacity the job waits for the next cycle (the provider puts exhausted zones aside for a
+        while, so the next cycle's offers differ).
         """
         spec = job.spec
-        offers = self.provider.offers(
-            OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=_market(spec), nodes=1)
-        )
+        instance_types = tuple(spec["resources"]["instance_types"])
+        market, why = self._market_to_launch(job)
+        if market is None:
+            self._wait(job, number, f"attempt {number}: waiting for spot capacity ({why})")
+            return
+        offers = self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=1))
         if not offers:
-            self._wait_for_capacity(job, number)
+            self._wait(job, number, f"attempt {number}: no {market.value} capacity in any offer for {list(instance_types)}; trying again")
+            return
+        if self._budget_cannot_start(job, offers[0]):
             return
         attempt = self._attempt_on(job, number, offers[0], tried=0)
         self.store.start_attempt(attempt)
@@ -168,7 +198,8 @@ class Controller:
             self.store.set_state(
                 job.name,
                 JobState.PROVISIONING,
-                f"attempt {number}: {offer.instance_type} {offer.market.value} in {offer.zone} at ${offer.price_usd_per_hour:.3f}/h",
+                f"attempt {number}: {offer.instance_type} {offer.market.value} in {offer.zone} at ${offer.price_usd_per_hour:.3f}/h"
+                + (f" ({why})" if why else ""),
                 attempt=number,
             )
             try:
@@ -176,12 +207,42 @@ class Controller:
                 return
             except CapacityError as error:
                 self.store.event(job.name, "capacity", f"attempt {number}: {error}", attempt=number)
-        self._wait_for_capacity(job, number)
+        self._wait(job, number, f"attempt {number}: no capacity in any offer for {list(instance_types)}; trying again")
 
-    def _wait_for_capacity(self, job: Job, number: int) -> None:
-        message = f"attempt {number}: no capacity in any offer for {job.spec['resources']['instance_types']}; trying again"
+    def _wait(self, job: Job, number: int, message: str) -> None:
         if job.message != message:
             self.store.set_state(job.name, JobState.PROVISIONING, message, attempt=number)
+
+    def _market_to_launch(self, job: Job) -> tuple[Market | None, str]:
+        """The market the next instance is bought in, and why (empty unless the deadline policy chose)."""
+        market = job.spec["resources"]["market"]
+        if market != "auto":
+            return (Market.ON_DEMAND if market == "on-demand" else Market.SPOT), ""
+        return self._policy_choice(job, running=None)
+
+    def _policy_choice(self, job: Job, *, running: Market | None) -> tuple[Market | None, str]:
+        """What the deadline policy wants now; with no estimate of the work yet, spot when it can be had, else on-demand."""
+        spec = job.spec
+        spot_available = running is Market.SPOT or bool(
+            self.provider.offers(OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=Market.SPOT, nodes=1))
+        )
+        left = forecast.work(spec, job.progress)
+        if left is None:
+            return (Market.SPOT if spot_available else Market.ON_DEMAND), "no estimate of the work yet: set budget.expected_runtime"
+        now = self.clock()
+        deadline = datetime.fromisoformat(spec["budget"]["deadline_at"]).timestamp()
+        situation = Situation(
+            elapsed_s=now - job.created_at,
+            work_done_s=left.done_s,
+            total_work_s=left.total_s,
+            deadline_s=deadline - job.created_at,
+            restart_overhead_s=forecast.restart_overhead_s(spec, self.store.intervals(job.name)),
+            running=running,
+            spot_available=spot_available,
+            decision_interval_s=self.settings.poll_interval_s,
+        )
+        choice = DEADLINE_POLICY.choose(situation)
+        return choice, f"deadline policy: {format_duration(situation.slack_s)} of slack, spot {'available' if spot_available else 'unavailable'}"
 
     def _attempt_on(self, job: Job, number: int, offer: Offer, *, tried: int) -> Attempt:
         return Attempt(
@@ -202,18 +263,11 @@ class Controller:
             end_reason=None,
             outcome=None,
             exit_code=None,
+            gpus=offer.gpus,
         )
 
     def _finish_launch(self, job: Job, attempt: Attempt) -> None:
         """Launch (or, after a controller restart, re-launch idempotently with the same token)."""
-        offer = Offer(
-            provider=attempt.provider,
-            instance_type=attempt.instance_type,
-            zone=attempt.zone,
-            market=Market(attempt.market),
-            price_usd_per_hour=attempt.price_usd_per_hour,
-            on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
-        )
         request = LaunchRequest(
             job=job.name,
             attempt=attempt.number,
@@ -223,8 +277,19 @@ class Controller:
             workdir=job.spec["workdir"],
             tags=_launch_tags(job, attempt.number),
         )
-        instance = self.provider.launch(offer, request)
-        self.store.set_launched(job.name, attempt.number, instance.instance_id, instance.launched_at)
+        instance = self.provider.launch(_offer_of(attempt), request)
+        spec = job.spec
+        self.store.set_launched(
+            Interval(
+                job=job.name, attempt=attempt.number, node=0, instance_id=instance.instance_id, provider=attempt.provider,
+                instance_type=attempt.instance_type, zone=attempt.zone, market=attempt.market, gpus=attempt.gpus,
+                price_usd_per_hour=attempt.price_usd_per_hour, on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
+                requested_at=attempt.requested_at, start=instance.launched_at, end=None, end_reason=None, outcome=None,
+                cost_usd=None, on_demand_usd=None, prices=((instance.launched_at, attempt.price_usd_per_hour),),
+                productive_at=None, work_lost_s=None, steps_lost=None, team=spec.get("team"),
+                tags={str(key): str(value) for key, value in (spec.get("tags") or {}).items()}, launched_by=job.launched_by,
+            )
+        )
         self.store.event(job.name, "launch", f"attempt {attempt.number}: instance {instance.instance_id} launched", attempt=attempt.number)
 
     # ----------------------------------------------------------------- watch
@@ -233,20 +298,20 @@ class Controller:
         heartbeat = self._heartbeat(job, attempt)
         if heartbeat:
             self._note_heartbeat(job, attempt, heartbeat)
+            job = self.store.job(job.name)
         if status.state is not InstanceState.TERMINATED:
             if job.state is not JobState.RUNNING and heartbeat and heartbeat.get("status") == "running":
                 self.store.set_state(job.name, JobState.RUNNING, f"attempt {attempt.number} training", attempt=attempt.number)
+            if job.stop_requested == STOP_FOR_MARKET:
+                self._terminate_after_grace(job, attempt)
+            if not self._enforce_budget(job, attempt) and job.stop_requested is None and job.spec["resources"]["market"] == "auto":
+                self._follow_policy(job, attempt)
             return
-        outcome, message = classify(status, heartbeat)
+        outcome, message = classify(status, heartbeat, stop_requested=job.stop_requested)
         ended_at = status.ended_at if status.ended_at is not None else self.clock()
-        self.store.end_attempt(
-            job.name,
-            attempt.number,
-            ended_at=ended_at,
-            end_reason=status.end_reason.value if status.end_reason else "unknown",
-            outcome=outcome,
-            exit_code=status.exit_code,
-        )
+        end_reason = status.end_reason.value if status.end_reason else "unknown"
+        self.store.end_attempt(job.name, attempt.number, ended_at=ended_at, end_reason=end_reason, outcome=outcome, exit_code=status.exit_code)
+        self._close_interval(job, attempt, status, outcome, heartbeat, ended_at)
         self.store.event(job.name, "exit", f"attempt {attempt.number} {outcome.value}: {message}", attempt=attempt.number)
         self._decide_after(job, attempt, outcome, message)
 
@@ -258,15 +323,48 @@ class Controller:
 
     def _note_heartbeat(self, job: Job, attempt: Attempt, heartbeat: dict[str, Any]) -> None:
         previous = job.progress
-        already_noted = previous.get("attempt") == attempt.number and previous.get("interruption_at")
-        if heartbeat.get("interruption_at") and not already_noted:
+        same_attempt = previous.get("attempt") == attempt.number
+        if heartbeat.get("interruption_at") and not (same_attempt and previous.get("interruption_at")):
             self.store.event(job.name, "notice", f"attempt {attempt.number}: spot interruption notice; emergency checkpoint requested", attempt=attempt.number)
+        if heartbeat.get("training_status") == "training" and not (same_attempt and previous.get("training_status") == "training"):
+            self.store.set_productive(job.name, attempt.number, float(heartbeat.get("time") or self.clock()))
         if heartbeat != previous:
             self.store.set_progress(job.name, heartbeat)
 
+    def _close_interval(
+        self, job: Job, attempt: Attempt, status: InstanceStatus, outcome: Outcome, heartbeat: dict[str, Any] | None, ended_at: float
+    ) -> None:
+        """Price the ended interval by the provider's billing rules over the price series it ran under."""
+        assert attempt.launched_at is not None
+        offer = _offer_of(attempt)
+        prices = self.provider.price_history(offer, attempt.launched_at, ended_at)
+        interval = BilledInterval(offer.market, attempt.launched_at, ended_at, prices, status.end_reason)
+        productive_at = next((row.productive_at for row in self.store.intervals(job.name) if row.attempt == attempt.number), None)
+        training_from = productive_at if productive_at is not None else attempt.launched_at
+        lost_s, lost_steps = _work_lost(heartbeat, training_from, ended_at) if outcome is not Outcome.FINISHED else (0.0, 0)
+        self.store.close_interval(
+            job.name, attempt.number, end=ended_at, end_reason=status.end_reason.value if status.end_reason else "unknown",
+            outcome=outcome, cost_usd=interval_cost_usd(interval),
+            on_demand_usd=on_demand_equivalent_usd(interval, attempt.on_demand_price_usd_per_hour),
+            prices=tuple((point.time, point.usd_per_hour) for point in prices), work_lost_s=lost_s, steps_lost=lost_steps,
+        )
+
     def _decide_after(self, job: Job, attempt: Attempt, outcome: Outcome, message: str) -> None:
+        if job.stop_requested:
+            self.store.clear_stop(job.name)
         if outcome is Outcome.FINISHED:
             self.store.set_state(job.name, JobState.SUCCEEDED, message, attempt=attempt.number)
+        elif outcome is Outcome.STOPPED and job.stop_requested == STOP_FOR_BUDGET:
+            spent = ledger.summarize(self.store.intervals(job.name), self.clock()).spent_usd
+            max_usd = job.spec["budget"]["max_usd"]
+            self.store.set_state(
+                job.name, JobState.BUDGET_EXHAUSTED,
+                f"spent ${spent:.4f} of the ${max_usd:.2f} budget ({message}); "
+                f"`spotrun resume {job.name} --budget USD` continues from the checkpoint",
+                attempt=attempt.number,
+            )
+        elif outcome is Outcome.STOPPED:
+            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} stopped to change market ({message})", attempt=attempt.number)
         elif outcome is Outcome.PREEMPTED:
             self.store.count(job.name, "preemptions")
             self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} preempted ({message}); relaunching", attempt=attempt.number)
@@ -282,25 +380,132 @@ class Controller:
             else:
                 self.store.set_state(job.name, JobState.FAILED, message, attempt=attempt.number)
 
+    # ----------------------------------------------------------------- budget
+
+    def _enforce_budget(self, job: Job, attempt: Attempt) -> bool:
+        """Announce 50/80/100 % and stop the instance before the next interval would cross the cap; True once stopping.
+
+        Spend is priced as if the instance were stopped now (no refund assumed), so the cap holds
+        whatever the cloud does next. The stop is asked for while the budget still pays for the
+        grace period; if the instance has not stopped when one more interval would cross the
+        cap, it is terminated: the job never overspends by more than one polling interval.
+        """
+        max_usd = (job.spec.get("budget") or {}).get("max_usd")
+        if max_usd is None:
+            return False
+        now = self.clock()
+        spent = ledger.summarize(self.store.intervals(job.name), now).spent_usd
+        self._announce_budget(job, spent, max_usd)
+        per_s = attempt.price_usd_per_hour / 3600.0
+        next_interval = spent + per_s * self.settings.poll_interval_s
+        if job.stop_requested == STOP_FOR_BUDGET:
+            if next_interval >= max_usd:
+                self.store.event(job.name, "stop", f"attempt {attempt.number}: budget reached before the checkpoint; terminating", attempt=attempt.number)
+                assert attempt.instance_id is not None
+                self.provider.terminate([attempt.instance_id])
+            return True
+        if next_interval + per_s * self.settings.stop_grace_s >= max_usd:
+            self._request_stop(job, attempt, STOP_FOR_BUDGET, f"budget: ${spent:.4f} of ${max_usd:.2f} spent")
+            return True
+        return False
+
+    def _announce_budget(self, job: Job, spent: float, max_usd: float) -> None:
+        crossed = [pct for pct in BUDGET_ALERTS_PCT if spent >= max_usd * pct / 100 and pct > job.budget_alerted_pct]
+        if crossed:
+            pct = crossed[-1]
+            self.store.alert_budget(
+                job.name, pct, f"budget: {pct}% used (${spent:.4f} of ${max_usd:.2f})", {"pct": pct, "spent_usd": spent, "max_usd": max_usd}
+            )
+
+    def _budget_cannot_start(self, job: Job, offer: Offer) -> bool:
+        """End the job BUDGET_EXHAUSTED when what is left would not pay for a restart and one interval on ``offer``."""
+        max_usd = (job.spec.get("budget") or {}).get("max_usd")
+        if max_usd is None:
+            return False
+        intervals = self.store.intervals(job.name)
+        spent = ledger.summarize(intervals, self.clock()).spent_usd
+        needed_s = forecast.restart_overhead_s(job.spec, intervals) + self.settings.poll_interval_s + self.settings.stop_grace_s
+        needed_usd = needed_s * offer.price_usd_per_hour / 3600.0
+        if spent + needed_usd < max_usd:
+            return False
+        self.store.set_state(
+            job.name, JobState.BUDGET_EXHAUSTED,
+            f"spent ${spent:.4f} of the ${max_usd:.2f} budget; another instance needs about ${needed_usd:.4f} before it makes progress. "
+            f"`spotrun resume {job.name} --budget USD` continues from the newest checkpoint",
+        )
+        return True
+
+    # ----------------------------------------------------------------- market
+
+    def _follow_policy(self, job: Job, attempt: Attempt) -> None:
+        """Under ``market: auto``, stop the instance (checkpoint first) when the deadline policy wants another market."""
+        running = Market(attempt.market)
+        choice, why = self._policy_choice(job, running=running)
+        if choice is not running:
+            wanted = choice.value if choice is not None else "no instance (wait for spot)"
+            self._request_stop(job, attempt, STOP_FOR_MARKET, f"switch from {running.value} to {wanted}: {why}")
+
+    def _request_stop(self, job: Job, attempt: Attempt, kind: str, reason: str) -> None:
+        """Ask the agent, through object storage, for a checkpoint and a stop."""
+        CheckpointStore(job.checkpoint_url).write_json(
+            STOP_REQUEST_NAME, {"attempt": attempt.number, "kind": kind, "reason": reason, "time": self.clock()}
+        )
+        self.store.request_stop(job.name, kind, f"attempt {attempt.number}: checkpoint and stop requested ({reason})", attempt=attempt.number)
+
+    def _terminate_after_grace(self, job: Job, attempt: Attempt) -> None:
+        if job.stop_requested_at is not None and self.clock() - job.stop_requested_at > self.settings.stop_grace_s:
+            assert attempt.instance_id is not None
+            self.store.event(job.name, "stop", f"attempt {attempt.number}: no checkpoint within {self.settings.stop_grace_s:.0f}s of the stop request; terminating", attempt=attempt.number)
+            self.provider.terminate([attempt.instance_id])
+
     # ---------------------------------------------------------------- cancel
 
     def _cancel(self, job: Job, attempt: Attempt | None) -> None:
         if attempt is not None and attempt.instance_id is not None:
             self.provider.terminate([attempt.instance_id])
             status = self.provider.poll([attempt.instance_id])[attempt.instance_id]
+            ended_at = status.ended_at or self.clock()
+            if status.end_reason is None:
+                status = InstanceStatus(status.instance_id, status.state, status.launched_at, ended_at, EndReason.TERMINATED_BY_USER, status.exit_code)
             self.store.end_attempt(
-                job.name,
-                attempt.number,
-                ended_at=status.ended_at or self.clock(),
-                end_reason=(status.end_reason or EndReason.TERMINATED_BY_USER).value,
-                outcome=Outcome.CANCELLED,
-                exit_code=status.exit_code,
+                job.name, attempt.number, ended_at=ended_at, end_reason=status.end_reason.value, outcome=Outcome.CANCELLED, exit_code=status.exit_code,
             )
+            self._close_interval(job, attempt, status, Outcome.CANCELLED, None, ended_at)
         elif attempt is not None:
             self.store.end_attempt(
                 job.name, attempt.number, ended_at=self.clock(), end_reason="never-launched", outcome=Outcome.CANCELLED, exit_code=None
             )
         self.store.set_state(job.name, JobState.CANCELLED, "cancelled by request")
+
+
+def _offer_of(attempt: Attempt) -> Offer:
+    return Offer(
+        provider=attempt.provider,
+        instance_type=attempt.instance_type,
+        zone=attempt.zone,
+        market=Market(attempt.market),
+        price_usd_per_hour=attempt.price_usd_per_hour,
+        on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
+        gpus=attempt.gpus,
+    )
+
+
+def _work_lost(heartbeat: dict[str, Any] | None, started: float, ended_at: float) -> tuple[float, int]:
+    """Training done after the last committed checkpoint: lost when the instance went.
+
+    The clock stops when training stopped: at the agent's last report if it reported an end
+    (after an emergency checkpoint that is right after the checkpoint), else at the end of the
+    instance. It starts at the checkpoint if this attempt committed one, else when training
+    started (``started``: the time before that is restart overhead, counted apart).
+    """
+    if heartbeat is None:
+        return max(0.0, ended_at - started), 0
+    checkpoint = heartbeat.get("checkpoint") or {}
+    reported_end = heartbeat.get("status") in ("preempted", "stopped", "failed")
+    stopped_at = float(heartbeat.get("time") or ended_at) if reported_end else ended_at
+    since = max(float(checkpoint.get("time") or 0.0), started)
+    steps = max(0, int(heartbeat.get("step") or 0) - int(checkpoint.get("step") or heartbeat.get("resumed_from_step") or 0))
+    return max(0.0, stopped_at - since), steps
 
 
 def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
@@ -310,8 +515,3 @@ def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
     if spec.get("team"):
         tags["team"] = str(spec["team"])
     return {**tags, TAG_JOB: job.name, TAG_ATTEMPT: str(attempt), TAG_URL: job.checkpoint_url}
-
-
-def _market(spec: dict[str, Any]) -> Market:
-    market = spec["resources"]["market"]
-    return Market.ON_DEMAND if market == "on-demand" else Market.SPOT

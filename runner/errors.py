@@ -25,3 +25,9 @@ class JobStateError(SpotrunError):
     """The job exists but is in a state that does not allow the request."""
 
     exit_code = 2
+
+
+class BudgetError(SpotrunError):
+    """The forecast cost to finish exceeds the budget, or a new budget does not cover what was already spent."""
+
+    exit_code = 2

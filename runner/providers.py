@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cloud.aws import AwsProvider, AwsSettings
-from cloud.local import LocalProvider
+from cloud.local import LocalProvider, SpotAvailability
 from cloud.provider import Provider
 from runner.controller import ControllerSettings
 from runner.errors import SpecError
@@ -34,10 +35,19 @@ def provider_for(spec: dict[str, Any], home: Path, store: StateStore) -> Provide
             seed=local["seed"],
             spot_price_usd_per_hour=local["spot_price"],
             on_demand_price_usd_per_hour=local["on_demand_price"],
+            gpus=local.get("gpus", 1),
+            spot_availability=_spot_availability(local),
         )
     if name == "aws":
         return AwsProvider(aws_settings(home, store.store_id()))
     raise SpecError(f"resources.provider: {name!r} is not available in this version of spotrun; use 'local' or 'aws'")
+
+
+def _spot_availability(local: dict[str, Any]) -> SpotAvailability | None:
+    if not local.get("spot_trace"):
+        return None
+    start = datetime.fromisoformat(local["spot_trace_start"]).timestamp()
+    return SpotAvailability.from_file(local["spot_trace"], origin=start)
 
 
 def aws_settings(home: Path, store_id: str) -> AwsSettings:
@@ -55,9 +65,15 @@ def aws_settings(home: Path, store_id: str) -> AwsSettings:
 
 
 def controller_settings(spec: dict[str, Any]) -> ControllerSettings:
-    """Poll often on this machine, every 10 s on a cloud; SPOTRUN_POLL_INTERVAL_S overrides both."""
-    default = 1.0 if spec["resources"]["provider"] == "local" else 10.0
-    return ControllerSettings(poll_interval_s=float(os.environ.get(POLL_INTERVAL_ENV, default)))
+    """Poll often on this machine, every 10 s on a cloud; SPOTRUN_POLL_INTERVAL_S overrides both.
+
+    A stopping instance gets 5 s to checkpoint locally, a minute on a cloud (an upload to S3).
+    """
+    local = spec["resources"]["provider"] == "local"
+    return ControllerSettings(
+        poll_interval_s=float(os.environ.get(POLL_INTERVAL_ENV, 1.0 if local else 10.0)),
+        stop_grace_s=5.0 if local else 60.0,
+    )
 
 
 def agent_command(job: Job, attempt: int) -> tuple[str, ...]:

@@ -236,10 +236,25 @@ class ResourcesSpec(_Section):
 
 
 class BudgetSpec(_Section):
-    """Spend and time limits: parsed and shown now, enforced by the controller."""
+    """Spend and time limits the controller enforces, and what it needs to forecast before it has measured anything.
+
+    ``expected_runtime`` is how long the training takes uninterrupted on one instance: forecasts
+    and the deadline policy use it until the job's own throughput has been measured.
+    ``restart_overhead`` is the billed time from an instance's launch to training progress; the
+    job's own measurements replace it once an instance has started.
+    """
 
     max_usd: float | None = Field(None, gt=0)
     deadline_at: datetime | None = Field(None, validation_alias=AliasChoices("deadline", "deadline_at"))
+    expected_runtime_s: _Seconds | None = Field(None, validation_alias=_human("expected_runtime"))
+    restart_overhead_s: _Seconds | None = Field(None, validation_alias=_human("restart_overhead"))
+
+    @field_validator("expected_runtime_s")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise _Problem("expected a positive duration such as 3h", _show(value))
+        return value
 
     @field_validator("deadline_at", mode="before")
     @classmethod
@@ -282,6 +297,34 @@ class LocalSpec(_Section):
     seed: int = 0
     spot_price: float = Field(0.45, ge=0)  # USD per hour
     on_demand_price: float = Field(1.006, ge=0)  # USD per hour
+    gpus: int = Field(1, ge=0)  # per emulated instance: what GPU-hours are counted in
+    spot_trace: str | None = None  # a spot availability trace (`spotrun simulate`'s format): no spot capacity in its 0 ticks
+    spot_trace_start: datetime | None = Field(None, validate_default=True)  # when the trace's first tick begins; default: at submission
+
+    @field_validator("spot_trace")
+    @classmethod
+    def _trace_file(cls, trace: str | None, info: ValidationInfo) -> str | None:
+        if trace is None or info.context is None:
+            return trace
+        path = Path(trace).expanduser()
+        candidates = [path] if path.is_absolute() else [info.context["workdir"] / path, info.context["spec_dir"] / path]
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None:
+            raise _Problem("expected an existing trace file (relative to the current directory or the spec's)", _show(trace))
+        from runner.simulate import load_trace  # numpy: only when a spec names a trace
+
+        try:
+            load_trace(found)
+        except SpecError as error:
+            raise _Problem("expected a valid spot availability trace", str(error)) from None
+        return str(found.resolve())
+
+    @field_validator("spot_trace_start", mode="before")
+    @classmethod
+    def _trace_start(cls, value: Any, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return info.context["now"] if info.context is not None and info.data.get("spot_trace") else None
+        return _deadline_time(value, info.context["now"] if info.context is not None else datetime.now(UTC))
 
     @model_validator(mode="after")
     def _spot_not_dearer(self) -> LocalSpec:
@@ -330,6 +373,11 @@ class JobSpec(_Section):
                 "local",
             )
         self.checkpoint.url = _checkpoint_url(self.checkpoint.url, self.name, self.resources.provider, Path(self.workdir))
+        if self.resources.market == "auto" and self.budget.deadline_at is None:
+            raise _Problem(
+                "expected budget.deadline with market auto (it chooses spot or on-demand to finish by the deadline)",
+                "no deadline", "resources", "market",
+            )
         return self
 
 

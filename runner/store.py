@@ -23,7 +23,7 @@ from runner.errors import JobNotFoundError, JobStateError
 
 
 class JobState(str, enum.Enum):
-    """A job's lifecycle; the last three are final."""
+    """A job's lifecycle; the last four are final (BUDGET_EXHAUSTED until `spotrun resume --budget`)."""
 
     PENDING = "PENDING"
     PROVISIONING = "PROVISIONING"
@@ -32,11 +32,12 @@ class JobState(str, enum.Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
 
     @property
     def is_final(self) -> bool:
-        """True once nothing will run for this job again."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        """True once no controller drives the job: nothing runs for it unless it is resumed with more budget."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.BUDGET_EXHAUSTED)
 
 
 class Outcome(str, enum.Enum):
@@ -46,6 +47,7 @@ class Outcome(str, enum.Enum):
     PREEMPTED = "preempted"  # notice + kill, or the instance vanished: relaunch without limit
     FAILED = "failed"  # the training exited with an error: counted against max_restarts_on_errors
     CANCELLED = "cancelled"
+    STOPPED = "stopped"  # spotrun asked for a checkpoint and a stop: the budget ran out, or the market changed
 
 
 _metadata = sa.MetaData()
@@ -65,6 +67,10 @@ jobs_table = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("progress_json", sa.Text, nullable=True),  # the newest heartbeat
     sa.Column("message", sa.Text, nullable=True),
+    sa.Column("launched_by", sa.String(64), nullable=False, default=""),
+    sa.Column("stop_requested", sa.String(16), nullable=True),  # why the controller asked the instance to stop: budget, market
+    sa.Column("stop_requested_at", sa.Float, nullable=True),
+    sa.Column("budget_alerted_pct", sa.Integer, nullable=False, default=0),  # the highest budget threshold announced
 )
 
 attempts_table = sa.Table(
@@ -79,6 +85,7 @@ attempts_table = sa.Table(
     sa.Column("market", sa.String(16), nullable=False),
     sa.Column("price_usd_per_hour", sa.Float, nullable=False),
     sa.Column("on_demand_price_usd_per_hour", sa.Float, nullable=False),
+    sa.Column("gpus", sa.Integer, nullable=False, default=0),
     sa.Column("instance_id", sa.String(64), nullable=True),
     sa.Column("requested_at", sa.Float, nullable=False),
     sa.Column("launched_at", sa.Float, nullable=True),
@@ -93,6 +100,40 @@ settings_table = sa.Table(
     _metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+# The ledger: one row per billed instance interval, opened at launch and priced when it closes.
+# Team and tags are copied from the spec so reports group by them without reading specs.
+intervals_table = sa.Table(
+    "ledger",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(63), sa.ForeignKey("jobs.name"), nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("node", sa.Integer, nullable=False, default=0),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("instance_type", sa.String(64), nullable=False),
+    sa.Column("zone", sa.String(64), nullable=False),
+    sa.Column("market", sa.String(16), nullable=False),
+    sa.Column("gpus", sa.Integer, nullable=False),
+    sa.Column("price_usd_per_hour", sa.Float, nullable=False),
+    sa.Column("on_demand_price_usd_per_hour", sa.Float, nullable=False),
+    sa.Column("requested_at", sa.Float, nullable=False),  # requested_at..start is provisioning time
+    sa.Column("start", sa.Float, nullable=False, index=True),
+    sa.Column("end", sa.Float, nullable=True),
+    sa.Column("end_reason", sa.String(32), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("cost_usd", sa.Float, nullable=True),
+    sa.Column("on_demand_usd", sa.Float, nullable=True),
+    sa.Column("prices_json", sa.Text, nullable=True),  # the price series the cost integrates: [[time, usd_per_hour], ...]
+    sa.Column("productive_at", sa.Float, nullable=True),  # when training first made progress: start..this is restart time
+    sa.Column("work_lost_s", sa.Float, nullable=True),  # training done after the last committed checkpoint, lost at the end
+    sa.Column("steps_lost", sa.Integer, nullable=True),
+    sa.Column("team", sa.String(64), nullable=True),
+    sa.Column("tags_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("launched_by", sa.String(64), nullable=False, default=""),
+    sa.UniqueConstraint("job", "attempt", "node"),
 )
 
 events_table = sa.Table(
@@ -124,6 +165,10 @@ class Job:
     cancel_requested: bool
     progress: dict[str, Any]
     message: str | None
+    launched_by: str = ""
+    stop_requested: str | None = None
+    stop_requested_at: float | None = None
+    budget_alerted_pct: int = 0
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -151,11 +196,43 @@ class Attempt:
     end_reason: str | None
     outcome: Outcome | None
     exit_code: int | None
+    gpus: int = 0
 
     @property
     def is_open(self) -> bool:
         """The controller still has to watch this attempt."""
         return self.outcome is None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One ledger row: a billed instance interval. ``end`` None: still running, priced up to now."""
+
+    job: str
+    attempt: int
+    node: int
+    instance_id: str
+    provider: str
+    instance_type: str
+    zone: str
+    market: str
+    gpus: int
+    price_usd_per_hour: float
+    on_demand_price_usd_per_hour: float
+    requested_at: float
+    start: float
+    end: float | None
+    end_reason: str | None
+    outcome: str | None
+    cost_usd: float | None
+    on_demand_usd: float | None
+    prices: tuple[tuple[float, float], ...]
+    productive_at: float | None
+    work_lost_s: float | None
+    steps_lost: int | None
+    team: str | None
+    tags: dict[str, str]
+    launched_by: str
 
 
 @dataclass(frozen=True)
@@ -192,8 +269,8 @@ class StateStore:
 
     # -------------------------------------------------------------- jobs
 
-    def create_job(self, name: str, *, spec_json: str, spec_path: str, checkpoint_url: str) -> Job:
-        """Record a new PENDING job; a name already in the store is an error."""
+    def create_job(self, name: str, *, spec_json: str, spec_path: str, checkpoint_url: str, launched_by: str = "") -> Job:
+        """Record a new PENDING job (and who submitted it); a name already in the store is an error."""
         now = self.clock()
         with self._transaction() as db:
             existing = db.execute(sa.select(jobs_table.c.state).where(jobs_table.c.name == name)).first()
@@ -214,6 +291,8 @@ class StateStore:
                     preemptions=0,
                     restarts_on_errors=0,
                     cancel_requested=False,
+                    budget_alerted_pct=0,
+                    launched_by=launched_by,
                 )
             )
             self._event(db, name, "submitted", f"job submitted from {spec_path}")
@@ -259,6 +338,23 @@ class StateStore:
         with self._transaction() as db:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values({counter: counter + 1}))
 
+    def request_stop(self, name: str, kind: str, message: str, *, attempt: int) -> None:
+        """Record that the controller asked the running instance to checkpoint and stop, and why."""
+        with self._transaction() as db:
+            db.execute(jobs_table.update().where(jobs_table.c.name == name).values(stop_requested=kind, stop_requested_at=self.clock()))
+            self._event(db, name, "stop", message, attempt=attempt, data={"kind": kind})
+
+    def clear_stop(self, name: str) -> None:
+        """The stop is done with: the next instance runs normally."""
+        with self._transaction() as db:
+            db.execute(jobs_table.update().where(jobs_table.c.name == name).values(stop_requested=None, stop_requested_at=None))
+
+    def alert_budget(self, name: str, pct: int, message: str, data: dict[str, Any]) -> None:
+        """Announce that spend crossed ``pct`` % of the budget (once per threshold)."""
+        with self._transaction() as db:
+            db.execute(jobs_table.update().where(jobs_table.c.name == name).values(budget_alerted_pct=pct))
+            self._event(db, name, "budget", message, data=data)
+
     def request_cancel(self, name: str) -> None:
         """Ask the controller driving ``name`` to cancel it."""
         with self._transaction() as db:
@@ -283,14 +379,25 @@ class StateStore:
                 .values(**changed)
             )
 
-    def set_launched(self, name: str, number: int, instance_id: str, launched_at: float) -> None:
-        """The provider answered the launch."""
+    def set_launched(self, interval: Interval) -> None:
+        """The provider answered the launch: the attempt has its instance and the ledger its open interval.
+
+        One transaction, and idempotent: a controller restarted after it re-launches with the same
+        token, gets the same instance, and must not open a second interval for it.
+        """
         with self._transaction() as db:
             db.execute(
                 attempts_table.update()
-                .where(attempts_table.c.job == name, attempts_table.c.number == number)
-                .values(instance_id=instance_id, launched_at=launched_at)
+                .where(attempts_table.c.job == interval.job, attempts_table.c.number == interval.attempt)
+                .values(instance_id=interval.instance_id, launched_at=interval.start)
             )
+            exists = db.execute(
+                sa.select(intervals_table.c.id).where(
+                    intervals_table.c.job == interval.job, intervals_table.c.attempt == interval.attempt, intervals_table.c.node == interval.node
+                )
+            ).first()
+            if exists is None:
+                db.execute(intervals_table.insert().values(**_interval_values(interval)))
 
     def end_attempt(
         self, name: str, number: int, *, ended_at: float, end_reason: str, outcome: Outcome, exit_code: int | None
@@ -302,6 +409,66 @@ class StateStore:
                 .where(attempts_table.c.job == name, attempts_table.c.number == number)
                 .values(ended_at=ended_at, end_reason=end_reason, outcome=outcome.value, exit_code=exit_code)
             )
+
+    def set_budget(self, name: str, max_usd: float) -> None:
+        """Give a job a new spending cap (``budget.max_usd`` of its stored spec)."""
+        with self._transaction() as db:
+            row = db.execute(sa.select(jobs_table.c.spec_json).where(jobs_table.c.name == name)).one()
+            spec = json.loads(row.spec_json)
+            previous = (spec.get("budget") or {}).get("max_usd")
+            spec.setdefault("budget", {})["max_usd"] = max_usd
+            db.execute(
+                jobs_table.update().where(jobs_table.c.name == name).values(spec_json=json.dumps(spec), updated_at=self.clock(), budget_alerted_pct=0)
+            )
+            self._event(db, name, "budget", f"budget set to ${max_usd:.2f} (was {'none' if previous is None else f'${previous:.2f}'})")
+
+    # ------------------------------------------------------------ ledger
+
+    def set_productive(self, name: str, attempt: int, at: float, *, node: int = 0) -> None:
+        """Training made its first progress on this interval at ``at``: what came before was restart overhead."""
+        with self._transaction() as db:
+            db.execute(
+                intervals_table.update()
+                .where(*_interval_key(name, attempt, node), intervals_table.c.productive_at.is_(None))
+                .values(productive_at=at)
+            )
+
+    def close_interval(
+        self,
+        name: str,
+        attempt: int,
+        *,
+        end: float,
+        end_reason: str,
+        outcome: Outcome,
+        cost_usd: float,
+        on_demand_usd: float,
+        prices: tuple[tuple[float, float], ...],
+        work_lost_s: float | None,
+        steps_lost: int | None,
+        node: int = 0,
+    ) -> None:
+        """Price an interval that ended, by the cloud's billing rules (the caller applied them)."""
+        with self._transaction() as db:
+            db.execute(
+                intervals_table.update()
+                .where(*_interval_key(name, attempt, node))
+                .values(
+                    end=end, end_reason=end_reason, outcome=outcome.value, cost_usd=cost_usd, on_demand_usd=on_demand_usd,
+                    prices_json=json.dumps(prices), work_lost_s=work_lost_s, steps_lost=steps_lost,
+                )
+            )
+
+    def intervals(self, name: str | None = None, *, since: float | None = None) -> list[Interval]:
+        """Ledger rows, oldest first: one job's, or every job's; ``since`` keeps those still running after it."""
+        query = sa.select(intervals_table).order_by(intervals_table.c.start, intervals_table.c.id)
+        if name is not None:
+            query = query.where(intervals_table.c.job == name)
+        if since is not None:
+            query = query.where(sa.or_(intervals_table.c.end.is_(None), intervals_table.c.end >= since))
+        with self._transaction() as db:
+            rows = db.execute(query).all()
+        return [_interval_from_row(row) for row in rows]
 
     def attempts(self, name: str) -> list[Attempt]:
         """A job's attempts, first to last."""
@@ -371,6 +538,30 @@ def _job_from_row(row: Any) -> Job:
         cancel_requested=bool(row.cancel_requested),
         progress=json.loads(row.progress_json) if row.progress_json else {},
         message=row.message,
+        launched_by=row.launched_by or "",
+        stop_requested=row.stop_requested,
+        stop_requested_at=row.stop_requested_at,
+        budget_alerted_pct=row.budget_alerted_pct or 0,
+    )
+
+
+def _interval_key(name: str, attempt: int, node: int) -> tuple[Any, ...]:
+    return (intervals_table.c.job == name, intervals_table.c.attempt == attempt, intervals_table.c.node == node)
+
+
+def _interval_values(interval: Interval) -> dict[str, Any]:
+    values = {name: getattr(interval, name) for name in Interval.__dataclass_fields__ if name not in ("prices", "tags")}
+    values["prices_json"] = json.dumps(interval.prices)
+    values["tags_json"] = json.dumps(interval.tags)
+    return values
+
+
+def _interval_from_row(row: Any) -> Interval:
+    values = {name: getattr(row, name) for name in Interval.__dataclass_fields__ if name not in ("prices", "tags")}
+    return Interval(
+        **values,
+        prices=tuple((float(time), float(price)) for time, price in json.loads(row.prices_json or "[]")),
+        tags=json.loads(row.tags_json or "{}"),
     )
 
 

@@ -8,15 +8,15 @@ from typing import Any
 from rich.table import Table
 
 from checkpoints.durations import format_duration
-from runner.ledger import job_cost
-from runner.store import Attempt, Job, Outcome
+from runner.ledger import summarize
+from runner.store import Attempt, Interval, Job, Outcome
 
 
-def job_summary(job: Job, attempts: list[Attempt], now: float | None = None) -> dict[str, Any]:
+def job_summary(job: Job, attempts: list[Attempt], intervals: list[Interval], now: float | None = None) -> dict[str, Any]:
     """The facts about a job that ``status --json`` and ``jobs --json`` promise, plus what displays need."""
     now = time.time() if now is None else now
     progress = job.progress
-    cost = job_cost(attempts, now)
+    cost = summarize(intervals, now)
     step, total = progress.get("step"), progress.get("total_steps")
     rate = progress.get("steps_per_s") or 0.0
     eta_s = (total - step) / rate if (step is not None and total and rate > 0 and not job.state.is_final) else None
@@ -40,8 +40,12 @@ def job_summary(job: Job, attempts: list[Attempt], now: float | None = None) -> 
         "savings_usd": round(cost.savings_usd, 6),
         "savings_pct": round(cost.savings_pct, 2),
         "instance_hours": round(cost.instance_seconds / 3600, 6),
-        "budget_usd": budget.get("max_usd"),  # shown, not yet enforced
+        "gpu_hours": round(cost.gpu_hours, 6),
+        "work_lost_s": round(cost.work_lost_s, 3),
+        "budget_usd": budget.get("max_usd"),
+        "budget_left_usd": round(budget["max_usd"] - cost.spent_usd, 6) if budget.get("max_usd") is not None else None,
         "deadline_at": budget.get("deadline_at"),
+        "market": job.spec.get("resources", {}).get("market"),
         "checkpoint_step": checkpoint.get("step"),
         "checkpoint_url": job.checkpoint_url,
         "message": job.message,
@@ -60,8 +64,9 @@ def status_line(summary: dict[str, Any]) -> str:
         parts.append(f"epoch {summary['epoch']}")
     if summary["loss"] is not None:
         parts.append(f"loss {summary['loss']:.3f}")
-    budget = f" of ${summary['budget_usd']:.2f} budget" if summary["budget_usd"] is not None else ""
-    parts.append(f"${summary['spent_usd']:.4f}{budget} spent (saved ${summary['savings_usd']:.4f}, {summary['savings_pct']:.0f}%)")
+    parts.append(f"${summary['spent_usd']:.4f} spent (saved ${summary['savings_usd']:.4f}, {summary['savings_pct']:.0f}%)")
+    if summary["budget_usd"] is not None:
+        parts.append(f"${summary['budget_left_usd']:.4f} of ${summary['budget_usd']:.2f} budget left")
     parts.append(f"preemptions {summary['preemptions']}")
     if summary["eta_s"] is not None:
         parts.append(f"ETA {format_duration(summary['eta_s'])}")
@@ -127,7 +132,10 @@ def final_report(summary: dict[str, Any], attempts: list[Attempt]) -> list[str]:
         f"on-demand would have cost ${summary['on_demand_usd']:.4f}: saved ${summary['savings_usd']:.4f} ({summary['savings_pct']:.1f}%)"
     )
     if summary["budget_usd"] is not None:
-        lines.append(f"  budget     ${summary['budget_usd']:.2f} (not enforced yet), {100 * summary['spent_usd'] / summary['budget_usd']:.1f}% used")
+        lines.append(
+            f"  budget     ${summary['budget_usd']:.2f}, {100 * summary['spent_usd'] / summary['budget_usd']:.1f}% used, "
+            f"${summary['budget_left_usd']:.4f} left"
+        )
     lines.append(f"  checkpoints {summary['checkpoint_url']}")
     return lines
 

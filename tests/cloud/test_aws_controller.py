@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cloud.provider import TAG_JOB, TAG_STORE
 from runner.cli import app
 from runner.controller import Controller
-from runner.store import Attempt, JobState, StateStore, default_database_url
+from runner.store import Attempt, Interval, JobState, StateStore, default_database_url
 
 
 def _run(moto_endpoint: str, count: int, tags: dict[str, str]) -> list[str]:
@@ -26,13 +26,19 @@ def _run(moto_endpoint: str, count: int, tags: dict[str, str]) -> list[str]:
 
 
 def _live_job(store: StateStore, name: str, instance_id: str) -> None:
-    store.create_job(name, spec_json="{}", spec_path="-", checkpoint_url=f"memory://jobs/{name}")
+    spec = {"resources": {"provider": "aws", "market": "spot", "instance_types": ["g5.xlarge"]}, "budget": {}}
+    store.create_job(name, spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"memory://jobs/{name}")
     store.start_attempt(Attempt(
         job=name, number=1, token=f"{name}-token", provider="aws", instance_type="g5.xlarge", zone="us-east-1a", market="spot",
         price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.0, instance_id=None, requested_at=0.0, launched_at=None,
         ended_at=None, end_reason=None, outcome=None, exit_code=None,
     ))
-    store.set_launched(name, 1, instance_id, 0.0)
+    store.set_launched(Interval(
+        job=name, attempt=1, node=0, instance_id=instance_id, provider="aws", instance_type="g5.xlarge", zone="us-east-1a",
+        market="spot", gpus=1, price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.0, requested_at=0.0, start=0.0, end=None,
+        end_reason=None, outcome=None, cost_usd=None, on_demand_usd=None, prices=(), productive_at=None, work_lost_s=None,
+        steps_lost=None, team=None, tags={}, launched_by="tester",
+    ))
     store.set_state(name, JobState.RUNNING)
 
 

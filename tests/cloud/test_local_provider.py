@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cloud.errors import InstanceNotFoundError, ProviderError
-from cloud.local import LAUNCH_TIMEOUT_S, LocalProvider, instance_id_for
+from cloud.local import LAUNCH_TIMEOUT_S, LocalProvider, SpotAvailability, instance_id_for
 from cloud.local_files import HostState, InstanceFiles, InstanceSpec, read_spec, read_state, write_json_atomic
 from cloud.local_host import TERM_GRACE_S
 from cloud.processes import is_alive, wait_for_exit
@@ -387,3 +387,26 @@ def test_the_instance_outlives_the_process_that_launched_it(
     status = provider.poll([instance_id])[instance_id]
     assert (status.end_reason, status.exit_code) == (EndReason.TERMINATED_BY_USER, 128 + signal.SIGTERM)
     assert not is_alive(state.host_pid, state.host_start_ticks)
+
+
+def test_a_spot_availability_trace_withholds_offers_and_interrupts_before_capacity_goes(
+    make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
+) -> None:
+    origin = time.time()
+    # ticks of 3 s: capacity for [0, 6), none for [6, 9), then it repeats
+    availability = SpotAvailability(gap_s=3.0, available=(True, True, False), origin=origin)
+    provider = make_provider(notice_s=1.0, spot_availability=availability)
+    assert provider.offers(OfferRequest(instance_types=(), market=Market.SPOT))
+    agent = fake_agent("agent")
+    instance = provider.launch(offer(provider), launch_request("traced", agent.command()))
+    assert spec_of(home, instance.instance_id).interrupt_after_s == pytest.approx(origin + 6.0 - 1.0 - instance.launched_at, abs=0.05)
+
+    status = wait_until(lambda: ended(provider, instance.instance_id), timeout_s=20, what="the interruption at the loss of capacity")
+    assert status.end_reason is EndReason.SPOT_INTERRUPTION
+    notice = agent.event("notice")
+    assert notice is not None and notice["seen_at"] < status.ended_at
+    assert origin + 6.0 <= status.ended_at < origin + 8.0  # killed when the 0 tick begins (plus the host's reaction)
+    assert provider.offers(OfferRequest(instance_types=(), market=Market.SPOT)) == []  # still inside the 0 tick
+    assert provider.offers(OfferRequest(instance_types=(), market=Market.ON_DEMAND))  # on-demand is never withheld
+    assert availability.available_at(origin + 9.5) and not availability.available_at(origin + 6.0 + 9.0)  # it repeats
+    assert availability.next_loss_after(origin + 9.5) == pytest.approx(origin + 15.0)

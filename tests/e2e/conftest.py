@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from checkpoints import latest
 from runner.cli import app
-from runner.store import Job, StateStore, default_database_url
+from runner.store import Job, JobState, StateStore, default_database_url
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,3 +106,59 @@ def assert_bit_identical(expected: dict[str, torch.Tensor], actual: dict[str, to
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), f"{name} differs"
+
+
+# The digits job every end-to-end test runs, and its uninterrupted result.
+TRAINER = {
+    "max_epochs": 10,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "logger": False,
+}
+MODEL_ARGS = {"lr": 0.05, "hidden": [2048, 2048], "dropout": 0.2, "patience": 4}
+DATA_ARGS = {"batch_size": 32}
+STEPS_PER_EPOCH = 45  # ceil(1438 training digits / 32)
+# The same model, data and seed through the user's own script: the same weights are expected.
+COMMAND = "python examples/custom_script/train.py --max-epochs 10 --batch-size 32 --hidden 2048 2048 --patience 4 --lr 0.05"
+
+
+def digits_spec(name: str, *, command: bool = False) -> dict[str, Any]:
+    train: dict[str, Any]
+    if command:
+        train = {"command": COMMAND}
+    else:
+        train = {
+            "model": "examples/digits.py:DigitsClassifier",
+            "model_args": MODEL_ARGS,
+            "data": "examples/digits.py:DigitsData",
+            "data_args": DATA_ARGS,
+            "trainer": TRAINER,
+            "seed": 0,
+        }
+    return {
+        "name": name,
+        "train": train,
+        "checkpoint": {"every_steps": 40, "keep": 2},
+        "resources": {"provider": "local", "instance_types": ["g5.xlarge"]},
+        "local": {"preempt_every": 0, "notice": "2s", "spot_price": 0.45, "on_demand_price": 1.006},
+    }
+
+
+@pytest.fixture(scope="session")
+def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted run of the digits job and seed, once per session: what every interrupted run must reproduce."""
+    tmp = tmp_path_factory.mktemp("reference")
+    previous = os.environ.get("SPOTRUN_HOME")
+    os.environ["SPOTRUN_HOME"] = str(tmp / "home")
+    try:
+        harness = Harness(home=tmp / "home", tmp=tmp)
+        process = harness.start("run", str(harness.write_spec(digits_spec("reference"))))
+        assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
+        job = harness.job("reference")
+        assert job.state is JobState.SUCCEEDED and job.preemptions == 0
+        return final_weights(job.checkpoint_url)
+    finally:
+        if previous is None:
+            os.environ.pop("SPOTRUN_HOME", None)
+        else:
+            os.environ["SPOTRUN_HOME"] = previous

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import signal
 import subprocess
-from typing import Any
 
 import pytest
 
@@ -16,64 +14,9 @@ from checkpoints.store import CheckpointStore
 from runner.agent import HEARTBEAT_NAME
 from runner.store import JobState, Outcome
 
-from .conftest import Harness, assert_bit_identical, final_weights, wait_until
+from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, final_weights, wait_until
 
 pytestmark = pytest.mark.e2e
-
-TRAINER = {
-    "max_epochs": 10,
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-    "logger": False,
-}
-MODEL_ARGS = {"lr": 0.05, "hidden": [2048, 2048], "dropout": 0.2, "patience": 4}
-DATA_ARGS = {"batch_size": 32}
-STEPS_PER_EPOCH = 45  # ceil(1438 training digits / 32)
-# The same model, data and seed through the user's own script: the same weights are expected.
-COMMAND = "python examples/custom_script/train.py --max-epochs 10 --batch-size 32 --hidden 2048 2048 --patience 4 --lr 0.05"
-
-
-def digits_spec(name: str, *, command: bool = False) -> dict[str, Any]:
-    train: dict[str, Any]
-    if command:
-        train = {"command": COMMAND}
-    else:
-        train = {
-            "model": "examples/digits.py:DigitsClassifier",
-            "model_args": MODEL_ARGS,
-            "data": "examples/digits.py:DigitsData",
-            "data_args": DATA_ARGS,
-            "trainer": TRAINER,
-            "seed": 0,
-        }
-    return {
-        "name": name,
-        "train": train,
-        "checkpoint": {"every_steps": 40, "keep": 2},
-        "resources": {"provider": "local", "instance_types": ["g5.xlarge"]},
-        "local": {"preempt_every": 0, "notice": "2s", "spot_price": 0.45, "on_demand_price": 1.006},
-    }
-
-
-@pytest.fixture(scope="module")
-def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """An uninterrupted run of the same job and seed: what every interrupted run must reproduce."""
-    tmp = tmp_path_factory.mktemp("reference")
-    previous = os.environ.get("SPOTRUN_HOME")
-    os.environ["SPOTRUN_HOME"] = str(tmp / "home")
-    try:
-        harness = Harness(home=tmp / "home", tmp=tmp)
-        process = harness.start("run", str(harness.write_spec(digits_spec("reference"))))
-        assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
-        job = harness.job("reference")
-        assert job.state is JobState.SUCCEEDED and job.preemptions == 0
-        return final_weights(job.checkpoint_url)
-    finally:
-        if previous is None:
-            os.environ.pop("SPOTRUN_HOME", None)
-        else:
-            os.environ["SPOTRUN_HOME"] = previous
-
 
 def _running_attempt_at(harness: Harness, name: str, step: int) -> int | None:
     """The number of the attempt that is training at or past ``step``, per its own heartbeat."""
