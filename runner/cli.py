@@ -31,6 +31,7 @@ from runner import forecast, ledger, views
 from runner.agent import JOB_NAME, Agent, AgentSettings
 from runner.commands import command_for
 from runner.controller import Controller, job_lock
+from runner.cost_cli import cost as cost_command
 from runner.simulate_cli import simulate as simulate_command
 from runner.errors import BudgetError, JobStateError, SpecError
 from runner.gc import needed_by, orphans
@@ -457,6 +458,7 @@ def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int]:
     return url, int(attempt)
 
 
+command(cost_command)
 command(simulate_command)
 app.add_typer(infra_app, name="infra")
 
