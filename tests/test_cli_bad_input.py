@@ -42,6 +42,9 @@ CASES = {
     "unknown checkpoint protocol": (_spec(checkpoint__url="nosuchproto://bucket/run"), "checkpoint.url"),
     "bad market": (_spec(resources__market="cheap"), "resources.market"),
     "bad name": (_spec(name="Digits_Job"), "name"),
+    "auto market without a deadline": (_spec(resources__market="auto"), "budget.deadline"),
+    "negative budget": (_spec(budget__max_usd=-5), "budget.max_usd"),
+    "spot trace that is not there": (_spec(local__spot_trace="no-such-trace.json"), "local.spot_trace"),
 }
 
 
@@ -80,6 +83,24 @@ def test_unknown_job_names_what_exists(tmp_path: Path) -> None:
 
 
 def test_help_everywhere(tmp_path: Path) -> None:
-    for command in ("run", "resume", "status", "jobs", "logs", "cancel", "checkpoints", "interrupt", "agent"):
+    for command in ("run", "resume", "status", "jobs", "logs", "cancel", "checkpoints", "interrupt", "agent", "cost", "simulate"):
         result = _run_cli(tmp_path / "home", command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, command
+
+
+def test_a_spot_trace_with_values_other_than_0_and_1_is_refused(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    trace.write_text('{"metadata": {"gap_seconds": 60}, "data": [1, 0, 2]}')
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(local__spot_trace=str(trace))))
+    result = _run_cli(tmp_path / "home", "run", str(spec_file))
+    assert result.returncode == 2 and "local.spot_trace" in result.stderr and "data[2]" in result.stderr, result.stderr
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_budget_that_cannot_pay_for_a_start_is_refused_and_no_job_is_recorded(tmp_path: Path) -> None:
+    spec_file = tmp_path / "poor.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(budget__max_usd=0.0001)))
+    result = _run_cli(tmp_path / "home", "run", str(spec_file))
+    assert result.returncode == 2 and "budget" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "no jobs yet" in _run_cli(tmp_path / "home", "jobs").stdout
