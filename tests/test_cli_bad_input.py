@@ -104,3 +104,13 @@ def test_a_budget_that_cannot_pay_for_a_start_is_refused_and_no_job_is_recorded(
     result = _run_cli(tmp_path / "home", "run", str(spec_file))
     assert result.returncode == 2 and "budget" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "no jobs yet" in _run_cli(tmp_path / "home", "jobs").stdout
+
+
+def test_a_forecast_beyond_the_budget_is_refused_with_its_figures(tmp_path: Path) -> None:
+    # 10 h of training at the local default spot price $0.45/h is $4.50, well over $1
+    spec_file = tmp_path / "tight.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(budget__max_usd=1.0, budget__expected_runtime="10h")))
+    result = _run_cli(tmp_path / "home", "run", str(spec_file))
+    assert result.returncode == 2, result.stderr
+    assert "forecast $4.5" in result.stderr and "exceeds the $1.00 budget" in result.stderr and "--force" in result.stderr
+    assert "no jobs yet" in _run_cli(tmp_path / "home", "jobs").stdout
