@@ -51,6 +51,7 @@ from cloud.provider import (
 )
 
 log = logging.getLogger(__name__)
+RENDEZVOUS_PORT = 29500
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "Unsupported", "InstanceLimitExceeded",
@@ -249,6 +250,10 @@ class AwsProvider:
         )
         return tuple(points) or constant_price(offer.price_usd_per_hour, start)
 
+    def rendezvous_port(self) -> int:
+        """PyTorch's usual MASTER_PORT: each gang's rank 0 is its own instance."""
+        return RENDEZVOUS_PORT
+
     def on_demand_price(self, instance_type: str) -> float:
         try:
             return self.prices.usd_per_hour(instance_type)
@@ -326,7 +331,7 @@ class AwsProvider:
         if isinstance(response, Instance):
             return response
         described = response["Instances"][0]
-        instance = Instance(described["InstanceId"], offer, _launch_time(described, self._clock()))
+        instance = Instance(described["InstanceId"], offer, _launch_time(described, self._clock()), described.get("PrivateIpAddress", ""))
         self._launched[instance.instance_id] = self._clock()
         log.info("launched %s (%s %s in %s) for %s", instance.instance_id, offer.instance_type, offer.market.value, offer.zone, request.job)
         return instance
@@ -343,7 +348,7 @@ class AwsProvider:
         """The instance this store already launched for ``token`` (its answer may have been lost), or None."""
         filters = [{"Name": f"tag:{TAG_TOKEN}", "Values": [token]}, {"Name": f"tag:{TAG_STORE}", "Values": [self.settings.store_id]}]
         for described in self._described(Filters=filters):
-            return Instance(described["InstanceId"], offer, _launch_time(described, self._clock()))
+            return Instance(described["InstanceId"], offer, _launch_time(described, self._clock()), described.get("PrivateIpAddress", ""))
         return None
 
     # ------------------------------------------------------------------ poll

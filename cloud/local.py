@@ -28,17 +28,18 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from cloud.billing import constant_price
-from cloud.errors import InstanceNotFoundError, ProviderError
+from cloud.errors import CapacityError, InstanceNotFoundError, ProviderError
 from cloud.local_files import (
     HostState,
     InstanceFiles,
@@ -64,6 +65,7 @@ from cloud.provider import (
 )
 
 DEFAULT_INSTANCE_TYPE = "local"
+LOOPBACK = "127.0.0.1"  # every local instance's private address
 ZONE = "local"
 LAUNCH_TIMEOUT_S = 30.0  # from spawning the host to its first state.json
 TERMINATE_TIMEOUT_S = TERM_GRACE_S + 5.0  # the host's own grace period, and time to record the end
@@ -130,6 +132,7 @@ class LocalProvider:
         on_demand_price_usd_per_hour: float,
         gpus: int = 1,
         spot_availability: SpotAvailability | None = None,
+        capacity: Mapping[str, int] | None = None,
         rebalance_lead_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -153,6 +156,7 @@ class LocalProvider:
         self.on_demand_price_usd_per_hour = on_demand_price_usd_per_hour
         self.gpus = gpus
         self.spot_availability = spot_availability
+        self.capacity = dict(capacity or {})
         self._clock = clock
         # Hosts this object started: kept only to reap them, so none lingers as a zombie while we live.
         self._hosts: dict[str, subprocess.Popen[bytes]] = {}
@@ -176,6 +180,12 @@ class LocalProvider:
         """The configured prices never change."""
         return constant_price(offer.price_usd_per_hour, start)
 
+    def rendezvous_port(self) -> int:
+        """A port free on this machine now: every gang shares the loopback address, so each needs its own port."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((LOOPBACK, 0))
+            return int(probe.getsockname()[1])
+
     def launch(self, offer: Offer, request: LaunchRequest) -> Instance:
         """Start a host running ``request.agent_command``; a token seen before returns its instance, starting nothing."""
         if offer.provider != self.name:
@@ -183,6 +193,7 @@ class LocalProvider:
         if not request.agent_command:
             raise ProviderError(f"launch of {request.job!r} attempt {request.attempt}: the agent command is empty")
         instance_id = instance_id_for(request.token)
+        self._check_capacity(offer, instance_id)
         spec = InstanceSpec(
             instance_id=instance_id,
             token=request.token,
@@ -203,9 +214,9 @@ class LocalProvider:
         if not _claim(files, spec):
             existing = read_spec(files)
             assert existing is not None  # a claimed folder always holds its spec
-            return Instance(existing.instance_id, existing.offer, existing.launched_at)
+            return Instance(existing.instance_id, existing.offer, existing.launched_at, LOOPBACK)
         self._start_host(files, spec)
-        return Instance(instance_id, offer, spec.launched_at)
+        return Instance(instance_id, offer, spec.launched_at, LOOPBACK)
 
     def poll(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
         """Each instance's state from its files; a dead host that recorded no end is reported (and recorded) HOST_LOST."""
@@ -275,6 +286,23 @@ class LocalProvider:
         return found[0].agent_log
 
     # -------------------------------------------------------------- private
+
+    def _check_capacity(self, offer: Offer, instance_id: str) -> None:
+        """CapacityError when the instance type already has as many live instances as ``capacity`` allows."""
+        limit = self.capacity.get(offer.instance_type)
+        if limit is None or not instances_dir(self.home).exists():
+            return
+        live = 0
+        for folder in instances_dir(self.home).iterdir():
+            if folder.name.startswith("."):
+                continue  # a launch being claimed right now
+            spec, state = read_spec(InstanceFiles(folder)), read_state(InstanceFiles(folder))
+            if folder.name == instance_id:
+                return  # a launch seen before: idempotent, not a new instance
+            if spec is not None and spec.offer.instance_type == offer.instance_type and (state is None or state.state is not InstanceState.TERMINATED):
+                live += 1
+        if live >= limit:
+            raise CapacityError(f"InsufficientInstanceCapacity: the local cloud has {limit} {offer.instance_type} and all are in use")
 
     def _interrupt_after_s(self, offer: Offer, request: LaunchRequest) -> float | None:
         """When the notice comes, after launch: the injected random interruption or the trace's next loss, whichever is first."""

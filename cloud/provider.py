@@ -18,6 +18,8 @@ TAG_ATTEMPT = "spotrun:attempt"
 TAG_URL = "spotrun:url"
 TAG_TOKEN = "spotrun:token"
 TAG_STORE = "spotrun:store"
+TAG_NODE = "spotrun:node"  # rank of the instance in its gang
+TAG_RENDEZVOUS = "spotrun:rendezvous"  # rank 0's private address:port (MASTER_ADDR, MASTER_PORT)
 
 
 class Market(str, enum.Enum):
@@ -98,6 +100,7 @@ class Instance:
     instance_id: str
     offer: Offer
     launched_at: float  # unix seconds
+    private_address: str = ""  # where the rest of a gang reaches it (rank 0 is the rendezvous)
 
 
 @dataclass(frozen=True)
@@ -136,4 +139,8 @@ class Provider(Protocol):
 
     def price_history(self, offer: Offer, start: float, end: float) -> tuple[PricePoint, ...]:
         """The price ``offer`` was billed at from ``start`` to ``end``: the series the ledger integrates."""
+        ...
+
+    def rendezvous_port(self) -> int:
+        """The port a gang's rank 0 listens on for the others (MASTER_PORT)."""
         ...

@@ -35,9 +35,14 @@ FAILED_EXIT_CODE = 1
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"
 
 
-def log_name(attempt: int) -> str:
-    """Where an attempt's log goes under ``_spotrun/``: sortable by attempt."""
-    return f"logs/attempt-{attempt:04d}.log"
+def log_name(attempt: int, node: int = 0) -> str:
+    """Where an attempt's log goes under ``_spotrun/``: sortable by attempt, then node (rank 0's has no suffix)."""
+    return f"logs/attempt-{attempt:04d}.log" if node == 0 else f"logs/attempt-{attempt:04d}-node-{node}.log"
+
+
+def heartbeat_name(node: int) -> str:
+    """Each node's heartbeat; rank 0's, which carries the training progress, is ``heartbeat.json``."""
+    return HEARTBEAT_NAME if node == 0 else f"heartbeat-node-{node}.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class AgentSettings:
 
     checkpoint_url: str
     attempt: int
+    node: int = 0  # rank of this instance in its gang
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
     poll_interval_s: float = 5.0
     heartbeat_interval_s: float = 5.0
@@ -128,12 +134,26 @@ class Agent:
                 self.interruption_at = notice.timestamp()
                 self.control.request(STOP, deadline=self.interruption_at, reason="spot interruption notice")
                 self._note(f"spot interruption notice: instance goes at {notice.isoformat()}; emergency checkpoint requested")
+                self._tell_the_gang(f"node {self.settings.node} got a spot interruption notice")
                 self._heartbeat("running", force=True)
                 return
         if not self._rebalance_seen and self.interruption_at is None and self.metadata.rebalance() is not None:
             self._rebalance_seen = True
             self.control.request(CHECKPOINT, reason="rebalance recommendation")
             self._note("rebalance recommendation: checkpoint requested")
+
+    def _tell_the_gang(self, reason: str) -> None:
+        """Ask every other node of the gang, through the bucket, to take the same emergency checkpoint now.
+
+        The training's own collective would carry the stop to them at the next step too; the
+        bucket also reaches nodes whose collective is stuck or slow, and the controller.
+        """
+        if self.job["resources"].get("nodes", 1) == 1:
+            return
+        try:
+            self.store.write_json(STOP_REQUEST_NAME, {"attempt": self.settings.attempt, "kind": "gang", "reason": reason, "time": time.time()})
+        except Exception as error:  # noqa: BLE001 - the collective still carries the stop
+            log.warning("could not tell the gang: %s", error)
 
     def _watch_stop_request(self) -> None:
         """The controller's request to checkpoint and stop, read from object storage: no inbound port needed."""
@@ -161,6 +181,8 @@ class Agent:
             return "preempted", f"emergency checkpoint at step {checkpoint.get('step')} is durable; leaving", environment.PREEMPTED_EXIT_CODE
         if exit_code == 0 and progress.get("status") == "finished":
             return "finished", f"training finished at step {progress.get('step')}", 0
+        if exit_code == 0 and self.settings.node > 0:
+            return "exited", "training exited 0 (rank 0 reports how the gang's training ended)", 0
         if self.interruption_at is not None:
             return "preempted", f"training ended (exit code {exit_code}) during the interruption notice", environment.PREEMPTED_EXIT_CODE
         if exit_code == 0:
@@ -182,6 +204,7 @@ class Agent:
             "status": status,
             "job": self.job["name"],
             "attempt": self.settings.attempt,
+            "node": self.settings.node,
             "instance_id": os.environ.get("SPOTRUN_INSTANCE_ID"),
             "time": now,
             "interruption_at": self.interruption_at,
@@ -190,8 +213,8 @@ class Agent:
             "message": message,
         }
         try:
-            self.store.write_json(HEARTBEAT_NAME, heartbeat)
-            self.store.write_bytes(log_name(self.settings.attempt), self.log_file.read_bytes())
+            self.store.write_json(heartbeat_name(self.settings.node), heartbeat)
+            self.store.write_bytes(log_name(self.settings.attempt, self.settings.node), self.log_file.read_bytes())
         except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; next beat retries
             log.warning("heartbeat upload failed: %s", error)
 

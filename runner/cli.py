@@ -32,7 +32,6 @@ from runner.agent import JOB_NAME, Agent, AgentSettings
 from runner.commands import command_for
 from runner.controller import Controller, job_lock
 from runner.cost_cli import cost as cost_command
-from runner.simulate_cli import simulate as simulate_command
 from runner.errors import BudgetError, JobStateError, SpecError
 from runner.gc import needed_by, orphans
 from runner.infra_cli import infra_app
@@ -40,6 +39,7 @@ from runner.infra_outputs import stored_infra_outputs
 from runner.logs import print_logs
 from runner.paths import current_user, infra_outputs_file, spotrun_home
 from runner.providers import agent_command, controller_settings, provider_for
+from runner.simulate_cli import simulate as simulate_command
 from runner.spec import load_spec
 from runner.store import Interval, JobState, StateStore, default_database_url
 
@@ -244,15 +244,19 @@ def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs wh
         return
     found = store.job(job)
     attempts = store.attempts(job)
-    summary = views.job_summary(found, attempts, store.intervals(job))
+    intervals = store.intervals(job)
+    summary = views.job_summary(found, attempts, intervals)
+    nodes = views.node_summaries(intervals, CheckpointStore(found.checkpoint_url)) if attempts else []
     if as_json:
-        print(json.dumps(summary))
+        print(json.dumps({**summary, "nodes": nodes}))
         return
     out.print(views.status_line(summary), highlight=False, soft_wrap=True)
     if summary["message"]:
         out.print(f"  {summary['message']}", highlight=False)
     if attempts:
         out.print(views.attempts_table(attempts))
+    if len(nodes) > 1:
+        out.print(views.nodes_table(nodes))
 
 
 @command
@@ -273,6 +277,7 @@ def logs(
     job: JobArgument,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output until the job ends.")] = False,
     attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
+    node: Annotated[int, typer.Option("--node", help="Which node of a multi-node job (its rank).")] = 0,
 ) -> None:
     """Every attempt's agent and training output, in order, attempt boundaries marked."""
     store = _store()
@@ -281,6 +286,7 @@ def logs(
         CheckpointStore(found.checkpoint_url),
         out,
         only_attempt=attempt,
+        node=node,
         keep_following=(lambda: not store.job(job).state.is_final) if follow else None,
         interval_s=_FOLLOW_INTERVAL_S,
     )
@@ -331,6 +337,7 @@ def interrupt(
     job: JobArgument,
     notice: Annotated[str | None, typer.Option(help="Notice before the kill, e.g. 10s (default: the spec's local.notice).")] = None,
     no_notice: Annotated[bool, typer.Option("--no-notice", help="Kill at once, like a crashed host.")] = False,
+    node: Annotated[int, typer.Option("--node", help="Which node of a multi-node job (its rank).")] = 0,
 ) -> None:
     """Inject a spot interruption into a job on the local provider, to prove it survives one."""
     store = _store()
@@ -340,8 +347,10 @@ def interrupt(
     running = [attempt for attempt in store.attempts(job) if attempt.is_open and attempt.instance_id]
     if not running:
         raise JobStateError(f"job {job!r} has no running instance to interrupt ({found.state.value})")
-    instance_id = running[-1].instance_id
-    assert instance_id is not None
+    nodes = {row.node: row.instance_id for row in store.intervals(job) if row.attempt == running[-1].number and row.end is None}
+    if node not in nodes:
+        raise SpecError(f"--node: job {job!r} has no running node {node} (running: {sorted(nodes)})")
+    instance_id = nodes[node]
     if not hasattr(provider, "interrupt"):
         raise SpecError(f"interrupt works on the local provider only; job {job!r} runs on {provider.name!r}")
     if no_notice:
@@ -426,6 +435,7 @@ def _aws_provider(region: str | None, store_id: str = "") -> AwsProvider:
 def agent(
     checkpoint_url: Annotated[str | None, typer.Option(help="The job's checkpoint URL (holds _spotrun/job.json).")] = None,
     attempt: Annotated[int | None, typer.Option(help="Attempt number of this instance.")] = None,
+    node: Annotated[int, typer.Option(envvar="SPOTRUN_NODE", help="Rank of this instance in its gang (0 for a single instance).")] = 0,
     from_instance_tags: Annotated[
         bool, typer.Option(help=f"Read the checkpoint URL and attempt from this instance's tags ({TAG_URL}, {TAG_ATTEMPT}) in metadata.")
     ] = False,
@@ -441,7 +451,7 @@ def agent(
     if checkpoint_url is None or attempt is None:
         raise SpecError("agent: give --checkpoint-url and --attempt, or --from-instance-tags on an instance spotrun launched")
     settings = AgentSettings(
-        checkpoint_url=checkpoint_url, attempt=attempt, metadata_endpoint=metadata_endpoint,
+        checkpoint_url=checkpoint_url, attempt=attempt, node=node, metadata_endpoint=metadata_endpoint,
         poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
     )
     raise typer.Exit(Agent(settings).run())

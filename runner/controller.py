@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints.durations import format_duration
+from checkpoints.environment import PREEMPTED_EXIT_CODE
 from checkpoints.store import CheckpointStore
 from cloud.billing import BilledInterval, interval_cost_usd, on_demand_equivalent_usd
 from cloud.errors import CapacityError
 from cloud.provider import (
     TAG_ATTEMPT,
     TAG_JOB,
+    TAG_NODE,
+    TAG_RENDEZVOUS,
     TAG_URL,
     EndReason,
+    Instance,
     InstanceState,
     InstanceStatus,
     LaunchRequest,
@@ -146,25 +150,27 @@ class Controller:
         return self.cycle_many([name])[0]
 
     def cycle_many(self, names: Sequence[str]) -> list[Job]:
-        """One step for each job, with one batched provider poll for all of their instances."""
-        work: list[tuple[Job, list[Attempt], Attempt | None]] = []
+        """One step for each job, with one batched provider poll for all of their instances (every node of every gang)."""
+        work: list[tuple[Job, list[Attempt], Attempt | None, list[Interval]]] = []
         for name in names:
             job = self.store.job(name)
             if job.state.is_final:
                 continue
             attempts = self.store.attempts(name)
-            work.append((job, attempts, attempts[-1] if attempts and attempts[-1].is_open else None))
-        watched = [current.instance_id for job, _, current in work if current and current.instance_id and not job.cancel_requested]
+            current = attempts[-1] if attempts and attempts[-1].is_open else None
+            nodes = [row for row in self.store.intervals(name) if current is not None and row.attempt == current.number]
+            work.append((job, attempts, current, nodes))
+        watched = [row.instance_id for job, _, _, nodes in work if not job.cancel_requested for row in nodes]
         statuses = self.provider.poll(watched) if watched else {}
-        for job, attempts, current in work:
+        for job, attempts, current, nodes in work:
             if job.cancel_requested:
-                self._cancel(job, current)
+                self._cancel(job, current, nodes)
             elif current is None:
                 self._launch(job, len(attempts) + 1)
             elif current.instance_id is None:
                 self._finish_launch(job, current)
             else:
-                self._watch(job, current, statuses[current.instance_id])
+                self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes})
         return [self.store.job(name) for name in names]
 
     # ---------------------------------------------------------------- launch
@@ -183,7 +189,7 @@ class Controller:
         if market is None:
             self._wait(job, number, f"attempt {number}: waiting for spot capacity ({why})")
             return
-        offers = self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=1))
+        offers = self._not_released(job, self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=_nodes(job))))
         if not offers:
             self._wait(job, number, f"attempt {number}: no {market.value} capacity in any offer for {list(instance_types)}; trying again")
             return
@@ -208,6 +214,15 @@ class Controller:
             except CapacityError as error:
                 self.store.event(job.name, "capacity", f"attempt {number}: {error}", attempt=number)
         self._wait(job, number, f"attempt {number}: no capacity in any offer for {list(instance_types)}; trying again")
+
+    def _not_released(self, job: Job, offers: list[Offer]) -> list[Offer]:
+        """Offers other than the one the previous attempt gave up on because its gang never filled (when others exist)."""
+        attempts = self.store.attempts(job.name)
+        if not attempts or attempts[-1].outcome is not Outcome.RELEASED:
+            return offers
+        last = attempts[-1]
+        others = [offer for offer in offers if (offer.instance_type, offer.zone, offer.market.value) != (last.instance_type, last.zone, last.market)]
+        return others or offers
 
     def _wait(self, job: Job, number: int, message: str) -> None:
         if job.message != message:
@@ -267,53 +282,121 @@ class Controller:
         )
 
     def _finish_launch(self, job: Job, attempt: Attempt) -> None:
-        """Launch (or, after a controller restart, re-launch idempotently with the same token)."""
-        request = LaunchRequest(
-            job=job.name,
-            attempt=attempt.number,
-            token=attempt.token,
-            agent_command=self.agent_command(job, attempt.number),
-            env=self.agent_env,
-            workdir=job.spec["workdir"],
-            tags=_launch_tags(job, attempt.number),
-        )
-        instance = self.provider.launch(_offer_of(attempt), request)
-        spec = job.spec
-        self.store.set_launched(
-            Interval(
-                job=job.name, attempt=attempt.number, node=0, instance_id=instance.instance_id, provider=attempt.provider,
-                instance_type=attempt.instance_type, zone=attempt.zone, market=attempt.market, gpus=attempt.gpus,
-                price_usd_per_hour=attempt.price_usd_per_hour, on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
-                requested_at=attempt.requested_at, start=instance.launched_at, end=None, end_reason=None, outcome=None,
-                cost_usd=None, on_demand_usd=None, prices=((instance.launched_at, attempt.price_usd_per_hour),),
-                productive_at=None, work_lost_s=None, steps_lost=None, team=spec.get("team"),
-                tags={str(key): str(value) for key, value in (spec.get("tags") or {}).items()}, launched_by=job.launched_by,
+        """Launch every node of the attempt not launched yet (after a restart, idempotently: the same tokens).
+
+        Rank 0 goes first: its private address and the provider's rendezvous port become every
+        other node's MASTER_ADDR and MASTER_PORT. A CapacityError for rank 0 moves the attempt to
+        the next offer; for another node the gang waits, partial, until ``gang_timeout``.
+        """
+        launched = {row.node: row for row in self.store.intervals(job.name) if row.attempt == attempt.number}
+        for node in range(_nodes(job)):
+            if node in launched:
+                continue
+            rendezvous = launched[0].address if 0 in launched else f"{LOOPBACK_PLACEHOLDER}:{self.provider.rendezvous_port()}"
+            request = LaunchRequest(
+                job=job.name,
+                attempt=attempt.number,
+                token=attempt.token if node == 0 else f"{attempt.token}-n{node}",
+                agent_command=self.agent_command(job, attempt.number),
+                env={**self.agent_env, **_gang_env(job, node, rendezvous)},
+                workdir=job.spec["workdir"],
+                tags={**_launch_tags(job, attempt.number), TAG_NODE: str(node), TAG_RENDEZVOUS: rendezvous},
             )
+            try:
+                instance = self.provider.launch(_offer_of(attempt), request)
+            except CapacityError as error:
+                if node == 0:
+                    raise
+                self._note_partial(job, attempt, len(launched), error)
+                return
+            address = instance.private_address
+            if node == 0:
+                address = f"{instance.private_address}:{rendezvous.rsplit(':', 1)[1]}"
+            launched[node] = self._open_interval(job, attempt, node, instance, address)
+            self.store.event(job.name, "launch", f"attempt {attempt.number}: {_node_label(job, node)}instance {instance.instance_id} launched", attempt=attempt.number)
+
+    def _open_interval(self, job: Job, attempt: Attempt, node: int, instance: Instance, address: str) -> Interval:
+        spec = job.spec
+        interval = Interval(
+            job=job.name, attempt=attempt.number, node=node, instance_id=instance.instance_id, provider=attempt.provider,
+            instance_type=attempt.instance_type, zone=attempt.zone, market=attempt.market, gpus=attempt.gpus,
+            price_usd_per_hour=attempt.price_usd_per_hour, on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
+            requested_at=attempt.requested_at, start=instance.launched_at, end=None, end_reason=None, outcome=None,
+            cost_usd=None, on_demand_usd=None, prices=((instance.launched_at, attempt.price_usd_per_hour),),
+            productive_at=None, work_lost_s=None, steps_lost=None, team=spec.get("team"),
+            tags={str(key): str(value) for key, value in (spec.get("tags") or {}).items()}, launched_by=job.launched_by,
+            address=address,
         )
-        self.store.event(job.name, "launch", f"attempt {attempt.number}: instance {instance.instance_id} launched", attempt=attempt.number)
+        self.store.set_launched(interval)
+        return interval
+
+    def _note_partial(self, job: Job, attempt: Attempt, held: int, error: CapacityError) -> None:
+        message = f"attempt {attempt.number}: {held} of {_nodes(job)} nodes up, waiting for capacity for the rest ({error})"
+        if job.message != message:
+            self.store.set_state(job.name, JobState.PROVISIONING, message, attempt=attempt.number)
 
     # ----------------------------------------------------------------- watch
 
-    def _watch(self, job: Job, attempt: Attempt, status: InstanceStatus) -> None:
+    def _watch(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
+        """One look at a running attempt: all its nodes, the heartbeat, the budget and the market.
+
+        A gang lives and ends as one: once any node is gone the others are stopped (at once if it
+        was lost, after the grace period if it exited by itself, so a finishing rank 0 can commit
+        its final checkpoint), and the attempt ends when every node has.
+        """
         heartbeat = self._heartbeat(job, attempt)
         if heartbeat:
             self._note_heartbeat(job, attempt, heartbeat)
             job = self.store.job(job.name)
-        if status.state is not InstanceState.TERMINATED:
+        ended = {node: status for node, (_, status) in nodes.items() if status.state is InstanceState.TERMINATED}
+        if not ended:
+            if len(nodes) < _nodes(job):
+                self._fill_gang(job, attempt, nodes)
+                return
             if job.state is not JobState.RUNNING and heartbeat and heartbeat.get("status") == "running":
                 self.store.set_state(job.name, JobState.RUNNING, f"attempt {attempt.number} training", attempt=attempt.number)
             if job.stop_requested == STOP_FOR_MARKET:
-                self._terminate_after_grace(job, attempt)
-            if not self._enforce_budget(job, attempt) and job.stop_requested is None and job.spec["resources"]["market"] == "auto":
+                self._terminate_after_grace(job, attempt, nodes)
+            if not self._enforce_budget(job, attempt, nodes) and job.stop_requested is None and job.spec["resources"]["market"] == "auto":
                 self._follow_policy(job, attempt)
             return
-        outcome, message = classify(status, heartbeat, stop_requested=job.stop_requested)
-        ended_at = status.ended_at if status.ended_at is not None else self.clock()
-        end_reason = status.end_reason.value if status.end_reason else "unknown"
-        self.store.end_attempt(job.name, attempt.number, ended_at=ended_at, end_reason=end_reason, outcome=outcome, exit_code=status.exit_code)
-        self._close_interval(job, attempt, status, outcome, heartbeat, ended_at)
+        if len(ended) < len(nodes):
+            self._stop_the_rest(job, attempt, nodes, ended)
+            return
+        statuses = {node: status for node, (_, status) in nodes.items()}
+        outcome, message = _gang_outcome(statuses, heartbeat, stop_requested=job.stop_requested)
+        if len(nodes) < _nodes(job) and outcome is not Outcome.FINISHED:
+            outcome, message = Outcome.RELEASED, message
+        rank0 = statuses[0]
+        ended_at = max((status.ended_at or self.clock()) for status in statuses.values())
+        node_outcomes = _node_outcomes(outcome, statuses)
+        end_reason = rank0.end_reason.value if rank0.end_reason else "unknown"
+        self.store.end_attempt(job.name, attempt.number, ended_at=ended_at, end_reason=end_reason, outcome=outcome, exit_code=rank0.exit_code)
+        for node, (row, status) in nodes.items():
+            self._close_interval(job, attempt, row, status, node_outcomes[node], heartbeat)
         self.store.event(job.name, "exit", f"attempt {attempt.number} {outcome.value}: {message}", attempt=attempt.number)
         self._decide_after(job, attempt, outcome, message)
+
+    def _fill_gang(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
+        """Launch the nodes a partial gang still lacks, or, past ``gang_timeout``, release what it holds."""
+        timeout = job.spec["resources"].get("gang_timeout_s", 600.0)
+        if self.clock() - attempt.requested_at <= timeout:
+            self._finish_launch(job, attempt)
+            return
+        self.store.event(
+            job.name, "gang",
+            f"attempt {attempt.number}: only {len(nodes)} of {_nodes(job)} nodes after {format_duration(timeout)}; releasing them to try another offer",
+            attempt=attempt.number,
+        )
+        self.provider.terminate([row.instance_id for row, _ in nodes.values()])
+
+    def _stop_the_rest(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], ended: dict[int, InstanceStatus]) -> None:
+        lost = any(status.end_reason in _LOST for status in ended.values())
+        first_end = min((status.ended_at or self.clock()) for status in ended.values())
+        if lost or len(nodes) < _nodes(job) or self.clock() - first_end > self.settings.stop_grace_s:
+            running = [row.instance_id for node, (row, _) in nodes.items() if node not in ended]
+            self.store.event(job.name, "gang", f"attempt {attempt.number}: node {min(ended)} ended; stopping the rest of the gang", attempt=attempt.number)
+            self.provider.terminate(running)
 
     def _heartbeat(self, job: Job, attempt: Attempt) -> dict[str, Any] | None:
         heartbeat = CheckpointStore(job.checkpoint_url).read_json(HEARTBEAT_NAME)
@@ -332,18 +415,17 @@ class Controller:
             self.store.set_progress(job.name, heartbeat)
 
     def _close_interval(
-        self, job: Job, attempt: Attempt, status: InstanceStatus, outcome: Outcome, heartbeat: dict[str, Any] | None, ended_at: float
+        self, job: Job, attempt: Attempt, row: Interval, status: InstanceStatus, outcome: Outcome, heartbeat: dict[str, Any] | None
     ) -> None:
-        """Price the ended interval by the provider's billing rules over the price series it ran under."""
-        assert attempt.launched_at is not None
+        """Price one node's ended interval by the provider's billing rules over the price series it ran under."""
+        ended_at = status.ended_at if status.ended_at is not None else self.clock()
         offer = _offer_of(attempt)
-        prices = self.provider.price_history(offer, attempt.launched_at, ended_at)
-        interval = BilledInterval(offer.market, attempt.launched_at, ended_at, prices, status.end_reason)
-        productive_at = next((row.productive_at for row in self.store.intervals(job.name) if row.attempt == attempt.number), None)
-        training_from = productive_at if productive_at is not None else attempt.launched_at
-        lost_s, lost_steps = _work_lost(heartbeat, training_from, ended_at) if outcome is not Outcome.FINISHED else (0.0, 0)
+        prices = self.provider.price_history(offer, row.start, ended_at)
+        interval = BilledInterval(offer.market, row.start, ended_at, prices, status.end_reason)
+        training_from = row.productive_at if row.productive_at is not None else row.start
+        lost_s, lost_steps = _work_lost(heartbeat, training_from, ended_at) if outcome is Outcome.PREEMPTED else (None, None)
         self.store.close_interval(
-            job.name, attempt.number, end=ended_at, end_reason=status.end_reason.value if status.end_reason else "unknown",
+            job.name, attempt.number, node=row.node, end=ended_at, end_reason=status.end_reason.value if status.end_reason else "unknown",
             outcome=outcome, cost_usd=interval_cost_usd(interval),
             on_demand_usd=on_demand_equivalent_usd(interval, attempt.on_demand_price_usd_per_hour),
             prices=tuple((point.time, point.usd_per_hour) for point in prices), work_lost_s=lost_s, steps_lost=lost_steps,
@@ -365,6 +447,8 @@ class Controller:
             )
         elif outcome is Outcome.STOPPED:
             self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} stopped to change market ({message})", attempt=attempt.number)
+        elif outcome is Outcome.RELEASED:
+            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number}: the gang never filled; trying another offer", attempt=attempt.number)
         elif outcome is Outcome.PREEMPTED:
             self.store.count(job.name, "preemptions")
             self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} preempted ({message}); relaunching", attempt=attempt.number)
@@ -382,7 +466,7 @@ class Controller:
 
     # ----------------------------------------------------------------- budget
 
-    def _enforce_budget(self, job: Job, attempt: Attempt) -> bool:
+    def _enforce_budget(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> bool:
         """Announce 50/80/100 % and stop the instance before the next interval would cross the cap; True once stopping.
 
         Spend is priced as if the instance were stopped now (no refund assumed), so the cap holds
@@ -396,13 +480,12 @@ class Controller:
         now = self.clock()
         spent = ledger.summarize(self.store.intervals(job.name), now).spent_usd
         self._announce_budget(job, spent, max_usd)
-        per_s = attempt.price_usd_per_hour / 3600.0
+        per_s = len(nodes) * attempt.price_usd_per_hour / 3600.0
         next_interval = spent + per_s * self.settings.poll_interval_s
         if job.stop_requested == STOP_FOR_BUDGET:
             if next_interval >= max_usd:
                 self.store.event(job.name, "stop", f"attempt {attempt.number}: budget reached before the checkpoint; terminating", attempt=attempt.number)
-                assert attempt.instance_id is not None
-                self.provider.terminate([attempt.instance_id])
+                self.provider.terminate([row.instance_id for row, _ in nodes.values()])
             return True
         if next_interval + per_s * self.settings.stop_grace_s >= max_usd:
             self._request_stop(job, attempt, STOP_FOR_BUDGET, f"budget: ${spent:.4f} of ${max_usd:.2f} spent")
@@ -425,7 +508,7 @@ class Controller:
         intervals = self.store.intervals(job.name)
         spent = ledger.summarize(intervals, self.clock()).spent_usd
         needed_s = forecast.restart_overhead_s(job.spec, intervals) + self.settings.poll_interval_s + self.settings.stop_grace_s
-        needed_usd = needed_s * offer.price_usd_per_hour / 3600.0
+        needed_usd = needed_s * _nodes(job) * offer.price_usd_per_hour / 3600.0
         if spent + needed_usd < max_usd:
             return False
         self.store.set_state(
@@ -452,25 +535,28 @@ class Controller:
         )
         self.store.request_stop(job.name, kind, f"attempt {attempt.number}: checkpoint and stop requested ({reason})", attempt=attempt.number)
 
-    def _terminate_after_grace(self, job: Job, attempt: Attempt) -> None:
+    def _terminate_after_grace(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
         if job.stop_requested_at is not None and self.clock() - job.stop_requested_at > self.settings.stop_grace_s:
-            assert attempt.instance_id is not None
             self.store.event(job.name, "stop", f"attempt {attempt.number}: no checkpoint within {self.settings.stop_grace_s:.0f}s of the stop request; terminating", attempt=attempt.number)
-            self.provider.terminate([attempt.instance_id])
+            self.provider.terminate([row.instance_id for row, _ in nodes.values()])
 
     # ---------------------------------------------------------------- cancel
 
-    def _cancel(self, job: Job, attempt: Attempt | None) -> None:
-        if attempt is not None and attempt.instance_id is not None:
-            self.provider.terminate([attempt.instance_id])
-            status = self.provider.poll([attempt.instance_id])[attempt.instance_id]
-            ended_at = status.ended_at or self.clock()
-            if status.end_reason is None:
-                status = InstanceStatus(status.instance_id, status.state, status.launched_at, ended_at, EndReason.TERMINATED_BY_USER, status.exit_code)
-            self.store.end_attempt(
-                job.name, attempt.number, ended_at=ended_at, end_reason=status.end_reason.value, outcome=Outcome.CANCELLED, exit_code=status.exit_code,
-            )
-            self._close_interval(job, attempt, status, Outcome.CANCELLED, None, ended_at)
+    def _cancel(self, job: Job, attempt: Attempt | None, nodes: list[Interval]) -> None:
+        if attempt is not None and nodes:
+            self.provider.terminate([row.instance_id for row in nodes])
+            statuses = self.provider.poll([row.instance_id for row in nodes])
+            for row in nodes:
+                status = statuses[row.instance_id]
+                if status.end_reason is None:
+                    status = InstanceStatus(status.instance_id, status.state, status.launched_at, status.ended_at or self.clock(), EndReason.TERMINATED_BY_USER, status.exit_code)
+                if row.node == 0:
+                    assert status.end_reason is not None
+                    self.store.end_attempt(
+                        job.name, attempt.number, ended_at=status.ended_at or self.clock(), end_reason=status.end_reason.value,
+                        outcome=Outcome.CANCELLED, exit_code=status.exit_code,
+                    )
+                self._close_interval(job, attempt, row, status, Outcome.CANCELLED, None)
         elif attempt is not None:
             self.store.end_attempt(
                 job.name, attempt.number, ended_at=self.clock(), end_reason="never-launched", outcome=Outcome.CANCELLED, exit_code=None
@@ -515,3 +601,58 @@ def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
     if spec.get("team"):
         tags["team"] = str(spec["team"])
     return {**tags, TAG_JOB: job.name, TAG_ATTEMPT: str(attempt), TAG_URL: job.checkpoint_url}
+
+
+_LOST = (EndReason.SPOT_INTERRUPTION, EndReason.HOST_LOST)
+LOOPBACK_PLACEHOLDER = "127.0.0.1"  # rank 0 reaches its own rendezvous on loopback, wherever it runs
+
+
+def _nodes(job: Job) -> int:
+    return int(job.spec["resources"].get("nodes", 1))
+
+
+def _node_label(job: Job, node: int) -> str:
+    return f"node {node}: " if _nodes(job) > 1 else ""
+
+
+def _gang_env(job: Job, node: int, rendezvous: str) -> dict[str, str]:
+    """What torch.distributed needs on each node; nothing for a single instance."""
+    resources = job.spec["resources"]
+    nodes = _nodes(job)
+    if nodes == 1:
+        return {}
+    address, port = rendezvous.rsplit(":", 1)
+    return {
+        "SPOTRUN_NODE": str(node),
+        "NODE_RANK": str(node),
+        "MASTER_ADDR": LOOPBACK_PLACEHOLDER if node == 0 else address,
+        "MASTER_PORT": port,
+        "WORLD_SIZE": str(nodes * int(resources.get("devices", 1))),
+    }
+
+
+def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: dict[str, Any] | None, *, stop_requested: str | None) -> tuple[Outcome, str]:
+    """How a gang's attempt ended: rank 0's word on finishing, then any node lost, then any node's failure."""
+    outcome, message = classify(statuses[0], heartbeat, stop_requested=stop_requested)
+    if len(statuses) == 1 or outcome is Outcome.FINISHED:
+        return outcome, message
+    lost = sorted(node for node, status in statuses.items() if status.end_reason in _LOST)
+    if lost:
+        reason = statuses[lost[0]].end_reason
+        assert reason is not None
+        return Outcome.PREEMPTED, f"node {lost[0]}: {reason.value}"
+    failed = sorted(
+        node for node, status in statuses.items()
+        if status.end_reason is EndReason.AGENT_EXITED and status.exit_code not in (0, PREEMPTED_EXIT_CODE)
+    )
+    if failed and outcome is not Outcome.STOPPED:
+        return Outcome.FAILED, f"node {failed[0]}: the agent exited with code {statuses[failed[0]].exit_code}"
+    return outcome, message
+
+
+def _node_outcomes(outcome: Outcome, statuses: dict[int, InstanceStatus]) -> dict[int, Outcome]:
+    """Each node's ledger outcome: a preempted gang counts one preemption per node actually lost, the rest stopped with it."""
+    if outcome is not Outcome.PREEMPTED or len(statuses) == 1:
+        return dict.fromkeys(statuses, outcome)
+    lost = [node for node, status in statuses.items() if status.end_reason in _LOST] or [0]
+    return {node: Outcome.PREEMPTED if node in lost else Outcome.STOPPED for node in statuses}

@@ -37,6 +37,7 @@ def provider_for(spec: dict[str, Any], home: Path, store: StateStore) -> Provide
             on_demand_price_usd_per_hour=local["on_demand_price"],
             gpus=local.get("gpus", 1),
             spot_availability=_spot_availability(local),
+            capacity=local.get("capacity") or {},
         )
     if name == "aws":
         return AwsProvider(aws_settings(home, store.store_id()))

@@ -213,16 +213,12 @@ class ResourcesSpec(_Section):
 
     provider: Literal["local", "aws"] = "local"
     instance_types: list[str] = []  # empty: the provider's default (local only)
-    nodes: int = Field(1, ge=1)
+    nodes: int = Field(1, ge=1)  # instances in the gang; training runs DDP across them
+    devices: int = Field(1, ge=1)  # training processes per instance
+    gang_timeout_s: _Seconds = Field(600.0, validation_alias=_human("gang_timeout"))  # how long a partial gang waits for the rest
+    collective_timeout_s: _Seconds = Field(300.0, validation_alias=_human("collective_timeout"))  # a lost peer ends training after this
     market: Literal["spot", "on-demand", "auto"] = "spot"
     max_restarts_on_errors: int = Field(0, ge=0)
-
-    @field_validator("nodes")
-    @classmethod
-    def _single_node(cls, nodes: int) -> int:
-        if nodes > 1:
-            raise _Problem("expected 1 (multi-node training is not supported yet)", _show(nodes))
-        return nodes
 
     @model_validator(mode="after")
     def _aws_instance_types(self) -> ResourcesSpec:
@@ -298,6 +294,7 @@ class LocalSpec(_Section):
     spot_price: float = Field(0.45, ge=0)  # USD per hour
     on_demand_price: float = Field(1.006, ge=0)  # USD per hour
     gpus: int = Field(1, ge=0)  # per emulated instance: what GPU-hours are counted in
+    capacity: dict[str, int] = {}  # instance type -> how many can run at once; launches beyond get a capacity error
     spot_trace: str | None = None  # a spot availability trace (`spotrun simulate`'s format): no spot capacity in its 0 ticks
     spot_trace_start: datetime | None = Field(None, validate_default=True)  # when the trace's first tick begins; default: at submission
 
@@ -373,6 +370,10 @@ class JobSpec(_Section):
                 "local",
             )
         self.checkpoint.url = _checkpoint_url(self.checkpoint.url, self.name, self.resources.provider, Path(self.workdir))
+        if "num_nodes" in self.train.trainer:
+            raise _Problem("expected resources.nodes (spotrun launches the gang and sets num_nodes)", _show(self.train.trainer["num_nodes"]), "train", "trainer", "num_nodes")
+        if "devices" in self.train.trainer and self.resources.devices > 1:
+            raise _Problem("expected devices in resources.devices only", _show(self.train.trainer["devices"]), "train", "trainer", "devices")
         if self.resources.market == "auto" and self.budget.deadline_at is None:
             raise _Problem(
                 "expected budget.deadline with market auto (it chooses spot or on-demand to finish by the deadline)",

@@ -48,6 +48,7 @@ class Outcome(str, enum.Enum):
     FAILED = "failed"  # the training exited with an error: counted against max_restarts_on_errors
     CANCELLED = "cancelled"
     STOPPED = "stopped"  # spotrun asked for a checkpoint and a stop: the budget ran out, or the market changed
+    RELEASED = "released"  # a gang that never filled within gang_timeout: its instances were given back
 
 
 _metadata = sa.MetaData()
@@ -112,6 +113,7 @@ intervals_table = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("node", sa.Integer, nullable=False, default=0),
     sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False, default=""),  # private address: rank 0's is the gang's rendezvous
     sa.Column("provider", sa.String(32), nullable=False),
     sa.Column("instance_type", sa.String(64), nullable=False),
     sa.Column("zone", sa.String(64), nullable=False),
@@ -233,6 +235,7 @@ class Interval:
     team: str | None
     tags: dict[str, str]
     launched_by: str
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -386,11 +389,12 @@ class StateStore:
         token, gets the same instance, and must not open a second interval for it.
         """
         with self._transaction() as db:
-            db.execute(
-                attempts_table.update()
-                .where(attempts_table.c.job == interval.job, attempts_table.c.number == interval.attempt)
-                .values(instance_id=interval.instance_id, launched_at=interval.start)
-            )
+            if interval.node == 0:  # the attempt names its rank 0; every node has its own ledger row
+                db.execute(
+                    attempts_table.update()
+                    .where(attempts_table.c.job == interval.job, attempts_table.c.number == interval.attempt)
+                    .values(instance_id=interval.instance_id, launched_at=interval.start)
+                )
             exists = db.execute(
                 sa.select(intervals_table.c.id).where(
                     intervals_table.c.job == interval.job, intervals_table.c.attempt == interval.attempt, intervals_table.c.node == interval.node

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.strategies import DDPStrategy
 
 from checkpoints import spotrun_checkpoint
 from runner.loading import load_object
@@ -26,10 +28,24 @@ def train(job: dict, root_dir: Path) -> None:
     if spec.get("data"):
         data_class = load_object(spec["data"], base=pl.LightningDataModule, field="train.data")
         datamodule = data_class(**spec["data_args"])
-    trainer_args = {"default_root_dir": str(root_dir), "enable_checkpointing": False, **spec["trainer"]}
+    trainer_args = {"default_root_dir": str(root_dir), "enable_checkpointing": False, **spec["trainer"], **_distributed(job["resources"])}
     trainer_args["callbacks"] = [*trainer_args.get("callbacks", []), spotrun_checkpoint()]
     trainer = pl.Trainer(**trainer_args)
     trainer.fit(model, datamodule=datamodule)
+
+
+def _distributed(resources: dict) -> dict:
+    """Trainer arguments for a gang: DDP over every node's devices, with a collective timeout.
+
+    The timeout is what ends training on the survivors when a node vanishes without a notice:
+    their next collective fails after it instead of waiting for a peer that will never answer.
+    Lightning reads MASTER_ADDR, MASTER_PORT and NODE_RANK from the environment the agent sets.
+    """
+    nodes, devices = resources.get("nodes", 1), resources.get("devices", 1)
+    if nodes == 1 and devices == 1:
+        return {}
+    timeout = timedelta(seconds=resources.get("collective_timeout_s", 300.0))
+    return {"num_nodes": nodes, "devices": devices, "strategy": DDPStrategy(timeout=timeout)}
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ from typing import Any
 from rich.table import Table
 
 from checkpoints.durations import format_duration
+from checkpoints.store import CheckpointStore
+from runner.agent import heartbeat_name
 from runner.ledger import summarize
 from runner.store import Attempt, Interval, Job, Outcome
 
@@ -113,6 +115,35 @@ def attempts_table(attempts: list[Attempt], now: float | None = None) -> Table:
             attempt.outcome.value if attempt.outcome else "running",
             attempt.end_reason or "",
         )
+    return table
+
+
+def node_summaries(intervals: list[Interval], checkpoints: CheckpointStore) -> list[dict[str, Any]]:
+    """Every node of the newest attempt: its instance, address, state, and its own newest heartbeat."""
+    if not intervals:
+        return []
+    newest = max(interval.attempt for interval in intervals)
+    rows = sorted((interval for interval in intervals if interval.attempt == newest), key=lambda interval: interval.node)
+    summaries = []
+    for row in rows:
+        heartbeat = checkpoints.read_json(heartbeat_name(row.node)) or {}
+        current = heartbeat if heartbeat.get("attempt") == newest else {}
+        summaries.append({
+            "node": row.node, "attempt": newest, "instance_id": row.instance_id, "address": row.address, "zone": row.zone,
+            "state": "running" if row.end is None else (row.outcome or "ended"),
+            "agent_status": current.get("status"), "heartbeat_at": current.get("time"),
+        })
+    return summaries
+
+
+def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    """One row per node of the newest attempt."""
+    table = Table(title=f"nodes of attempt {nodes[0]['attempt']}")
+    for column in ("node", "instance", "address", "zone", "state", "agent", "last heartbeat"):
+        table.add_column(column)
+    for node in nodes:
+        beat = time.strftime("%H:%M:%S", time.localtime(node["heartbeat_at"])) if node["heartbeat_at"] else "-"
+        table.add_row(str(node["node"]), node["instance_id"], node["address"] or "-", node["zone"], node["state"], node["agent_status"] or "-", beat)
     return table
 
 

@@ -246,7 +246,7 @@ def test_aws_needs_an_object_store_url(tmp_path):
         ({"checkpoint": ["every", "5m"]}, ["checkpoint: expected a mapping of keys to values, got ['every', '5m']"]),
         ({"resources": {"market": "cheap"}}, ["resources.market: expected 'spot', 'on-demand' or 'auto', got 'cheap'"]),
         ({"resources": {"provider": "gcp"}}, ["resources.provider: expected 'local' or 'aws', got 'gcp'"]),
-        ({"resources": {"nodes": 2}}, ["resources.nodes: expected 1 (multi-node training is not supported yet), got 2"]),
+        ({"resources": {"nodes": 0}}, ["resources.nodes: expected", "greater than or equal to 1", "got 0"]),
         ({"resources": {"max_restarts_on_errors": -1}}, ["resources.max_restarts_on_errors: expected greater than or equal to 0"]),
         ({"resources": {"instance_types": "g5.xlarge"}}, ["resources.instance_types: expected a valid list, got 'g5.xlarge'"]),
         ({"resources": {"provider": "aws"}, "checkpoint": {"url": "s3://b/x"}}, ["resources.instance_types: expected at least one EC2 instance type"]),
