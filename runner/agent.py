@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_NAME = "heartbeat.json"
 JOB_NAME = "job.json"
+NODE_ENV = "SPOTRUN_NODE"  # the instance's rank in its gang
+RENDEZVOUS_ENV = "SPOTRUN_RENDEZVOUS"  # rank 0's private address:port
 STOP_REQUEST_NAME = "stop.json"  # the controller's "checkpoint and stop" (budget spent, market switch), per attempt
 FAILED_EXIT_CODE = 1
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"
@@ -52,6 +54,7 @@ class AgentSettings:
     checkpoint_url: str
     attempt: int
     node: int = 0  # rank of this instance in its gang
+    rendezvous: str | None = None  # rank 0's private address:port, for a gang
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
     poll_interval_s: float = 5.0
     heartbeat_interval_s: float = 5.0
@@ -109,6 +112,7 @@ class Agent:
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             }
         )
+        env.update(self._gang_env())
         if checkpoint.get("keep_every"):
             env[environment.CHECKPOINT_KEEP_EVERY] = str(checkpoint["keep_every"])
         if checkpoint.get("every_steps"):
@@ -126,6 +130,25 @@ class Agent:
             return subprocess.Popen(argv, cwd=self.job["workdir"], env=env, stdout=output, stderr=subprocess.STDOUT)
         finally:
             output.close()
+
+    def _gang_env(self) -> dict[str, str]:
+        """What torch.distributed (and a command-mode script) needs on each node of a gang; nothing for one instance.
+
+        Rank 0 reaches its own rendezvous on loopback; the others at rank 0's private address.
+        """
+        resources = self.job["resources"]
+        nodes = int(resources.get("nodes", 1))
+        if nodes == 1:
+            return {}
+        if self.settings.rendezvous is None:
+            raise ValueError(f"node {self.settings.node} of a {nodes}-node job started without a rendezvous ({RENDEZVOUS_ENV})")
+        address, port = self.settings.rendezvous.rsplit(":", 1)
+        return {
+            "NODE_RANK": str(self.settings.node),
+            "MASTER_ADDR": "127.0.0.1" if self.settings.node == 0 else address,
+            "MASTER_PORT": port,
+            "WORLD_SIZE": str(nodes * int(resources.get("devices", 1))),
+        }
 
     def _watch_metadata(self) -> None:
         if self.interruption_at is None:

@@ -26,9 +26,9 @@ from checkpoints.errors import CheckpointError
 from checkpoints.store import CheckpointStore
 from cloud.aws import AwsProvider, AwsSettings
 from cloud.imds import MetadataClient
-from cloud.provider import TAG_ATTEMPT, TAG_URL, Market, OfferRequest, Provider
+from cloud.provider import TAG_ATTEMPT, TAG_NODE, TAG_RENDEZVOUS, TAG_URL, Market, OfferRequest, Provider
 from runner import forecast, ledger, views
-from runner.agent import JOB_NAME, Agent, AgentSettings
+from runner.agent import JOB_NAME, NODE_ENV, RENDEZVOUS_ENV, Agent, AgentSettings
 from runner.commands import command_for
 from runner.controller import Controller, job_lock
 from runner.cost_cli import cost as cost_command
@@ -435,7 +435,8 @@ def _aws_provider(region: str | None, store_id: str = "") -> AwsProvider:
 def agent(
     checkpoint_url: Annotated[str | None, typer.Option(help="The job's checkpoint URL (holds _spotrun/job.json).")] = None,
     attempt: Annotated[int | None, typer.Option(help="Attempt number of this instance.")] = None,
-    node: Annotated[int, typer.Option(envvar="SPOTRUN_NODE", help="Rank of this instance in its gang (0 for a single instance).")] = 0,
+    node: Annotated[int, typer.Option(envvar=NODE_ENV, help="Rank of this instance in its gang (0 for a single instance).")] = 0,
+    rendezvous: Annotated[str | None, typer.Option(envvar=RENDEZVOUS_ENV, help="A gang's rank 0 private address:port.")] = None,
     from_instance_tags: Annotated[
         bool, typer.Option(help=f"Read the checkpoint URL and attempt from this instance's tags ({TAG_URL}, {TAG_ATTEMPT}) in metadata.")
     ] = False,
@@ -447,17 +448,18 @@ def agent(
 ) -> None:
     """Run on an instance: train, watch for the interruption notice, report through object storage."""
     if from_instance_tags:
-        checkpoint_url, attempt = _job_from_instance_tags(metadata_endpoint)
+        checkpoint_url, attempt, node, rendezvous = _job_from_instance_tags(metadata_endpoint)
     if checkpoint_url is None or attempt is None:
         raise SpecError("agent: give --checkpoint-url and --attempt, or --from-instance-tags on an instance spotrun launched")
     settings = AgentSettings(
-        checkpoint_url=checkpoint_url, attempt=attempt, node=node, metadata_endpoint=metadata_endpoint,
+        checkpoint_url=checkpoint_url, attempt=attempt, node=node, rendezvous=rendezvous, metadata_endpoint=metadata_endpoint,
         poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
     )
     raise typer.Exit(Agent(settings).run())
 
 
-def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int]:
+def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int, int, str | None]:
+    """The job's URL and attempt, and the instance's rank and rendezvous in a gang, from its tags."""
     metadata = MetadataClient(metadata_endpoint)
     url, attempt = metadata.tag(TAG_URL), metadata.tag(TAG_ATTEMPT)
     if url is None or attempt is None or not attempt.isdigit():
@@ -465,7 +467,10 @@ def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int]:
             f"agent: this instance's metadata at {metadata_endpoint} has no usable {TAG_URL}/{TAG_ATTEMPT} tags "
             f"(got {url!r}, {attempt!r}); was it launched by spotrun from a template that allows tags in metadata?"
         )
-    return url, int(attempt)
+    node = metadata.tag(TAG_NODE) or "0"
+    if not node.isdigit():
+        raise SpecError(f"agent: this instance's {TAG_NODE} tag is {node!r}; expected a rank such as 0 or 1")
+    return url, int(attempt), int(node), metadata.tag(TAG_RENDEZVOUS)
 
 
 command(cost_command)

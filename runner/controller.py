@@ -41,11 +41,12 @@ from cloud.provider import (
     Provider,
 )
 from runner import forecast, ledger
-from runner.agent import HEARTBEAT_NAME, STOP_REQUEST_NAME
+from runner.agent import HEARTBEAT_NAME, NODE_ENV, RENDEZVOUS_ENV, STOP_REQUEST_NAME
 from runner.errors import JobStateError
 from runner.policy import Situation, policy_named
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
 
+GANG_RETRY_MAX_S = 60.0  # the longest wait between tries to fill a partial gang
 STOP_FOR_BUDGET = "budget"
 STOP_FOR_MARKET = "market"
 BUDGET_ALERTS_PCT = (50, 80, 100)
@@ -332,6 +333,7 @@ class Controller:
 
     def _note_partial(self, job: Job, attempt: Attempt, held: int, error: CapacityError) -> None:
         message = f"attempt {attempt.number}: {held} of {_nodes(job)} nodes up, waiting for capacity for the rest ({error})"
+        self.store.event(job.name, "capacity", message, attempt=attempt.number)
         if job.message != message:
             self.store.set_state(job.name, JobState.PROVISIONING, message, attempt=attempt.number)
 
@@ -381,6 +383,9 @@ class Controller:
         """Launch the nodes a partial gang still lacks, or, past ``gang_timeout``, release what it holds."""
         timeout = job.spec["resources"].get("gang_timeout_s", 600.0)
         if self.clock() - attempt.requested_at <= timeout:
+            shortfalls = [event for _, event in self.store.events(job.name) if event.kind == "capacity" and event.attempt == attempt.number]
+            if shortfalls and self.clock() - shortfalls[-1].time < min(GANG_RETRY_MAX_S, 2.0 ** len(shortfalls)):
+                return  # backing off: 2, 4, 8 ... s between tries, at most a minute
             self._finish_launch(job, attempt)
             return
         self.store.event(
@@ -604,7 +609,7 @@ def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
 
 
 _LOST = (EndReason.SPOT_INTERRUPTION, EndReason.HOST_LOST)
-LOOPBACK_PLACEHOLDER = "127.0.0.1"  # rank 0 reaches its own rendezvous on loopback, wherever it runs
+LOOPBACK_PLACEHOLDER = "127.0.0.1"  # until rank 0 is launched and has a private address
 
 
 def _nodes(job: Job) -> int:
@@ -616,19 +621,10 @@ def _node_label(job: Job, node: int) -> str:
 
 
 def _gang_env(job: Job, node: int, rendezvous: str) -> dict[str, str]:
-    """What torch.distributed needs on each node; nothing for a single instance."""
-    resources = job.spec["resources"]
-    nodes = _nodes(job)
-    if nodes == 1:
+    """A gang member's rank and rendezvous, for providers that hand the agent an environment (tags carry them on EC2)."""
+    if _nodes(job) == 1:
         return {}
-    address, port = rendezvous.rsplit(":", 1)
-    return {
-        "SPOTRUN_NODE": str(node),
-        "NODE_RANK": str(node),
-        "MASTER_ADDR": LOOPBACK_PLACEHOLDER if node == 0 else address,
-        "MASTER_PORT": port,
-        "WORLD_SIZE": str(nodes * int(resources.get("devices", 1))),
-    }
+    return {NODE_ENV: str(node), RENDEZVOUS_ENV: rendezvous}
 
 
 def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: dict[str, Any] | None, *, stop_requested: str | None) -> tuple[Outcome, str]:

@@ -47,15 +47,22 @@ locals {
   subnet_ids = length(var.subnet_ids) > 0 ? var.subnet_ids : sort(data.aws_subnets.default_for_az[0].ids)
 }
 
-# Agents and the controller talk only through the bucket, so nothing may connect in. Egress is
-# open: instances reach S3, PyPI (to install spotrun) and the instance metadata service.
+# Agents and the controller talk only through the bucket, so nothing outside may connect in; the
+# one inbound rule lets the instances of a multi-node gang reach each other (the rendezvous on
+# rank 0 and the collectives). Egress is open: S3, PyPI (to install spotrun), the metadata service.
 resource "aws_security_group" "agent" {
   name        = "${var.name_prefix}-agent"
-  description = "spotrun agents: no inbound traffic, all outbound"
+  description = "spotrun agents: inbound only from each other, all outbound"
   vpc_id      = data.aws_vpc.selected.id
 
-  # An explicit empty list makes Terraform remove any inbound rule added by hand.
-  ingress = []
+  # Inline rules: Terraform removes any inbound rule added by hand.
+  ingress {
+    description = "gang members: rendezvous and collectives"
+    from_port   = 0
+    to_port     = 0
+    protocol    = "-1"
+    self        = true
+  }
 
   egress {
     description      = "S3, PyPI and AWS APIs"

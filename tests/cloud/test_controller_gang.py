@@ -49,8 +49,9 @@ def test_a_gang_launches_every_node_with_its_rank_and_rank_0_as_rendezvous(
     host, port = rows[0].address.rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0
     launched = [json.loads(path.read_text()) for path in sorted((home / "local" / "instances").glob("*/instance.json"))]
-    envs = sorted((spec["env"] for spec in launched), key=lambda env: env["NODE_RANK"])
-    assert [(env["NODE_RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) for env in envs] == [("0", "2", port), ("1", "2", port)]
+    envs = sorted((spec["env"] for spec in launched), key=lambda env: env["SPOTRUN_NODE"])
+    assert [(env["SPOTRUN_NODE"], env["SPOTRUN_RENDEZVOUS"]) for env in envs] == [("0", rows[0].address), ("1", rows[0].address)]
+    assert sorted(spec["tags"]["spotrun:node"] for spec in launched) == ["0", "1"]
     assert {spec["tags"]["spotrun:rendezvous"] for spec in launched} == {rows[0].address}
 
     store.request_cancel("gang")
@@ -65,7 +66,7 @@ def test_a_gang_that_never_fills_is_released_billed_and_moves_to_the_next_offer(
     agent = fake_agent("agent")
     provider = make_provider(capacity={"g5.xlarge": 1}, spot_price_usd_per_hour=36.0, on_demand_price_usd_per_hour=72.0)
     controller = Controller(store, provider, agent_command=lambda job, attempt: agent.command(), settings=SETTINGS)
-    _gang_job(store, tmp_path, instance_types=["g5.xlarge", "g6.xlarge"], gang_timeout_s=2.0)
+    _gang_job(store, tmp_path, instance_types=["g5.xlarge", "g6.xlarge"], gang_timeout_s=5.0)
 
     controller.cycle("gang")
     assert "1 of 2 nodes up" in (store.job("gang").message or "")
@@ -76,8 +77,11 @@ def test_a_gang_that_never_fills_is_released_billed_and_moves_to_the_next_offer(
     assert second.instance_type == "g6.xlarge"
     [held] = [row for row in store.intervals("gang") if row.attempt == 1]
     assert held.outcome == "released" and held.end is not None
-    assert held.end - held.start >= 2.0 and held.cost_usd is not None and held.cost_usd >= 2.0 * 36.0 / 3600  # the idle wait is billed
-    assert any("releasing" in event.message for _, event in store.events("gang"))
+    assert held.end - held.start >= 5.0 and held.cost_usd is not None and held.cost_usd >= 5.0 * 36.0 / 3600  # the idle wait is billed
+    events = store.events("gang")
+    assert any("releasing" in event.message for _, event in events)
+    tries = [event.time for _, event in events if event.kind == "capacity" and event.attempt == 1]
+    assert 2 <= len(tries) <= 3 and all(later - earlier >= 1.9 for earlier, later in zip(tries, tries[1:], strict=False))  # backing off
     _cycle_until(controller, lambda: len([row for row in store.intervals("gang") if row.attempt == 2]) == 2, 10, "both nodes of the second gang")
     store.request_cancel("gang")
     assert controller.cycle("gang").state is JobState.CANCELLED

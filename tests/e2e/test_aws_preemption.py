@@ -18,9 +18,8 @@ from runner.agent import HEARTBEAT_NAME
 from runner.providers import POLL_INTERVAL_ENV
 from runner.store import JobState, Outcome
 
-from .conftest import Harness, assert_bit_identical, wait_until
+from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, wait_until
 from .instance_runner import InstanceRunner
-from .test_local_preemption import STEPS_PER_EPOCH, TRAINER, digits_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +93,43 @@ def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
     assert tags["team"] == "vision" and tags["project"] == "e2e" and tags["spotrun:url"] == url
 
     assert_bit_identical(_final_weights(reference_url, tmp_path / "ref"), _final_weights(url, tmp_path / "run"))
+
+
+def test_aws_gang_launches_both_nodes_in_one_zone_with_their_ranks_and_rank_0_as_rendezvous(
+    harness: Harness, aws_job: InstanceRunner, s3_bucket: str, moto_endpoint: str
+) -> None:
+    # The command records what each node's training would see, then trains "forever" until the job is cancelled.
+    record = (
+        "import json, os, pathlib, time; "
+        f"pathlib.Path('{harness.tmp}', 'env-' + os.environ['NODE_RANK'] + '.json').write_text("
+        "json.dumps({key: os.environ.get(key) for key in ('NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'WORLD_SIZE')})); "
+        "time.sleep(600)"
+    )
+    spec = {
+        "name": "gang",
+        "train": {"command": f'python -c "{record}"'},
+        "checkpoint": {"url": f"{s3_bucket}/gang"},
+        "resources": {"provider": "aws", "instance_types": ["g5.xlarge"], "nodes": 2},
+    }
+    process = harness.start("run", str(harness.write_spec(spec)))
+    seen = [harness.tmp / "env-0.json", harness.tmp / "env-1.json"]
+    wait_until(lambda: all(path.exists() for path in seen), timeout_s=120, what="both nodes' training to start")
+
+    described = ec2_client(moto_endpoint).describe_instances(Filters=[{"Name": f"tag:{TAG_JOB}", "Values": ["gang"]}])
+    instances = {
+        {t["Key"]: t["Value"] for t in i["Tags"]}["spotrun:node"]: i for r in described["Reservations"] for i in r["Instances"]
+    }
+    assert sorted(instances) == ["0", "1"]
+    assert len({i["Placement"]["AvailabilityZone"] for i in instances.values()}) == 1
+    rank0_address = instances["0"]["PrivateIpAddress"]
+    assert {t["Key"]: t["Value"] for t in instances["1"]["Tags"]}["spotrun:rendezvous"] == f"{rank0_address}:29500"
+    env0, env1 = (json.loads(path.read_text()) for path in seen)
+    assert env0 == {"NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2"}
+    assert env1 == {"NODE_RANK": "1", "MASTER_ADDR": rank0_address, "MASTER_PORT": "29500", "WORLD_SIZE": "2"}
+    assert {row.node: row.address for row in harness.store.intervals("gang")} == {0: f"{rank0_address}:29500", 1: instances["1"]["PrivateIpAddress"]}
+
+    assert harness.cli("cancel", "gang").exit_code == 0
+    assert harness.wait_for_exit(process, 120) == 1
+    assert harness.job("gang").state is JobState.CANCELLED
+    described = ec2_client(moto_endpoint).describe_instances(InstanceIds=[i["InstanceId"] for i in instances.values()])
+    assert all(i["State"]["Name"] in ("shutting-down", "terminated") for r in described["Reservations"] for i in r["Instances"])

@@ -82,9 +82,11 @@ def test_launch_template_requires_imdsv2_and_exposes_tags() -> None:
     assert template["vpc_security_group_ids"] == ["${aws_security_group.agent.id}"]
 
 
-def test_security_group_lets_nothing_in() -> None:
+def test_security_group_lets_in_only_the_other_members_of_the_gang() -> None:
     (group,) = _resources("aws_security_group").values()
-    assert group["ingress"] == []
+    (rule,) = group["ingress"]
+    assert rule["self"] is True
+    assert not {"cidr_blocks", "ipv6_cidr_blocks", "security_groups", "prefix_list_ids"} & set(rule)
     assert group["egress"]
     standalone_rules = {"aws_security_group_rule", "aws_vpc_security_group_ingress_rule"}
     assert not [kind for entry in _parsed()["resource"] for kind in entry if kind in standalone_rules]
