@@ -307,10 +307,13 @@ class AwsProvider:
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list}, {"ResourceType": "volume", "Tags": tag_list}],
         }
         subnet = self._subnet_in(offer.zone)
+        placement = {"GroupName": request.placement_group} if request.placement_group else {}
         if subnet is not None:
             parameters["SubnetId"] = subnet
         else:
-            parameters["Placement"] = {"AvailabilityZone": offer.zone}
+            placement["AvailabilityZone"] = offer.zone
+        if placement:
+            parameters["Placement"] = placement
         if offer.market is Market.SPOT:
             # A launch template's market options are not honoured everywhere (moto ignores them): say it on the call.
             parameters["InstanceMarketOptions"] = {

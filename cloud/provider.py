@@ -91,6 +91,7 @@ class LaunchRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    placement_group: str | None = None  # a gang's cluster placement group, where the provider has them
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,7 @@ class Controller:
                 env={**self.agent_env, **_gang_env(job, node, rendezvous)},
                 workdir=job.spec["workdir"],
                 tags={**_launch_tags(job, attempt.number), TAG_NODE: str(node), TAG_RENDEZVOUS: rendezvous},
+                placement_group=job.spec["resources"].get("placement_group"),
             )
             try:
                 instance = self.provider.launch(_offer_of(attempt), request)

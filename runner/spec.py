@@ -217,6 +217,7 @@ class ResourcesSpec(_Section):
     devices: int = Field(1, ge=1)  # training processes per instance
     gang_timeout_s: _Seconds = Field(600.0, validation_alias=_human("gang_timeout"))  # how long a partial gang waits for the rest
     collective_timeout_s: _Seconds = Field(300.0, validation_alias=_human("collective_timeout"))  # a lost peer ends training after this
+    placement_group: str | None = None  # aws: an existing cluster placement group for the gang's instances
     market: Literal["spot", "on-demand", "auto"] = "spot"
     max_restarts_on_errors: int = Field(0, ge=0)
 

@@ -126,3 +126,16 @@ def test_prices_command_shows_discount_per_zone(fault_proxy: FaultProxy, spotrun
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout.splitlines()[-1])  # the in-process moto server prints to the same stdout
     assert {(row["zone"], row["discount_pct"]) for row in rows} == {("us-east-1a", 55.3), ("us-east-1b", 61.2)}
+
+
+def test_a_gang_member_is_launched_into_its_cluster_placement_group(moto_endpoint: str, fault_proxy: FaultProxy, template: str) -> None:
+    group = f"gang-{uuid.uuid4().hex[:8]}"  # moto cannot create placement groups (HTTP 500): the request is what is checked
+    fault_proxy.ec2_rewrite("DescribeSpotPriceHistory", spot_price_answer(PRICES), for_s=60)
+    provider = provider_behind(fault_proxy, template)
+    offer = provider.offers(OfferRequest(("g5.xlarge",), Market.SPOT))[0]
+    request = LaunchRequest(job="gang", attempt=1, token=f"gang-{uuid.uuid4().hex[:8]}", agent_command=(), tags={TAG_JOB: "gang"}, placement_group=group)
+    instance = provider.launch(offer, request)
+
+    [run_call] = [seen.body for seen in fault_proxy.seen if "Action=RunInstances" in seen.body]
+    assert f"Placement.GroupName={group}" in run_call and f"Placement.AvailabilityZone={offer.zone}" in run_call
+    assert instance.private_address  # what the rest of the gang connects to
