@@ -133,7 +133,8 @@ def test_a_gang_member_is_launched_into_its_cluster_placement_group(moto_endpoin
     fault_proxy.ec2_rewrite("DescribeSpotPriceHistory", spot_price_answer(PRICES), for_s=60)
     provider = provider_behind(fault_proxy, template)
     offer = provider.offers(OfferRequest(("g5.xlarge",), Market.SPOT))[0]
-    request = LaunchRequest(job="gang", attempt=1, token=f"gang-{uuid.uuid4().hex[:8]}", agent_command=(), tags={TAG_JOB: "gang"}, placement_group=group)
+    job = f"placed-{uuid.uuid4().hex[:8]}"  # the moto server is shared by the whole session: a name no other test uses
+    request = LaunchRequest(job=job, attempt=1, token=f"{job}-1", agent_command=(), tags={TAG_JOB: job}, placement_group=group)
     instance = provider.launch(offer, request)
 
     [run_call] = [seen.body for seen in fault_proxy.seen if "Action=RunInstances" in seen.body]

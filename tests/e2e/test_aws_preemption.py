@@ -13,7 +13,7 @@ from aws_support import ec2_client, make_launch_template, spot_price_answer
 from fault_proxy import FaultProxy
 
 from checkpoints.store import CheckpointStore
-from cloud.provider import TAG_JOB
+from cloud.provider import TAG_JOB, TAG_STORE
 from runner.agent import HEARTBEAT_NAME
 from runner.providers import POLL_INTERVAL_ENV
 from runner.store import JobState, Outcome
@@ -115,7 +115,8 @@ def test_aws_gang_launches_both_nodes_in_one_zone_with_their_ranks_and_rank_0_as
     seen = [harness.tmp / "env-0.json", harness.tmp / "env-1.json"]
     wait_until(lambda: all(path.exists() for path in seen), timeout_s=120, what="both nodes' training to start")
 
-    described = ec2_client(moto_endpoint).describe_instances(Filters=[{"Name": f"tag:{TAG_JOB}", "Values": ["gang"]}])
+    mine = [{"Name": f"tag:{TAG_JOB}", "Values": ["gang"]}, {"Name": f"tag:{TAG_STORE}", "Values": [harness.store.store_id()]}]
+    described = ec2_client(moto_endpoint).describe_instances(Filters=mine)  # the moto server is shared by every test
     instances = {
         {t["Key"]: t["Value"] for t in i["Tags"]}["spotrun:node"]: i for r in described["Reservations"] for i in r["Instances"]
     }
