@@ -144,17 +144,15 @@ def digits_spec(name: str, *, command: bool = False) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="session")
-def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """An uninterrupted run of the digits job and seed, once per session: what every interrupted run must reproduce."""
-    tmp = tmp_path_factory.mktemp("reference")
+def uninterrupted_weights(tmp: Path, spec: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Run ``spec`` start to end, never interrupted, under its own SPOTRUN_HOME in ``tmp``: its final weights."""
     previous = os.environ.get("SPOTRUN_HOME")
     os.environ["SPOTRUN_HOME"] = str(tmp / "home")
     try:
         harness = Harness(home=tmp / "home", tmp=tmp)
-        process = harness.start("run", str(harness.write_spec(digits_spec("reference"))))
+        process = harness.start("run", str(harness.write_spec(spec)))
         assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
-        job = harness.job("reference")
+        job = harness.job(spec["name"])
         assert job.state is JobState.SUCCEEDED and job.preemptions == 0
         return final_weights(job.checkpoint_url)
     finally:
@@ -162,3 +160,9 @@ def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> dict:
             os.environ.pop("SPOTRUN_HOME", None)
         else:
             os.environ["SPOTRUN_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted run of the digits job and seed, once per session: what every interrupted run must reproduce."""
+    return uninterrupted_weights(tmp_path_factory.mktemp("reference"), digits_spec("reference"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Any
 
@@ -13,7 +12,7 @@ from runner.agent import HEARTBEAT_NAME
 from runner.errors import JobNotFoundError
 from runner.store import JobState, Outcome
 
-from .conftest import Harness, assert_bit_identical, final_weights, wait_until
+from .conftest import Harness, assert_bit_identical, final_weights, uninterrupted_weights, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,21 +40,7 @@ def gang_spec(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def gang_reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """An uninterrupted 2-node run with the same seed."""
-    tmp = tmp_path_factory.mktemp("gang-reference")
-    previous = os.environ.get("SPOTRUN_HOME")
-    os.environ["SPOTRUN_HOME"] = str(tmp / "home")
-    try:
-        harness = Harness(home=tmp / "home", tmp=tmp)
-        process = harness.start("run", str(harness.write_spec(gang_spec("gang-reference"))))
-        assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
-        job = harness.job("gang-reference")
-        assert job.state is JobState.SUCCEEDED and job.preemptions == 0
-        return final_weights(job.checkpoint_url)
-    finally:
-        if previous is None:
-            os.environ.pop("SPOTRUN_HOME", None)
-        else:
-            os.environ["SPOTRUN_HOME"] = previous
+    return uninterrupted_weights(tmp_path_factory.mktemp("gang-reference"), gang_spec("gang-reference"))
 
 
 def _training(harness: Harness, name: str, *, attempt: int, step: int) -> bool:
