@@ -428,12 +428,12 @@ class StateStore:
 
     # ------------------------------------------------------------ ledger
 
-    def set_productive(self, name: str, attempt: int, at: float, *, node: int = 0) -> None:
-        """Training made its first progress on this interval at ``at``: what came before was restart overhead."""
+    def set_productive(self, name: str, attempt: int, at: float) -> None:
+        """Training made its first progress at ``at`` on every node of the attempt (a gang trains together): before it was restart overhead."""
         with self._transaction() as db:
             db.execute(
                 intervals_table.update()
-                .where(*_interval_key(name, attempt, node), intervals_table.c.productive_at.is_(None))
+                .where(intervals_table.c.job == name, intervals_table.c.attempt == attempt, intervals_table.c.productive_at.is_(None))
                 .values(productive_at=at)
             )
 

@@ -79,4 +79,5 @@ def test_a_gang_survives_a_notice_on_one_node_and_a_lost_node_bit_exactly(harnes
     assert sorted((row.attempt, row.node) for row in rows) == [(a, n) for a in (1, 2, 3) for n in (0, 1)]
     assert {(row.attempt, row.node): row.outcome for row in rows if row.outcome == "preempted"}.keys() == {(1, 1), (2, 0)}
     assert all(row.end is not None for row in rows)
+    assert all(row.productive_at is not None for row in rows)  # every node's restart time ends when the gang trains
     assert_bit_identical(gang_reference, final_weights(job.checkpoint_url))
