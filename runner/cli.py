@@ -145,11 +145,11 @@ def _check_forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: l
     now = time.time()
     spent = ledger.summarize(intervals, now).spent_usd
     price = offers[0].price_usd_per_hour
-    settings = controller_settings(spec)
-    reserve_usd = (settings.poll_interval_s + settings.stop_grace_s) * price / 3600.0
+    reserve_s = controller_settings(spec).stop_reserve_s
+    reserve_usd = reserve_s * forecast.nodes(spec) * price / 3600.0
     predicted = forecast.forecast(spec, progress, intervals, price, spot=market is Market.SPOT, now=now)
     if predicted is None:
-        start_usd = forecast.restart_overhead_s(spec, intervals) * price / 3600.0 + reserve_usd
+        start_usd = forecast.start_cost_usd(spec, intervals, price, reserve_s=reserve_s)
         if spent + start_usd >= max_usd and not force:
             raise BudgetError(
                 f"the ${max_usd:.2f} budget does not pay for starting an instance (${start_usd:.4f} at ${price:.3f}/h before training "

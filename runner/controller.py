@@ -46,6 +46,7 @@ from runner.errors import JobStateError
 from runner.policy import Situation, policy_named
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
 
+SPOT_CHECK_INTERVAL_S = 30.0  # how long the deadline policy trusts a look at spot availability
 GANG_RETRY_MAX_S = 60.0  # the longest wait between tries to fill a partial gang
 STOP_FOR_BUDGET = "budget"
 STOP_FOR_MARKET = "market"
@@ -63,6 +64,11 @@ class ControllerSettings:
 
     poll_interval_s: float = 1.0
     stop_grace_s: float = 60.0
+
+    @property
+    def stop_reserve_s(self) -> float:
+        """Running time a budget keeps back: the next polling interval, and the grace to checkpoint and stop."""
+        return self.poll_interval_s + self.stop_grace_s
 
 
 @contextmanager
@@ -135,6 +141,7 @@ class Controller:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        self._spot_checked: dict[tuple[str, ...], tuple[float, bool]] = {}  # instance types -> (when, any spot offer)
 
     def drive(self, name: str, *, on_cycle: Callable[[Job], None] | None = None) -> Job:
         """Run cycles until the job reaches a final state; returns it."""
@@ -152,31 +159,31 @@ class Controller:
 
     def cycle_many(self, names: Sequence[str]) -> list[Job]:
         """One step for each job, with one batched provider poll for all of their instances (every node of every gang)."""
-        work: list[tuple[Job, list[Attempt], Attempt | None, list[Interval]]] = []
+        work: list[tuple[Job, list[Attempt], Attempt | None, list[Interval]]] = []  # each job's ledger rows, read once a cycle
         for name in names:
             job = self.store.job(name)
             if job.state.is_final:
                 continue
             attempts = self.store.attempts(name)
             current = attempts[-1] if attempts and attempts[-1].is_open else None
-            nodes = [row for row in self.store.intervals(name) if current is not None and row.attempt == current.number]
-            work.append((job, attempts, current, nodes))
-        watched = [row.instance_id for job, _, _, nodes in work if not job.cancel_requested for row in nodes]
+            work.append((job, attempts, current, self.store.intervals(name)))
+        watched = [row.instance_id for job, _, current, rows in work if not job.cancel_requested for row in _of_attempt(rows, current)]
         statuses = self.provider.poll(watched) if watched else {}
-        for job, attempts, current, nodes in work:
+        for job, attempts, current, rows in work:
+            nodes = _of_attempt(rows, current)
             if job.cancel_requested:
                 self._cancel(job, current, nodes)
             elif current is None:
-                self._launch(job, len(attempts) + 1)
+                self._launch(job, len(attempts) + 1, rows)
             elif current.instance_id is None:
                 self._finish_launch(job, current)
             else:
-                self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes})
+                self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes}, rows)
         return [self.store.job(name) for name in names]
 
     # ---------------------------------------------------------------- launch
 
-    def _launch(self, job: Job, number: int) -> None:
+    def _launch(self, job: Job, number: int, intervals: list[Interval]) -> None:
         """Record the attempt on the best offer, then launch, moving down the offers while capacity is short.
 
         The market comes from the spec, or from the deadline policy (``market: auto``); no launch
@@ -186,15 +193,15 @@ class Controller:
         """
         spec = job.spec
         instance_types = tuple(spec["resources"]["instance_types"])
-        market, why = self._market_to_launch(job)
+        market, why = self._market_to_launch(job, intervals)
         if market is None:
             self._wait(job, number, f"attempt {number}: waiting for spot capacity ({why})")
             return
-        offers = self._not_released(job, self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=_nodes(job))))
+        offers = self._not_released(job, self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=forecast.nodes(job.spec))))
         if not offers:
             self._wait(job, number, f"attempt {number}: no {market.value} capacity in any offer for {list(instance_types)}; trying again")
             return
-        if self._budget_cannot_start(job, offers[0]):
+        if self._budget_cannot_start(job, offers[0], intervals):
             return
         attempt = self._attempt_on(job, number, offers[0], tried=0)
         self.store.start_attempt(attempt)
@@ -229,19 +236,17 @@ class Controller:
         if job.message != message:
             self.store.set_state(job.name, JobState.PROVISIONING, message, attempt=number)
 
-    def _market_to_launch(self, job: Job) -> tuple[Market | None, str]:
+    def _market_to_launch(self, job: Job, intervals: list[Interval]) -> tuple[Market | None, str]:
         """The market the next instance is bought in, and why (empty unless the deadline policy chose)."""
         market = job.spec["resources"]["market"]
         if market != "auto":
             return (Market.ON_DEMAND if market == "on-demand" else Market.SPOT), ""
-        return self._policy_choice(job, running=None)
+        return self._policy_choice(job, intervals, running=None)
 
-    def _policy_choice(self, job: Job, *, running: Market | None) -> tuple[Market | None, str]:
+    def _policy_choice(self, job: Job, intervals: list[Interval], *, running: Market | None) -> tuple[Market | None, str]:
         """What the deadline policy wants now; with no estimate of the work yet, spot when it can be had, else on-demand."""
         spec = job.spec
-        spot_available = running is Market.SPOT or bool(
-            self.provider.offers(OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=Market.SPOT, nodes=1))
-        )
+        spot_available = running is Market.SPOT or self._spot_offered(tuple(spec["resources"]["instance_types"]), forecast.nodes(spec))
         left = forecast.work(spec, job.progress)
         if left is None:
             return (Market.SPOT if spot_available else Market.ON_DEMAND), "no estimate of the work yet: set budget.expected_runtime"
@@ -252,13 +257,22 @@ class Controller:
             work_done_s=left.done_s,
             total_work_s=left.total_s,
             deadline_s=deadline - job.created_at,
-            restart_overhead_s=forecast.restart_overhead_s(spec, self.store.intervals(job.name)),
+            restart_overhead_s=forecast.restart_overhead_s(spec, intervals),
             running=running,
             spot_available=spot_available,
             decision_interval_s=self.settings.poll_interval_s,
         )
         choice = DEADLINE_POLICY.choose(situation)
         return choice, f"deadline policy: {format_duration(situation.slack_s)} of slack, spot {'available' if spot_available else 'unavailable'}"
+
+    def _spot_offered(self, instance_types: tuple[str, ...], nodes: int) -> bool:
+        """Whether any spot offer exists, asked of the provider at most every SPOT_CHECK_INTERVAL_S (on EC2 it is API calls)."""
+        now = self.clock()
+        checked = self._spot_checked.get(instance_types)
+        if checked is None or now - checked[0] >= SPOT_CHECK_INTERVAL_S:
+            offered = bool(self.provider.offers(OfferRequest(instance_types=instance_types, market=Market.SPOT, nodes=nodes)))
+            checked = self._spot_checked[instance_types] = (now, offered)
+        return checked[1]
 
     def _attempt_on(self, job: Job, number: int, offer: Offer, *, tried: int) -> Attempt:
         return Attempt(
@@ -290,18 +304,23 @@ class Controller:
         the next offer; for another node the gang waits, partial, until ``gang_timeout``.
         """
         launched = {row.node: row for row in self.store.intervals(job.name) if row.attempt == attempt.number}
-        for node in range(_nodes(job)):
+        nodes = forecast.nodes(job.spec)
+        port = None
+        if nodes > 1:
+            port = int(launched[0].address.rsplit(":", 1)[1]) if 0 in launched else self.provider.rendezvous_port()
+        for node in range(nodes):
             if node in launched:
                 continue
-            rendezvous = launched[0].address if 0 in launched else f"{LOOPBACK_PLACEHOLDER}:{self.provider.rendezvous_port()}"
+            # Rank 0 reaches its own rendezvous on loopback; the others at rank 0's private address.
+            gang = {} if port is None else {TAG_NODE: str(node), TAG_RENDEZVOUS: f"127.0.0.1:{port}" if node == 0 else launched[0].address}
             request = LaunchRequest(
                 job=job.name,
                 attempt=attempt.number,
                 token=attempt.token if node == 0 else f"{attempt.token}-n{node}",
                 agent_command=self.agent_command(job, attempt.number),
-                env={**self.agent_env, **_gang_env(job, node, rendezvous)},
+                env={**self.agent_env, **_gang_env(gang)},
                 workdir=job.spec["workdir"],
-                tags={**_launch_tags(job, attempt.number), TAG_NODE: str(node), TAG_RENDEZVOUS: rendezvous},
+                tags={**_launch_tags(job, attempt.number), **gang},
                 placement_group=job.spec["resources"].get("placement_group"),
             )
             try:
@@ -311,9 +330,7 @@ class Controller:
                     raise
                 self._note_partial(job, attempt, len(launched), error)
                 return
-            address = instance.private_address
-            if node == 0:
-                address = f"{instance.private_address}:{rendezvous.rsplit(':', 1)[1]}"
+            address = f"{instance.private_address}:{port}" if node == 0 and port is not None else instance.private_address
             launched[node] = self._open_interval(job, attempt, node, instance, address)
             self.store.event(job.name, "launch", f"attempt {attempt.number}: {_node_label(job, node)}instance {instance.instance_id} launched", attempt=attempt.number)
 
@@ -333,14 +350,14 @@ class Controller:
         return interval
 
     def _note_partial(self, job: Job, attempt: Attempt, held: int, error: CapacityError) -> None:
-        message = f"attempt {attempt.number}: {held} of {_nodes(job)} nodes up, waiting for capacity for the rest ({error})"
+        message = f"attempt {attempt.number}: {held} of {forecast.nodes(job.spec)} nodes up, waiting for capacity for the rest ({error})"
         self.store.event(job.name, "capacity", message, attempt=attempt.number)
         if job.message != message:
             self.store.set_state(job.name, JobState.PROVISIONING, message, attempt=attempt.number)
 
     # ----------------------------------------------------------------- watch
 
-    def _watch(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
+    def _watch(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], intervals: list[Interval]) -> None:
         """One look at a running attempt: all its nodes, the heartbeat, the budget and the market.
 
         A gang lives and ends as one: once any node is gone the others are stopped (at once if it
@@ -353,22 +370,22 @@ class Controller:
             job = self.store.job(job.name)
         ended = {node: status for node, (_, status) in nodes.items() if status.state is InstanceState.TERMINATED}
         if not ended:
-            if len(nodes) < _nodes(job):
+            if len(nodes) < forecast.nodes(job.spec):
                 self._fill_gang(job, attempt, nodes)
                 return
             if job.state is not JobState.RUNNING and heartbeat and heartbeat.get("status") == "running":
                 self.store.set_state(job.name, JobState.RUNNING, f"attempt {attempt.number} training", attempt=attempt.number)
             if job.stop_requested == STOP_FOR_MARKET:
                 self._terminate_after_grace(job, attempt, nodes)
-            if not self._enforce_budget(job, attempt, nodes) and job.stop_requested is None and job.spec["resources"]["market"] == "auto":
-                self._follow_policy(job, attempt)
+            if not self._enforce_budget(job, attempt, nodes, intervals) and job.stop_requested is None and job.spec["resources"]["market"] == "auto":
+                self._follow_policy(job, attempt, intervals)
             return
         if len(ended) < len(nodes):
             self._stop_the_rest(job, attempt, nodes, ended)
             return
         statuses = {node: status for node, (_, status) in nodes.items()}
         outcome, message = _gang_outcome(statuses, heartbeat, stop_requested=job.stop_requested)
-        if len(nodes) < _nodes(job) and outcome is not Outcome.FINISHED:
+        if len(nodes) < forecast.nodes(job.spec) and outcome is not Outcome.FINISHED:
             outcome, message = Outcome.RELEASED, message
         rank0 = statuses[0]
         ended_at = max((status.ended_at or self.clock()) for status in statuses.values())
@@ -391,7 +408,7 @@ class Controller:
             return
         self.store.event(
             job.name, "gang",
-            f"attempt {attempt.number}: only {len(nodes)} of {_nodes(job)} nodes after {format_duration(timeout)}; releasing them to try another offer",
+            f"attempt {attempt.number}: only {len(nodes)} of {forecast.nodes(job.spec)} nodes after {format_duration(timeout)}; releasing them to try another offer",
             attempt=attempt.number,
         )
         self.provider.terminate([row.instance_id for row, _ in nodes.values()])
@@ -399,7 +416,7 @@ class Controller:
     def _stop_the_rest(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], ended: dict[int, InstanceStatus]) -> None:
         lost = any(status.end_reason in _LOST for status in ended.values())
         first_end = min((status.ended_at or self.clock()) for status in ended.values())
-        if lost or len(nodes) < _nodes(job) or self.clock() - first_end > self.settings.stop_grace_s:
+        if lost or len(nodes) < forecast.nodes(job.spec) or self.clock() - first_end > self.settings.stop_grace_s:
             running = [row.instance_id for node, (row, _) in nodes.items() if node not in ended]
             self.store.event(job.name, "gang", f"attempt {attempt.number}: node {min(ended)} ended; stopping the rest of the gang", attempt=attempt.number)
             self.provider.terminate(running)
@@ -472,7 +489,9 @@ class Controller:
 
     # ----------------------------------------------------------------- budget
 
-    def _enforce_budget(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> bool:
+    def _enforce_budget(
+        self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], intervals: list[Interval]
+    ) -> bool:
         """Announce 50/80/100 % and stop the instance before the next interval would cross the cap; True once stopping.
 
         Spend is priced as if the instance were stopped now (no refund assumed), so the cap holds
@@ -484,7 +503,7 @@ class Controller:
         if max_usd is None:
             return False
         now = self.clock()
-        spent = ledger.summarize(self.store.intervals(job.name), now).spent_usd
+        spent = ledger.summarize(intervals, now).spent_usd
         self._announce_budget(job, spent, max_usd)
         per_s = len(nodes) * attempt.price_usd_per_hour / 3600.0
         next_interval = spent + per_s * self.settings.poll_interval_s
@@ -493,7 +512,7 @@ class Controller:
                 self.store.event(job.name, "stop", f"attempt {attempt.number}: budget reached before the checkpoint; terminating", attempt=attempt.number)
                 self.provider.terminate([row.instance_id for row, _ in nodes.values()])
             return True
-        if next_interval + per_s * self.settings.stop_grace_s >= max_usd:
+        if spent + per_s * self.settings.stop_reserve_s >= max_usd:
             self._request_stop(job, attempt, STOP_FOR_BUDGET, f"budget: ${spent:.4f} of ${max_usd:.2f} spent")
             return True
         return False
@@ -506,15 +525,13 @@ class Controller:
                 job.name, pct, f"budget: {pct}% used (${spent:.4f} of ${max_usd:.2f})", {"pct": pct, "spent_usd": spent, "max_usd": max_usd}
             )
 
-    def _budget_cannot_start(self, job: Job, offer: Offer) -> bool:
+    def _budget_cannot_start(self, job: Job, offer: Offer, intervals: list[Interval]) -> bool:
         """End the job BUDGET_EXHAUSTED when what is left would not pay for a restart and one interval on ``offer``."""
         max_usd = (job.spec.get("budget") or {}).get("max_usd")
         if max_usd is None:
             return False
-        intervals = self.store.intervals(job.name)
         spent = ledger.summarize(intervals, self.clock()).spent_usd
-        needed_s = forecast.restart_overhead_s(job.spec, intervals) + self.settings.poll_interval_s + self.settings.stop_grace_s
-        needed_usd = needed_s * _nodes(job) * offer.price_usd_per_hour / 3600.0
+        needed_usd = forecast.start_cost_usd(job.spec, intervals, offer.price_usd_per_hour, reserve_s=self.settings.stop_reserve_s)
         if spent + needed_usd < max_usd:
             return False
         self.store.set_state(
@@ -526,10 +543,10 @@ class Controller:
 
     # ----------------------------------------------------------------- market
 
-    def _follow_policy(self, job: Job, attempt: Attempt) -> None:
+    def _follow_policy(self, job: Job, attempt: Attempt, intervals: list[Interval]) -> None:
         """Under ``market: auto``, stop the instance (checkpoint first) when the deadline policy wants another market."""
         running = Market(attempt.market)
-        choice, why = self._policy_choice(job, running=running)
+        choice, why = self._policy_choice(job, intervals, running=running)
         if choice is not running:
             wanted = choice.value if choice is not None else "no instance (wait for spot)"
             self._request_stop(job, attempt, STOP_FOR_MARKET, f"switch from {running.value} to {wanted}: {why}")
@@ -568,6 +585,11 @@ class Controller:
                 job.name, attempt.number, ended_at=self.clock(), end_reason="never-launched", outcome=Outcome.CANCELLED, exit_code=None
             )
         self.store.set_state(job.name, JobState.CANCELLED, "cancelled by request")
+
+
+def _of_attempt(intervals: list[Interval], attempt: Attempt | None) -> list[Interval]:
+    """The ledger rows of ``attempt``: one per node launched for it."""
+    return [row for row in intervals if attempt is not None and row.attempt == attempt.number]
 
 
 def _offer_of(attempt: Attempt) -> Offer:
@@ -610,22 +632,15 @@ def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
 
 
 _LOST = (EndReason.SPOT_INTERRUPTION, EndReason.HOST_LOST)
-LOOPBACK_PLACEHOLDER = "127.0.0.1"  # until rank 0 is launched and has a private address
-
-
-def _nodes(job: Job) -> int:
-    return int(job.spec["resources"].get("nodes", 1))
 
 
 def _node_label(job: Job, node: int) -> str:
-    return f"node {node}: " if _nodes(job) > 1 else ""
+    return f"node {node}: " if forecast.nodes(job.spec) > 1 else ""
 
 
-def _gang_env(job: Job, node: int, rendezvous: str) -> dict[str, str]:
-    """A gang member's rank and rendezvous, for providers that hand the agent an environment (tags carry them on EC2)."""
-    if _nodes(job) == 1:
-        return {}
-    return {NODE_ENV: str(node), RENDEZVOUS_ENV: rendezvous}
+def _gang_env(gang: dict[str, str]) -> dict[str, str]:
+    """A gang member's rank and rendezvous as the agent's environment (EC2 instances read the same from their tags)."""
+    return {NODE_ENV: gang[TAG_NODE], RENDEZVOUS_ENV: gang[TAG_RENDEZVOUS]} if gang else {}
 
 
 def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: dict[str, Any] | None, *, stop_requested: str | None) -> tuple[Outcome, str]:

@@ -69,6 +69,16 @@ def spot_seconds_between_preemptions(spec: dict[str, Any], intervals: Sequence[I
     return AWS_SPOT_HOURS_BETWEEN_PREEMPTIONS * 3600.0
 
 
+def nodes(spec: dict[str, Any]) -> int:
+    """Instances the job runs on at once: everything it buys is bought that many times."""
+    return int(spec["resources"].get("nodes", 1))
+
+
+def start_cost_usd(spec: dict[str, Any], intervals: Sequence[Interval], usd_per_hour: float, *, reserve_s: float) -> float:
+    """What starting the job's instances costs before training makes progress, plus ``reserve_s`` kept to checkpoint and stop."""
+    return (restart_overhead_s(spec, intervals) + reserve_s) * nodes(spec) * usd_per_hour / 3600.0
+
+
 @dataclass(frozen=True)
 class Forecast:
     """The cost to finish from now, and how it was reckoned."""
@@ -76,7 +86,7 @@ class Forecast:
     remaining_s: float  # training left
     expected_preemptions: float
     overhead_s: float  # restarts and lost work they are expected to add
-    usd_per_hour: float
+    usd_per_hour: float  # for the whole gang
     basis: str
 
     @property
@@ -86,7 +96,7 @@ class Forecast:
 
 
 def forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: Sequence[Interval], usd_per_hour: float, *, spot: bool, now: float) -> Forecast | None:
-    """The cost to finish at ``usd_per_hour``, or None while there is neither a measurement nor an estimate."""
+    """The cost to finish at ``usd_per_hour`` per instance (times the gang's nodes), or None without a measurement or an estimate."""
     left = work(spec, progress)
     if left is None:
         return None
@@ -97,4 +107,6 @@ def forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: Sequence
     lost_each = sum(lost) / len(lost) if lost else 0.0
     running = any(interval.end is None for interval in intervals)
     overhead = preemptions * (restart + lost_each) + (0.0 if running else restart)
-    return Forecast(remaining_s=left.remaining_s, expected_preemptions=preemptions, overhead_s=overhead, usd_per_hour=usd_per_hour, basis=left.basis)
+    return Forecast(
+        remaining_s=left.remaining_s, expected_preemptions=preemptions, overhead_s=overhead, usd_per_hour=usd_per_hour * nodes(spec), basis=left.basis,
+    )

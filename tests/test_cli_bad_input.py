@@ -114,3 +114,11 @@ def test_a_forecast_beyond_the_budget_is_refused_with_its_figures(tmp_path: Path
     assert result.returncode == 2, result.stderr
     assert "forecast $4.5" in result.stderr and "exceeds the $1.00 budget" in result.stderr and "--force" in result.stderr
     assert "no jobs yet" in _run_cli(tmp_path / "home", "jobs").stdout
+
+
+def test_a_gang_forecast_counts_every_node(tmp_path: Path) -> None:
+    # 10 h on each of 2 instances at $0.45/h: $9.00, not $4.50
+    spec_file = tmp_path / "gang.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(budget__max_usd=5.0, budget__expected_runtime="10h", resources__nodes=2)))
+    result = _run_cli(tmp_path / "home", "run", str(spec_file))
+    assert result.returncode == 2 and "forecast $9.0" in result.stderr, result.stderr
