@@ -27,7 +27,7 @@ from runner.reconcile import reconcile as reconcile_with_cost_explorer
 from runner.reconcile import render_reconcile_csv, render_reconcile_json, render_reconcile_table
 from runner.reports import FORMATS, GROUPINGS, group_report, job_report, render_csv, render_json, render_table
 from runner.reports_html import render_html
-from runner.store import StateStore, default_database_url
+from runner.store import open_store
 
 out = Console()
 err = Console(stderr=True)
@@ -57,7 +57,7 @@ def cost(
     if reconcile and output_format == "html":
         raise SpecError("--format html is not available with --reconcile; use table, json or csv")
     window_s = _since_seconds(since)
-    store = StateStore(default_database_url(spotrun_home()))
+    store = open_store(spotrun_home())
     now = time.time()
     since_at = None if window_s is None else now - window_s
     if job is not None:

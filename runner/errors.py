@@ -31,3 +31,15 @@ class BudgetError(SpotrunError):
     """The forecast cost to finish exceeds the budget, or a new budget does not cover what was already spent."""
 
     exit_code = 2
+
+
+class DatabaseError(SpotrunError):
+    """The state database cannot be used: unreachable, refused the credentials, or at a schema this spotrun cannot use."""
+
+    exit_code = 2
+
+
+class LeaseLostError(SpotrunError):
+    """Another controller holds the job's lease: this one must not act on the job."""
+
+    exit_code = 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from pathlib import Path
 
@@ -18,7 +17,3 @@ def infra_outputs_file(home: Path) -> Path:
     """Where `spotrun infra up` keeps the Terraform outputs the aws provider launches from."""
     return home / "infra" / "outputs.json"
 
-
-def current_user() -> str:
-    """Who is submitting jobs: ``$SPOTRUN_USER`` (CI runners, shared accounts), else the login name."""
-    return os.environ.get("SPOTRUN_USER") or getpass.getuser()

@@ -1,16 +1,24 @@
-"""The state store: jobs, their attempts (each a billed instance interval) and every event.
+"""The state store: jobs, their attempts, the ledger of billed instance intervals, and every event.
 
-SQLite under ``SPOTRUN_HOME`` by default; SQLAlchemy Core so a shared database is a URL away.
-Every launch, notice, exit and relaunch is an event row, so a job's history can be replayed.
+SQLite under ``SPOTRUN_HOME`` by default, or a shared database (``runner.database``); SQLAlchemy
+Core, with the schema versioned by migrations (``runner.schema``). Every launch, notice, exit and
+relaunch is an event row naming who wrote it, so a job's history can be replayed.
+
+Many controllers may share one store. Each live job is driven by at most one of them: the
+holder of its lease (owner, expiry), renewed every cycle. A store opened ``for_controller``
+writes a job's rows only while its controller holds that job's lease; the check and the write
+are one transaction, so a controller that stalled past its lease and lost the job to another
+cannot launch, bill or decide anything for it afterwards.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +27,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from runner.errors import JobNotFoundError, JobStateError
+from runner import schema
+from runner.database import DatabaseLocation, connect, database_location
+from runner.errors import JobNotFoundError, JobStateError, LeaseLostError
 
 
 class JobState(str, enum.Enum):
@@ -57,7 +67,7 @@ jobs_table = sa.Table(
     "jobs",
     _metadata,
     sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("spec_json", sa.Text, nullable=False),
     sa.Column("spec_path", sa.Text, nullable=False),
     sa.Column("checkpoint_url", sa.Text, nullable=False),
@@ -68,10 +78,12 @@ jobs_table = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("progress_json", sa.Text, nullable=True),  # the newest heartbeat
     sa.Column("message", sa.Text, nullable=True),
-    sa.Column("launched_by", sa.String(64), nullable=False, default=""),
+    sa.Column("launched_by", sa.String(64), nullable=False, default="", index=True),
     sa.Column("stop_requested", sa.String(16), nullable=True),  # why the controller asked the instance to stop: budget, market
     sa.Column("stop_requested_at", sa.Float, nullable=True),
     sa.Column("budget_alerted_pct", sa.Integer, nullable=False, default=0),  # the highest budget threshold announced
+    sa.Column("lease_owner", sa.String(128), nullable=True),  # the controller driving the job
+    sa.Column("lease_expires_at", sa.Float, nullable=True),  # by the database's clock where it has one (PostgreSQL)
 )
 
 attempts_table = sa.Table(
@@ -148,6 +160,7 @@ events_table = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=True),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("data_json", sa.Text, nullable=True),
+    sa.Column("actor", sa.String(128), nullable=False, default=""),  # the controller (or user) that wrote it
 )
 
 
@@ -171,6 +184,8 @@ class Job:
     stop_requested: str | None = None
     stop_requested_at: float | None = None
     budget_alerted_pct: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -248,26 +263,62 @@ class Event:
     attempt: int | None
     message: str
     data: dict[str, Any]
+    actor: str = ""
 
 
-def default_database_url(home: Path) -> str:
-    """SQLite file under ``SPOTRUN_HOME``."""
-    return f"sqlite:///{home / 'state.db'}"
+@dataclass(frozen=True)
+class Lease:
+    """Who drives a job, and for how much longer unless renewed."""
+
+    owner: str
+    expires_in_s: float
+
+
+def open_store(home: Path, *, actor: str = "") -> StateStore:
+    """The store this spotrun is configured for (``SPOTRUN_DB``, the config's ``db``, else SQLite in ``home``)."""
+    return StateStore(database_location(home), actor=actor)
 
 
 class StateStore:
-    """Reads and writes jobs, attempts and events; every method is one short transaction."""
+    """Reads and writes jobs, attempts, the ledger and events; every method is one short transaction.
 
-    def __init__(self, url: str, *, clock: Any = time.time) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    Opening checks the schema version first (and upgrades a SQLite file in place), so nothing is
+    written to a database this spotrun does not understand. ``actor`` is recorded on every event.
+    """
+
+    def __init__(self, location: DatabaseLocation | str, *, clock: Any = time.time, actor: str = "") -> None:
+        if isinstance(location, str):
+            location = DatabaseLocation(location, "the state store URL")
+        self.engine = connect(location)
+        schema.check(self.engine, upgrade_in_place=location.is_sqlite)
         self.clock = clock
-        _metadata.create_all(self.engine)
+        self.actor = actor
+        self.lease_owner: str | None = None
+
+    def for_controller(self, owner: str) -> StateStore:
+        """This store as controller ``owner`` uses it: same database, events signed ``owner``, writes fenced by the lease."""
+        fenced = copy.copy(self)
+        fenced.actor = owner
+        fenced.lease_owner = owner
+        return fenced
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self, job: str | None = None) -> Iterator[Connection]:
+        """One transaction; for a controller's store and a ``job``, only while the controller holds the job's lease.
+
+        The fence is an UPDATE of the job's row, so it takes the row's lock (PostgreSQL) or the
+        write lock (SQLite) first: a takeover waits for this transaction, and this one fails
+        after a takeover.
+        """
         with self.engine.begin() as connection:
+            if job is not None and self.lease_owner is not None:
+                held = connection.execute(
+                    jobs_table.update()
+                    .where(jobs_table.c.name == job, jobs_table.c.lease_owner == self.lease_owner)
+                    .values(lease_owner=self.lease_owner)
+                ).rowcount
+                if not held:
+                    raise LeaseLostError(f"job {job!r}: controller {self.lease_owner} no longer holds its lease; another controller drives it")
             yield connection
 
     # -------------------------------------------------------------- jobs
@@ -311,15 +362,102 @@ class StateStore:
                 raise JobNotFoundError(f"no job named {name!r} in this state store (jobs: {known})")
         return _job_from_row(row)
 
-    def jobs(self) -> list[Job]:
-        """All jobs, newest first."""
+    def jobs(self, *, launched_by: str | None = None) -> list[Job]:
+        """All jobs (or those ``launched_by`` one user), newest first."""
+        query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc())
+        if launched_by is not None:
+            query = query.where(jobs_table.c.launched_by == launched_by)
         with self._transaction() as db:
-            rows = db.execute(sa.select(jobs_table).order_by(jobs_table.c.created_at.desc())).all()
+            rows = db.execute(query).all()
         return [_job_from_row(row) for row in rows]
+
+    def live_jobs(self) -> list[Job]:
+        """Jobs not in a final state, oldest first: what a controller service drives."""
+        final = [state.value for state in JobState if state.is_final]
+        with self._transaction() as db:
+            rows = db.execute(sa.select(jobs_table).where(jobs_table.c.state.not_in(final)).order_by(jobs_table.c.created_at)).all()
+        return [_job_from_row(row) for row in rows]
+
+    # ------------------------------------------------------------ leases
+
+    def acquire_leases(self, names: Sequence[str], ttl_s: float) -> set[str]:
+        """Renew this controller's leases among ``names`` for ``ttl_s`` and take those free or expired; returns the jobs it now holds.
+
+        A takeover is a compare-and-set on the lease as it was read, so when two controllers try
+        at the same instant exactly one wins each job. Rows are taken in name order, so two
+        controllers never wait on each other's rows in a cycle (no deadlock on PostgreSQL).
+        Final jobs are never leased. Taking a job records who held it before.
+        """
+        owner = self._require_owner()
+        final = [state.value for state in JobState if state.is_final]
+        with self._transaction() as db:
+            now = self._now(db)
+            seen = db.execute(
+                sa.select(jobs_table.c.name, jobs_table.c.lease_owner, jobs_table.c.lease_expires_at)
+                .where(jobs_table.c.name.in_(list(names)), jobs_table.c.state.not_in(final))
+                .order_by(jobs_table.c.name)
+            ).all()
+        held: set[str] = set()
+        with self._transaction() as db:
+            now = self._now(db)
+            for row in seen:
+                if row.lease_owner not in (None, owner) and (row.lease_expires_at or 0.0) > now:
+                    continue  # another controller's, and current
+                taken = db.execute(
+                    jobs_table.update()
+                    .where(
+                        jobs_table.c.name == row.name,
+                        jobs_table.c.lease_owner.is_not_distinct_from(row.lease_owner),
+                        jobs_table.c.lease_expires_at.is_not_distinct_from(row.lease_expires_at),
+                    )
+                    .values(lease_owner=owner, lease_expires_at=now + ttl_s)
+                ).rowcount
+                if not taken:
+                    continue
+                held.add(row.name)
+                if row.lease_owner is None:
+                    self._event(db, row.name, "lease", f"controller {owner} drives the job")
+                elif row.lease_owner != owner:
+                    expired_s = now - (row.lease_expires_at or now)
+                    self._event(
+                        db, row.name, "lease", f"controller {owner} adopted the job from {row.lease_owner}, whose lease expired {expired_s:.1f}s ago",
+                        data={"from": row.lease_owner, "expired_s": expired_s},
+                    )
+        return held
+
+    def release_leases(self, names: Sequence[str]) -> None:
+        """Give up this controller's leases on ``names`` at once, so another controller may drive them without waiting."""
+        owner = self._require_owner()
+        with self._transaction() as db:
+            db.execute(
+                jobs_table.update()
+                .where(jobs_table.c.name.in_(list(names)), jobs_table.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    def lease(self, name: str) -> Lease | None:
+        """Who drives ``name`` now; None when no controller holds a current lease on it."""
+        with self._transaction() as db:
+            now = self._now(db)
+            row = db.execute(sa.select(jobs_table.c.lease_owner, jobs_table.c.lease_expires_at).where(jobs_table.c.name == name)).first()
+        if row is None or row.lease_owner is None or (row.lease_expires_at or 0.0) <= now:
+            return None
+        return Lease(row.lease_owner, row.lease_expires_at - now)
+
+    def _require_owner(self) -> str:
+        if self.lease_owner is None:
+            raise TypeError("leases are taken by a controller's store: use store.for_controller(owner)")
+        return self.lease_owner
+
+    def _now(self, db: Connection) -> float:
+        """Lease time: the database server's clock where it has one, so controllers on machines whose clocks differ agree."""
+        if db.dialect.name == "postgresql":
+            return float(db.execute(sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()))).scalar_one())
+        return float(self.clock())
 
     def set_state(self, name: str, state: JobState, message: str | None = None, *, attempt: int | None = None) -> None:
         """Move a job to ``state`` and record the transition as an event."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             values: dict[str, Any] = {"state": state.value, "updated_at": self.clock()}
             if message is not None:
                 values["message"] = message
@@ -328,7 +466,7 @@ class StateStore:
 
     def set_progress(self, name: str, progress: dict[str, Any]) -> None:
         """Keep the newest heartbeat for status displays."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(
                 jobs_table.update()
                 .where(jobs_table.c.name == name)
@@ -338,29 +476,29 @@ class StateStore:
     def count(self, name: str, column: str) -> None:
         """Increment ``preemptions`` or ``restarts_on_errors``."""
         counter = jobs_table.c[column]
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values({counter: counter + 1}))
 
     def request_stop(self, name: str, kind: str, message: str, *, attempt: int) -> None:
         """Record that the controller asked the running instance to checkpoint and stop, and why."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values(stop_requested=kind, stop_requested_at=self.clock()))
             self._event(db, name, "stop", message, attempt=attempt, data={"kind": kind})
 
     def clear_stop(self, name: str) -> None:
         """The stop is done with: the next instance runs normally."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values(stop_requested=None, stop_requested_at=None))
 
     def alert_budget(self, name: str, pct: int, message: str, data: dict[str, Any]) -> None:
         """Announce that spend crossed ``pct`` % of the budget (once per threshold)."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values(budget_alerted_pct=pct))
             self._event(db, name, "budget", message, data=data)
 
     def request_cancel(self, name: str) -> None:
         """Ask the controller driving ``name`` to cancel it."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values(cancel_requested=True))
             self._event(db, name, "cancel", "cancellation requested")
 
@@ -368,14 +506,14 @@ class StateStore:
 
     def start_attempt(self, attempt: Attempt) -> None:
         """Record an attempt before its launch, so a controller restarted mid-launch reuses its token."""
-        with self._transaction() as db:
+        with self._transaction(attempt.job) as db:
             db.execute(attempts_table.insert().values(**_attempt_values(attempt)))
 
     def retarget_attempt(self, attempt: Attempt) -> None:
         """Point a not yet launched attempt at another offer (and token), after its offer ran out of capacity."""
         values = _attempt_values(attempt)
         changed = {key: values[key] for key in ("token", "provider", "instance_type", "zone", "market", "price_usd_per_hour", "on_demand_price_usd_per_hour")}
-        with self._transaction() as db:
+        with self._transaction(attempt.job) as db:
             db.execute(
                 attempts_table.update()
                 .where(attempts_table.c.job == attempt.job, attempts_table.c.number == attempt.number, attempts_table.c.instance_id.is_(None))
@@ -388,7 +526,7 @@ class StateStore:
         One transaction, and idempotent: a controller restarted after it re-launches with the same
         token, gets the same instance, and must not open a second interval for it.
         """
-        with self._transaction() as db:
+        with self._transaction(interval.job) as db:
             if interval.node == 0:  # the attempt names its rank 0; every node has its own ledger row
                 db.execute(
                     attempts_table.update()
@@ -407,7 +545,7 @@ class StateStore:
         self, name: str, number: int, *, ended_at: float, end_reason: str, outcome: Outcome, exit_code: int | None
     ) -> None:
         """Close an attempt: its billed interval ends at ``ended_at``."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(
                 attempts_table.update()
                 .where(attempts_table.c.job == name, attempts_table.c.number == number)
@@ -416,7 +554,7 @@ class StateStore:
 
     def set_budget(self, name: str, max_usd: float) -> None:
         """Give a job a new spending cap (``budget.max_usd`` of its stored spec)."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             row = db.execute(sa.select(jobs_table.c.spec_json).where(jobs_table.c.name == name)).one()
             spec = json.loads(row.spec_json)
             previous = (spec.get("budget") or {}).get("max_usd")
@@ -430,7 +568,7 @@ class StateStore:
 
     def set_productive(self, name: str, attempt: int, at: float) -> None:
         """Training made its first progress at ``at`` on every node of the attempt (a gang trains together): before it was restart overhead."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(
                 intervals_table.update()
                 .where(intervals_table.c.job == name, intervals_table.c.attempt == attempt, intervals_table.c.productive_at.is_(None))
@@ -453,7 +591,7 @@ class StateStore:
         node: int = 0,
     ) -> None:
         """Price an interval that ended, by the cloud's billing rules (the caller applied them)."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             db.execute(
                 intervals_table.update()
                 .where(*_interval_key(name, attempt, node))
@@ -474,12 +612,13 @@ class StateStore:
             rows = db.execute(query).all()
         return [_interval_from_row(row) for row in rows]
 
-    def attempts(self, name: str) -> list[Attempt]:
-        """A job's attempts, first to last."""
+    def attempts(self, name: str | None) -> list[Attempt]:
+        """A job's attempts first to last (or every job's, for listings that would otherwise ask once per job)."""
+        query = sa.select(attempts_table).order_by(attempts_table.c.job, attempts_table.c.number)
+        if name is not None:
+            query = query.where(attempts_table.c.job == name)
         with self._transaction() as db:
-            rows = db.execute(
-                sa.select(attempts_table).where(attempts_table.c.job == name).order_by(attempts_table.c.number)
-            ).all()
+            rows = db.execute(query).all()
         return [_attempt_from_row(row) for row in rows]
 
     # ---------------------------------------------------------- identity
@@ -502,7 +641,7 @@ class StateStore:
 
     def event(self, name: str, kind: str, message: str, *, attempt: int | None = None, data: dict[str, Any] | None = None) -> None:
         """Append one event to a job's history."""
-        with self._transaction() as db:
+        with self._transaction(name) as db:
             self._event(db, name, kind, message, attempt=attempt, data=data)
 
     def _event(
@@ -510,22 +649,26 @@ class StateStore:
     ) -> None:
         db.execute(
             events_table.insert().values(
-                job=name, time=self.clock(), kind=kind, attempt=attempt, message=message, data_json=json.dumps(data or {})
+                job=name, time=self.clock(), kind=kind, attempt=attempt, message=message, data_json=json.dumps(data or {}), actor=self.actor
             )
         )
 
-    def events(self, name: str, *, after_id: int = 0) -> list[tuple[int, Event]]:
-        """A job's events in order, with their ids so a follower can ask for newer ones."""
+    def events(self, name: str | None, *, after_id: int = 0) -> list[tuple[int, Event]]:
+        """A job's events (or every job's) in order, with their ids so a follower can ask for newer ones."""
+        query = sa.select(events_table).where(events_table.c.id > after_id).order_by(events_table.c.id)
+        if name is not None:
+            query = query.where(events_table.c.job == name)
         with self._transaction() as db:
-            rows = db.execute(
-                sa.select(events_table)
-                .where(events_table.c.job == name, events_table.c.id > after_id)
-                .order_by(events_table.c.id)
-            ).all()
+            rows = db.execute(query).all()
         return [
-            (row.id, Event(row.job, row.time, row.kind, row.attempt, row.message, json.loads(row.data_json or "{}")))
+            (row.id, Event(row.job, row.time, row.kind, row.attempt, row.message, json.loads(row.data_json or "{}"), row.actor))
             for row in rows
         ]
+
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none): where a follower of every job's events starts."""
+        with self._transaction() as db:
+            return int(db.execute(sa.select(sa.func.max(events_table.c.id))).scalar() or 0)
 
 
 def _job_from_row(row: Any) -> Job:
@@ -546,6 +689,8 @@ def _job_from_row(row: Any) -> Job:
         stop_requested=row.stop_requested,
         stop_requested_at=row.stop_requested_at,
         budget_alerted_pct=row.budget_alerted_pct or 0,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from cloud.provider import TAG_JOB, TAG_STORE
 from runner.cli import app
 from runner.controller import Controller
-from runner.store import Attempt, Interval, JobState, StateStore, default_database_url
+from runner.database import default_database_url
+from runner.store import Attempt, Interval, JobState, StateStore
 
 
 def _run(moto_endpoint: str, count: int, tags: dict[str, str]) -> list[str]:

@@ -15,8 +15,9 @@ from typing import Any
 
 from cloud.local import LocalProvider, SpotAvailability
 from runner.controller import Controller, ControllerSettings
+from runner.database import default_database_url
 from runner.ledger import summarize
-from runner.store import JobState, Outcome, StateStore, default_database_url
+from runner.store import JobState, Outcome, StateStore
 
 DOLLAR_PER_SECOND = 3600.0  # USD per hour: spend moves fast enough to cross thresholds in seconds
 SETTINGS = ControllerSettings(poll_interval_s=0.2, stop_grace_s=1.0)

@@ -10,7 +10,8 @@ from typing import Any
 
 from cloud.local import LocalProvider
 from runner.controller import Controller, ControllerSettings
-from runner.store import JobState, Outcome, StateStore, default_database_url
+from runner.database import default_database_url
+from runner.store import JobState, Outcome, StateStore
 
 SETTINGS = ControllerSettings(poll_interval_s=0.2, stop_grace_s=1.0)
 

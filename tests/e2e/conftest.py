@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from checkpoints import latest
 from runner.cli import app
-from runner.store import Job, JobState, StateStore, default_database_url
+from runner.database import default_database_url
+from runner.store import Job, JobState, StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from runner.commands import command_for
 from runner.cost_cli import cost, write_atomically
+from runner.database import default_database_url
 from runner.reports import utc_day
-from runner.store import Outcome, StateStore, default_database_url
+from runner.store import Outcome, StateStore
 
 HOUR = 3600.0
 DAY = 86400.0

@@ -15,8 +15,9 @@ from cost_explorer import ce_day, ce_page, seed_cost_explorer
 from ledger_rows import add_interval, at
 
 from cloud.errors import ProviderError
+from runner.database import default_database_url
 from runner.reconcile import cost_explorer_spend, reconcile, render_reconcile_csv, render_reconcile_table
-from runner.store import StateStore, default_database_url
+from runner.store import StateStore
 
 
 @pytest.fixture

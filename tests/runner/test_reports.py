@@ -12,9 +12,10 @@ import pytest
 from ledger_rows import add_interval, at
 from rich.console import Console
 
+from runner.database import default_database_url
 from runner.reports import group_report, job_report, render_csv, render_json, render_table, split_by_day
 from runner.reports_html import render_html
-from runner.store import Outcome, StateStore, default_database_url
+from runner.store import Outcome, StateStore
 
 NOW = at("2026-03-12T00:00")
 

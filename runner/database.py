@@ -1,0 +1,103 @@
+"""Which database holds spotrun's state, and opening it with errors a user can act on.
+
+A SQLite file under ``SPOTRUN_HOME`` is the default, for one person. ``$SPOTRUN_DB`` (or ``db:``
+in the user config) names any SQLAlchemy URL; ``postgresql://...`` is a team's shared store.
+Opening connects once at once, so an unreachable server or a refused password is one line naming
+the database (password hidden) and where its URL came from, before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+
+from runner.errors import DatabaseError
+from runner.user_config import load_user_config
+
+DB_VARIABLE = "SPOTRUN_DB"
+CONNECT_TIMEOUT_S = 10  # an unreachable host fails in seconds, not after the OS's TCP timeout
+SQLITE_BUSY_TIMEOUT_S = 30  # several controllers on one SQLite file take turns writing
+
+
+@dataclass(frozen=True)
+class DatabaseLocation:
+    """A database URL and where it was configured (for error messages)."""
+
+    url: str
+    source: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        """A file for one person (upgraded in place), not a shared server."""
+        return self.url.startswith("sqlite")
+
+
+def default_database_url(home: Path) -> str:
+    """SQLite file under ``SPOTRUN_HOME``."""
+    return f"sqlite:///{home / 'state.db'}"
+
+
+def database_location(home: Path) -> DatabaseLocation:
+    """``$SPOTRUN_DB``, else the config file's ``db``, else the SQLite file in ``home``."""
+    if os.environ.get(DB_VARIABLE):
+        return DatabaseLocation(os.environ[DB_VARIABLE], DB_VARIABLE)
+    config = load_user_config(home)
+    if config.db:
+        return DatabaseLocation(config.db, f"db: in {config.path}")
+    return DatabaseLocation(default_database_url(home), "the default under SPOTRUN_HOME")
+
+
+def connect(location: DatabaseLocation) -> Engine:
+    """An engine for the location, tried once: DatabaseError (exit 2) when it is malformed, unreachable or refuses us."""
+    url = _parse(location)
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+    elif url.get_backend_name() == "postgresql":
+        connect_args.update(connect_timeout=CONNECT_TIMEOUT_S, application_name="spotrun")
+    try:
+        engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=url.get_backend_name() != "sqlite")
+    except sa.exc.NoSuchModuleError:
+        raise DatabaseError(f"{location.source}: {url.drivername!r} is not a database SQLAlchemy knows; use postgresql:// or sqlite:///") from None
+    except ImportError as missing:
+        raise DatabaseError(
+            f"{location.source}: the {url.get_backend_name()} driver ({missing.name}) is not installed; "
+            "for PostgreSQL: pip install 'spotrun[postgres]'"
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as error:
+        engine.dispose()
+        raise DatabaseError(f"cannot open the state database {_safe(url)} ({location.source}): {_first_line(error)}") from None
+    return engine
+
+
+def _parse(location: DatabaseLocation) -> URL:
+    try:
+        url = sa.engine.make_url(location.url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(
+            f"{location.source}: {location.url!r} is not a database URL; expected e.g. postgresql://user:password@host:5432/spotrun "
+            "or sqlite:////path/state.db"
+        ) from None
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")  # psycopg 3: `postgresql://` would mean psycopg2 to SQLAlchemy
+    return url
+
+
+def _safe(url: URL) -> str:
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+
+def _first_line(error: sa.exc.DBAPIError) -> str:
+    """The driver's own reason, on one line (psycopg adds hints on further lines)."""
+    lines = [line.strip() for line in str(error.orig).splitlines() if line.strip()]
+    return " ".join(lines[0].split()) if lines else type(error.orig).__name__
