@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,18 +32,21 @@ from cloud.provider import TAG_ATTEMPT, TAG_NODE, TAG_RENDEZVOUS, TAG_URL, Marke
 from runner import forecast, ledger, views
 from runner.agent import JOB_NAME, NODE_ENV, RENDEZVOUS_ENV, Agent, AgentSettings
 from runner.commands import command_for
-from runner.controller import Controller, job_lock
+from runner.controller import Controller
 from runner.cost_cli import cost as cost_command
+from runner.db_cli import db_app
 from runner.errors import BudgetError, JobStateError, SpecError
 from runner.gc import needed_by, orphans
 from runner.infra_cli import infra_app
 from runner.infra_outputs import stored_infra_outputs
 from runner.logs import print_logs
-from runner.paths import current_user, infra_outputs_file, spotrun_home
+from runner.paths import infra_outputs_file, spotrun_home
 from runner.providers import agent_command, controller_settings, provider_for
+from runner.service import ControllerService
 from runner.simulate_cli import simulate as simulate_command
 from runner.spec import load_spec
-from runner.store import Interval, JobState, StateStore, default_database_url
+from runner.store import Interval, JobState, StateStore, open_store
+from runner.user_config import current_user
 
 app = typer.Typer(
     help="Train PyTorch Lightning models on spot instances without losing work, and know what each run cost.",
@@ -59,7 +64,8 @@ command = command_for(app)
 
 
 def _store() -> StateStore:
-    return StateStore(default_database_url(spotrun_home()))
+    home = spotrun_home()
+    return open_store(home, actor=current_user(home))
 
 
 ForceOption = Annotated[bool, typer.Option("--force", help="Go ahead even when the forecast cost to finish exceeds the budget.")]
@@ -77,7 +83,7 @@ def run(
     spec_json = spec.model_dump(mode="json")
     _check_forecast(spec_json, {}, [], provider_for(spec_json, spotrun_home(), store), force=force)
     job = store.create_job(
-        spec.name, spec_json=json.dumps(spec_json), spec_path=str(spec_file), checkpoint_url=spec.checkpoint.url, launched_by=current_user()
+        spec.name, spec_json=json.dumps(spec_json), spec_path=str(spec_file), checkpoint_url=spec.checkpoint.url, launched_by=current_user(spotrun_home())
     )
     checkpoints = CheckpointStore(job.checkpoint_url)
     newest = checkpoints.latest()
@@ -117,19 +123,10 @@ def resume(
         store.set_budget(job, budget)
         if found.state is JobState.BUDGET_EXHAUSTED:
             store.set_state(job, JobState.RECOVERING, f"resumed with a ${budget:.2f} budget (${spent:.4f} spent)")
-        elif _has_controller(job):
-            out.print(f"job {job}: budget set to ${budget:.2f}; the controller driving it applies it on its next cycle", soft_wrap=True)
+        elif (lease := store.lease(job)) is not None:
+            out.print(f"job {job}: budget set to ${budget:.2f}; controller {lease.owner}, which drives it, applies it on its next cycle", soft_wrap=True)
             return
     _drive_or_detach(store, job, detach)
-
-
-def _has_controller(name: str) -> bool:
-    """Whether another process holds the job's controller lock right now."""
-    try:
-        with job_lock(spotrun_home(), name):
-            return False
-    except JobStateError:
-        return True
 
 
 def _check_forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: list[Interval], provider: Provider, *, force: bool) -> None:
@@ -216,12 +213,11 @@ def _drive(store: StateStore, name: str) -> None:
             out.print(views.status_line(summary), highlight=False, soft_wrap=True)
 
     try:
-        with job_lock(spotrun_home(), name):
-            if out.is_terminal:
-                with Live("", console=out, refresh_per_second=4, transient=True) as live:
-                    final = controller.drive(name, on_cycle=lambda job: render(live, job))
-            else:
-                final = controller.drive(name, on_cycle=lambda job: render(None, job))
+        if out.is_terminal:
+            with Live("", console=out, refresh_per_second=4, transient=True) as live:
+                final = controller.drive(name, on_cycle=lambda job: render(live, job))
+        else:
+            final = controller.drive(name, on_cycle=lambda job: render(None, job))
     except KeyboardInterrupt:
         err.print(
             f"controller stopped; job {name}'s instance keeps running. "
@@ -236,11 +232,15 @@ def _drive(store: StateStore, name: str) -> None:
 
 
 @command
-def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs when left out.")] = None, as_json: JsonOption = False) -> None:
-    """State, progress, spend and preemptions of one job (or of all jobs)."""
+def status(
+    job: Annotated[str | None, typer.Argument(help="Job name; your jobs when left out.")] = None,
+    as_json: JsonOption = False,
+    all_users: AllUsersOption = False,
+) -> None:
+    """State, progress, spend and preemptions of one job (or of your jobs)."""
     store = _store()
     if job is None:
-        jobs(as_json=as_json)
+        jobs(as_json=as_json, all_users=all_users)
         return
     found = store.job(job)
     attempts = store.attempts(job)
@@ -259,15 +259,26 @@ def status(job: Annotated[str | None, typer.Argument(help="Job name; all jobs wh
         out.print(views.nodes_table(nodes))
 
 
+AllUsersOption = Annotated[bool, typer.Option("--all-users", help="Everyone's jobs in a shared store, not only yours.")]
+
+
 @command
-def jobs(as_json: JsonOption = False) -> None:
-    """Every job in the state store, newest first."""
+def jobs(as_json: JsonOption = False, all_users: AllUsersOption = False) -> None:
+    """Your jobs in the state store (everyone's with --all-users), newest first."""
     store = _store()
-    summaries = [views.job_summary(job, store.attempts(job.name), store.intervals(job.name)) for job in store.jobs()]
+    user = None if all_users else current_user(spotrun_home())
+    attempts, intervals = defaultdict(list), defaultdict(list)  # every job's, read once: a team's store holds thousands
+    for attempt in store.attempts(None):
+        attempts[attempt.job].append(attempt)
+    for interval in store.intervals(None):
+        intervals[interval.job].append(interval)
+    summaries = [views.job_summary(job, attempts[job.name], intervals[job.name]) for job in store.jobs(launched_by=user)]
     if as_json:
         print(json.dumps(summaries))
     elif summaries:
-        out.print(views.jobs_table(summaries))
+        out.print(views.jobs_table(summaries, show_user=all_users))
+    elif user is not None and store.jobs():
+        out.print(f"no jobs launched by {user}; `spotrun jobs --all-users` lists everyone's")
     else:
         out.print("no jobs yet: `spotrun run JOB.yaml` submits one")
 
@@ -300,14 +311,15 @@ def cancel(job: JobArgument) -> None:
     if found.state.is_final:
         raise JobStateError(f"job {job!r} already ended ({found.state.value})")
     store.request_cancel(job)
-    spec = found.spec
+    controller = Controller(store, provider_for(found.spec, spotrun_home(), store), agent_command=agent_command)
     try:
-        with job_lock(spotrun_home(), job):
-            Controller(store, provider_for(spec, spotrun_home(), store), agent_command=agent_command).cycle(job)
-    except JobStateError:
-        out.print(f"job {job} has a running controller; it will terminate the instance on its next cycle")
+        after = controller.cycle(job)
+    finally:
+        controller.release([job])
+    if not after.state.is_final:
+        out.print(f"job {job} is driven by controller {after.lease_owner}; it terminates the instance on its next cycle", soft_wrap=True)
         return
-    out.print(f"job {job}: {store.job(job).state.value}")
+    out.print(f"job {job}: {after.state.value}")
 
 
 @command
@@ -473,9 +485,26 @@ def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int, int, str 
     return url, int(attempt), int(node), metadata.tag(TAG_RENDEZVOUS)
 
 
+@command
+def controller(
+    once: Annotated[bool, typer.Option("--once", help="One cycle over every live job, then exit (e.g. from cron).")] = False,
+) -> None:
+    """Drive every live job in the state store, adopting those whose controller died: what a team runs on one always-on machine."""
+    store = _store()
+    service = ControllerService(store, spotrun_home(), report=lambda line: out.print(line, highlight=False, soft_wrap=True))
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    out.print(f"controller {service.owner} driving the live jobs of {store.engine.url.render_as_string(hide_password=True)}", highlight=False, soft_wrap=True)
+    try:
+        service.run(once=once)
+    except KeyboardInterrupt:
+        err.print("controller stopped; its jobs' instances keep running, and another controller adopts them", markup=False)
+        raise typer.Exit(130) from None
+
+
 command(cost_command)
 command(simulate_command)
 app.add_typer(infra_app, name="infra")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

@@ -5,18 +5,21 @@ the heartbeat in object storage, so the controller can be killed at any moment a
 again: the next one carries on from the store. An attempt is recorded with its idempotency token
 *before* the launch call, and a new attempt starts only once the previous instance is reported
 terminated, so one job never has two instances at once.
+
+A controller acts only on jobs whose lease it holds (``StateStore.acquire_leases``), renewed at
+the start of every cycle; a killed controller's jobs are adopted by another once its leases
+expire, and the store refuses the writes of a controller that lost a lease.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from checkpoints.durations import format_duration
@@ -42,7 +45,7 @@ from cloud.provider import (
 )
 from runner import forecast, ledger
 from runner.agent import HEARTBEAT_NAME, NODE_ENV, RENDEZVOUS_ENV, STOP_REQUEST_NAME
-from runner.errors import JobStateError
+from runner.errors import JobStateError, LeaseLostError
 from runner.policy import Situation, policy_named
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
 
@@ -64,6 +67,11 @@ class ControllerSettings:
 
     poll_interval_s: float = 1.0
     stop_grace_s: float = 60.0
+    lease_s: float = 30.0  # how long a controller's claim on a job lasts unless renewed: a killed controller's jobs wait this long
+
+    def __post_init__(self) -> None:
+        if self.lease_s <= 2 * self.poll_interval_s:
+            raise ValueError(f"lease_s ({self.lease_s}s) must be more than two polling intervals ({self.poll_interval_s}s each), or leases lapse between cycles")
 
     @property
     def stop_reserve_s(self) -> float:
@@ -71,29 +79,9 @@ class ControllerSettings:
         return self.poll_interval_s + self.stop_grace_s
 
 
-@contextmanager
-def job_lock(home: Path, name: str) -> Iterator[None]:
-    """Hold the right to drive ``name``: a second controller for the same job is refused, not queued.
-
-    An OS file lock, so it is released when its holder dies, however it dies.
-    """
-    directory = home / "locks"
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = open(directory / f"{name}.lock", "a+")  # noqa: SIM115 - held for the duration of the context
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise JobStateError(f"job {name!r} is already being driven by a controller ({holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+def controller_id() -> str:
+    """A name for this controller that no other shares: host, process, and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None, *, stop_requested: str | None = None) -> tuple[Outcome, str]:
@@ -133,8 +121,10 @@ class Controller:
         settings: ControllerSettings = ControllerSettings(),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        owner: str | None = None,
     ) -> None:
-        self.store = store
+        self.owner = owner or controller_id()
+        self.store = store.for_controller(self.owner)
         self.provider = provider
         self.agent_command = agent_command
         self.agent_env = agent_env or {}
@@ -144,25 +134,50 @@ class Controller:
         self._spot_checked: dict[tuple[str, ...], tuple[float, bool]] = {}  # instance types -> (when, any spot offer)
 
     def drive(self, name: str, *, on_cycle: Callable[[Job], None] | None = None) -> Job:
-        """Run cycles until the job reaches a final state; returns it."""
-        while True:
-            job = self.cycle(name)
-            if on_cycle is not None:
-                on_cycle(job)
-            if job.state.is_final:
-                return job
-            self.sleep(self.settings.poll_interval_s)
+        """Run cycles until the job reaches a final state; returns it.
+
+        JobStateError when another controller drives the job; LeaseLostError when one adopts it
+        from this controller (after it stalled past its lease). The lease is given up on the way
+        out, so a controller stopped by Ctrl-C hands the job over at once.
+        """
+        try:
+            first = True
+            while True:
+                job = self.cycle(name)
+                if not job.state.is_final and job.lease_owner != self.owner:
+                    holder = job.lease_owner or "another controller"
+                    if first:
+                        raise JobStateError(f"job {name!r} is already being driven by controller {holder}")
+                    raise LeaseLostError(f"job {name!r} was adopted by controller {holder}; this controller stops")
+                first = False
+                if on_cycle is not None:
+                    on_cycle(job)
+                if job.state.is_final:
+                    return job
+                self.sleep(self.settings.poll_interval_s)
+        finally:
+            self.release([name])
+
+    def release(self, names: Sequence[str]) -> None:
+        """Give up this controller's leases on ``names`` (jobs it holds no lease on are left alone)."""
+        self.store.release_leases(names)
 
     def cycle(self, name: str) -> Job:
         """One look at the job and one step towards its end."""
         return self.cycle_many([name])[0]
 
     def cycle_many(self, names: Sequence[str]) -> list[Job]:
-        """One step for each job, with one batched provider poll for all of their instances (every node of every gang)."""
+        """One step for each job whose lease this controller holds, with one batched provider poll for all of their instances.
+
+        The leases are renewed (or taken) first. A job whose lease is lost mid-cycle is left to
+        its new controller; a job that reached its end gives its lease up.
+        """
+        held = self.store.acquire_leases(names, self.settings.lease_s)
+        lease_valid_until = time.monotonic() + self.settings.lease_s
         work: list[tuple[Job, list[Attempt], Attempt | None, list[Interval]]] = []  # each job's ledger rows, read once a cycle
         for name in names:
             job = self.store.job(name)
-            if job.state.is_final:
+            if job.state.is_final or name not in held:
                 continue
             attempts = self.store.attempts(name)
             current = attempts[-1] if attempts and attempts[-1].is_open else None
@@ -170,16 +185,28 @@ class Controller:
         watched = [row.instance_id for job, _, current, rows in work if not job.cancel_requested for row in _of_attempt(rows, current)]
         statuses = self.provider.poll(watched) if watched else {}
         for job, attempts, current, rows in work:
-            nodes = _of_attempt(rows, current)
-            if job.cancel_requested:
-                self._cancel(job, current, nodes)
-            elif current is None:
-                self._launch(job, len(attempts) + 1, rows)
-            elif current.instance_id is None:
-                self._finish_launch(job, current)
-            else:
-                self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes}, rows)
-        return [self.store.job(name) for name in names]
+            if time.monotonic() >= lease_valid_until:
+                break  # this cycle outlived its leases: the next one renews them first
+            try:
+                self._step(job, attempts, current, rows, statuses)
+            except LeaseLostError:
+                continue  # adopted by another controller while this one was slow: its job now
+        jobs = [self.store.job(name) for name in names]
+        self.release([job.name for job in jobs if job.state.is_final and job.lease_owner == self.owner])
+        return jobs
+
+    def _step(
+        self, job: Job, attempts: list[Attempt], current: Attempt | None, rows: list[Interval], statuses: dict[str, InstanceStatus]
+    ) -> None:
+        nodes = _of_attempt(rows, current)
+        if job.cancel_requested:
+            self._cancel(job, current, nodes)
+        elif current is None:
+            self._launch(job, len(attempts) + 1, rows)
+        elif current.instance_id is None:
+            self._finish_launch(job, current)
+        else:
+            self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes}, rows)
 
     # ---------------------------------------------------------------- launch
 

@@ -18,6 +18,7 @@ from runner.paths import infra_outputs_file
 from runner.store import Job, StateStore
 
 POLL_INTERVAL_ENV = "SPOTRUN_POLL_INTERVAL_S"
+LEASE_ENV = "SPOTRUN_LEASE_S"
 
 # The local metadata emulator answers at once, so the agent can look often; EC2 asks for 5 s.
 _LOCAL_AGENT_INTERVALS = ("--poll-interval", "0.5", "--heartbeat-interval", "1")
@@ -69,11 +70,15 @@ def controller_settings(spec: dict[str, Any]) -> ControllerSettings:
     """Poll often on this machine, every 10 s on a cloud; SPOTRUN_POLL_INTERVAL_S overrides both.
 
     A stopping instance gets 5 s to checkpoint locally, a minute on a cloud (an upload to S3).
+    A controller's lease on a job lasts 30 s, or three polling intervals if longer
+    (SPOTRUN_LEASE_S overrides it): how long a dead controller's jobs wait to be adopted.
     """
     local = spec["resources"]["provider"] == "local"
+    poll_interval_s = float(os.environ.get(POLL_INTERVAL_ENV, 1.0 if local else 10.0))
     return ControllerSettings(
-        poll_interval_s=float(os.environ.get(POLL_INTERVAL_ENV, 1.0 if local else 10.0)),
+        poll_interval_s=poll_interval_s,
         stop_grace_s=5.0 if local else 60.0,
+        lease_s=float(os.environ.get(LEASE_ENV, max(30.0, 3 * poll_interval_s))),
     )
 
 

@@ -51,6 +51,8 @@ def job_summary(job: Job, attempts: list[Attempt], intervals: list[Interval], no
         "checkpoint_step": checkpoint.get("step"),
         "checkpoint_url": job.checkpoint_url,
         "message": job.message,
+        "launched_by": job.launched_by,
+        "controller": job.lease_owner,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
     }
@@ -75,14 +77,15 @@ def status_line(summary: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def jobs_table(summaries: list[dict[str, Any]]) -> Table:
-    """All jobs, one row each."""
+def jobs_table(summaries: list[dict[str, Any]], *, show_user: bool = False) -> Table:
+    """Jobs, one row each; ``show_user`` adds who launched each (a team's listing)."""
     table = Table(title="spotrun jobs")
-    for column in ("job", "state", "step", "epoch", "preemptions", "attempts", "spent", "saved", "updated"):
-        table.add_column(column, justify="right" if column not in ("job", "state") else "left")
+    for column in ("job", *(("user",) if show_user else ()), "state", "step", "epoch", "preemptions", "attempts", "spent", "saved", "updated"):
+        table.add_column(column, justify="right" if column not in ("job", "user", "state") else "left")
     for summary in summaries:
         table.add_row(
             summary["name"],
+            *((summary["launched_by"] or "?",) if show_user else ()),
             summary["state"],
             _progress_cell(summary),
             _cell(summary["epoch"]),
