@@ -78,8 +78,22 @@ def run(
     force: ForceOption = False,
 ) -> None:
     """Submit a job and drive it to the end: provision, train, survive preemptions, stay within the budget."""
-    spec = load_spec(spec_file)
     store = _store()
+    name = _submit(store, spec_file, force=force)
+    _drive_or_detach(store, name, detach)
+
+
+@command
+def submit(spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).")], force: ForceOption = False) -> None:
+    """Record a job for a running `spotrun controller` to drive (a team's shared store); nothing runs here."""
+    store = _store()
+    name = _submit(store, spec_file, force=force)
+    out.print(f"job {name} submitted; `spotrun controller` (running anywhere on this store) picks it up on its next cycle", soft_wrap=True)
+
+
+def _submit(store: StateStore, spec_file: Path, *, force: bool) -> str:
+    """Check the spec and its cost forecast, record the job, and leave its description next to its checkpoints."""
+    spec = load_spec(spec_file)
     spec_json = spec.model_dump(mode="json")
     _check_forecast(spec_json, {}, [], provider_for(spec_json, spotrun_home(), store), force=force)
     job = store.create_job(
@@ -94,7 +108,7 @@ def run(
     except CheckpointError as error:
         store.set_state(job.name, JobState.FAILED, f"could not write the job description: {error}")
         raise
-    _drive_or_detach(store, job.name, detach)
+    return job.name
 
 
 @command

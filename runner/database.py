@@ -52,8 +52,13 @@ def database_location(home: Path) -> DatabaseLocation:
     return DatabaseLocation(default_database_url(home), "the default under SPOTRUN_HOME")
 
 
+_engines: dict[str, Engine] = {}  # one connection pool per database per process, however many stores are opened on it
+
+
 def connect(location: DatabaseLocation) -> Engine:
-    """An engine for the location, tried once: DatabaseError (exit 2) when it is malformed, unreachable or refuses us."""
+    """The engine for the location, tried once when first made: DatabaseError (exit 2) when it is malformed, unreachable or refuses us."""
+    if location.url in _engines:
+        return _engines[location.url]
     url = _parse(location)
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
@@ -77,6 +82,7 @@ def connect(location: DatabaseLocation) -> Engine:
     except sa.exc.DBAPIError as error:
         engine.dispose()
         raise DatabaseError(f"cannot open the state database {_safe(url)} ({location.source}): {_first_line(error)}") from None
+    _engines[location.url] = engine
     return engine
 
 

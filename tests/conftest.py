@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,9 @@ sys.path.insert(0, str(NETGUARD))
 sys.path.insert(0, str(Path(__file__).parent / "support"))  # shared test helpers (fault_proxy, aws_support)
 import sitecustomize  # noqa: E402,F401  - the guard, in this process too
 from fault_proxy import FaultProxy  # noqa: E402
+from postgres_server import PostgresServer, find_postgres_bindir  # noqa: E402
+
+REQUIRE_POSTGRES = "SPOTRUN_TEST_REQUIRE_POSTGRES"  # set by .ci/run: a missing server fails the run instead of skipping
 
 
 @pytest.fixture
@@ -80,3 +84,33 @@ def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1, started once per session in a temporary folder (as an unprivileged user)."""
+    bindir = find_postgres_bindir()
+    if bindir is None:
+        message = "no PostgreSQL server binaries (Debian: apt-get install postgresql)"
+        if os.environ.get(REQUIRE_POSTGRES):
+            pytest.fail(f"{message}, and {REQUIRE_POSTGRES} is set")
+        pytest.skip(message)
+    server = PostgresServer(bindir=bindir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty state store at the newest schema: a SQLite file, or a fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'state.db'}"
+    from runner import schema
+    from runner.database import DatabaseLocation, connect
+
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database(f"test_{uuid.uuid4().hex[:12]}")
+    schema.upgrade(connect(DatabaseLocation(url, "test")))
+    return url

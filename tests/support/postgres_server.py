@@ -292,6 +292,7 @@ class PostgresServer:
             "fsync": "off",
             "synchronous_commit": "off",
             "full_page_writes": "off",
+            "max_connections": "300",  # every test process (controllers, CLI runs) keeps a small pool open
         }
         with (self._tmp / "data" / "postgresql.conf").open("a") as conf:
             conf.write("\n# spotrun test server\n")
