@@ -28,27 +28,33 @@ def _wait_for_expiry(store: StateStore, name: str, timeout_s: float = 10.0) -> N
         time.sleep(0.05)
 
 
+def _race(controllers: list[StateStore]) -> list[set[str]]:
+    """Every controller asks for all the jobs at the same instant (threads released by one barrier); what each got."""
+    start = threading.Barrier(len(controllers))
+    held: list[set[str]] = [set() for _ in controllers]
+    errors: list[BaseException] = []
+
+    def take(index: int) -> None:
+        try:
+            start.wait()
+            held[index] = controllers[index].acquire_leases(JOBS, ttl_s=30)
+        except BaseException as error:  # surfaced by the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=take, args=(index,)) for index in range(len(controllers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return held
+
+
 def test_two_controllers_taking_50_jobs_at_the_same_instant_split_them_without_overlap(database_url: str) -> None:
     _store_with_jobs(database_url, JOBS)
     controllers = [StateStore(database_url).for_controller(f"controller-{index}") for index in range(2)]
     for round_number in range(5):  # each round a fresh race: every lease released first
-        start = threading.Barrier(len(controllers))
-        held: list[set[str]] = [set() for _ in controllers]
-        errors: list[BaseException] = []
-
-        def take(index: int) -> None:
-            try:
-                start.wait()
-                held[index] = controllers[index].acquire_leases(JOBS, ttl_s=30)
-            except BaseException as error:  # surfaced below, with the round
-                errors.append(error)
-
-        threads = [threading.Thread(target=take, args=(index,)) for index in range(len(controllers))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors, f"round {round_number}: {errors}"
+        held = _race(controllers)
         assert held[0].isdisjoint(held[1]), f"round {round_number}: both hold {sorted(held[0] & held[1])}"
         assert held[0] | held[1] == set(JOBS)
         observer = controllers[0]
