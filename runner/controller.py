@@ -173,7 +173,7 @@ class Controller:
         its new controller; a job that reached its end gives its lease up.
         """
         held = self.store.acquire_leases(names, self.settings.lease_s)
-        lease_valid_until = time.monotonic() + self.settings.lease_s
+        renewed_at = time.monotonic()
         work: list[tuple[Job, list[Attempt], Attempt | None, list[Interval]]] = []  # each job's ledger rows, read once a cycle
         for name in names:
             job = self.store.job(name)
@@ -185,12 +185,15 @@ class Controller:
         watched = [row.instance_id for job, _, current, rows in work if not job.cancel_requested for row in _of_attempt(rows, current)]
         statuses = self.provider.poll(watched) if watched else {}
         for job, attempts, current, rows in work:
-            if time.monotonic() >= lease_valid_until:
-                break  # this cycle outlived its leases: the next one renews them first
+            if time.monotonic() - renewed_at > self.settings.lease_s / 3:  # a long cycle (many launches) keeps its leases
+                held = self.store.acquire_leases(sorted(held), self.settings.lease_s)
+                renewed_at = time.monotonic()
+            if job.name not in held:
+                continue
             try:
                 self._step(job, attempts, current, rows, statuses)
             except LeaseLostError:
-                continue  # adopted by another controller while this one was slow: its job now
+                continue  # adopted by another controller while this one was stalled: its job now
         jobs = [self.store.job(name) for name in names]
         self.release([job.name for job in jobs if job.state.is_final and job.lease_owner == self.owner])
         return jobs

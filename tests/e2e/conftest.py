@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 
 from checkpoints import latest
 from runner.cli import app
-from runner.database import default_database_url
-from runner.store import Job, JobState, StateStore
+from runner.store import Job, JobState, StateStore, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +62,8 @@ class Harness:
 
     @property
     def store(self) -> StateStore:
-        return StateStore(default_database_url(self.home))
+        """The store spotrun itself uses: SQLite under the home, or SPOTRUN_DB."""
+        return open_store(self.home)
 
     def job(self, name: str) -> Job:
         return self.store.job(name)

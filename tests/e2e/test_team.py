@@ -1,0 +1,133 @@
+"""Team mode end to end: `spotrun controller` services sharing one state store (real PostgreSQL, and SQLite), real
+local instances and agents, real signals.
+
+Every job must be driven by exactly one controller at a time, each instance launched once, and
+the jobs of a controller killed mid-run adopted by another within the lease and finished
+exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.store import Event, JobState, StateStore
+from tests.e2e.conftest import Harness, assert_bit_identical, digits_spec, final_weights, wait_until
+
+TINY_TRAINING = Path(__file__).parent / "tiny_training.py"
+CONTROLLER_KINDS = ("lease", "state", "launch", "exit", "notice", "capacity", "gang", "stop", "budget")  # what only a controller writes
+
+
+def _team(monkeypatch: pytest.MonkeyPatch, database_url: str, *, lease_s: float) -> None:
+    monkeypatch.setenv("SPOTRUN_DB", database_url)
+    monkeypatch.setenv("SPOTRUN_LEASE_S", str(lease_s))
+
+
+def _tiny_spec(name: str, index: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "team": f"team-{index % 3}",
+        "train": {"command": f"python {TINY_TRAINING} 4 0.5"},
+        "resources": {"provider": "local", "instance_types": ["g5.xlarge"]},
+        "local": {"preempt_every": 0, "spot_price": 0.45, "on_demand_price": 1.006},
+    }
+
+
+def _controller_events(store: StateStore, name: str) -> list[Event]:
+    return [event for _, event in store.events(name) if event.kind in CONTROLLER_KINDS]
+
+
+def _start_controller(harness: Harness) -> tuple[subprocess.Popen[str], str]:
+    """`spotrun controller` as its own process; its owner id from its first line of output."""
+    process = harness.start("controller")
+    log = sorted(harness.tmp.glob("controller-*.log"))[-1]
+    banner = wait_until(lambda: next((line for line in log.read_text().splitlines() if line.startswith("controller ")), None), timeout_s=60, what="the controller's banner")
+    return process, banner.split()[1]
+
+
+def test_two_controllers_started_together_drive_each_of_50_jobs_exactly_once(
+    harness: Harness, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _team(monkeypatch, database_url, lease_s=30.0)
+    names = [f"tiny-{index:02d}" for index in range(50)]
+    for index, name in enumerate(names):
+        result = harness.cli("submit", str(harness.write_spec(_tiny_spec(name, index), f"{name}.yaml")))
+        assert result.exit_code == 0, result.output
+
+    first, second = harness.start("controller"), harness.start("controller")  # the same moment, give or take a fork
+    store = harness.store
+    try:
+        wait_until(lambda: all(job.state.is_final for job in store.jobs()), timeout_s=240, what="all 50 jobs to end", interval_s=0.5)
+    finally:
+        for process in (first, second):
+            process.send_signal(signal.SIGTERM)
+        for process in (first, second):
+            assert harness.wait_for_exit(process, 60) == 0
+
+    assert Counter(job.state for job in store.jobs()) == {JobState.SUCCEEDED: 50}, harness.controller_output()[-3000:]
+    drivers = Counter()
+    for name in names:
+        actors = {event.actor for event in _controller_events(store, name)}
+        assert len(actors) == 1, f"{name} was driven by {actors}"
+        drivers[actors.pop()] += 1
+        launches = [event for event in _controller_events(store, name) if event.kind == "launch"]
+        assert len(launches) == 1 and len(store.attempts(name)) == 1, f"{name}: {[event.message for event in launches]}"
+        [row] = store.intervals(name)
+        assert row.end is not None and row.cost_usd is not None and row.outcome == "finished"
+    assert sum(drivers.values()) == 50
+    instances = [path for path in (harness.home / "local" / "instances").iterdir() if not path.name.startswith(".")]
+    assert len(instances) == 50  # one instance per job: none launched twice
+    assert store.intervals(None) and len(store.intervals(None)) == 50  # one ledger row each: nothing billed twice
+
+
+def test_a_killed_controllers_jobs_are_adopted_within_the_lease_and_resume_exactly(
+    harness: Harness, postgres_server: Any, monkeypatch: pytest.MonkeyPatch, reference_weights: dict
+) -> None:
+    lease_s = 4.0
+    from runner import schema
+    from runner.database import DatabaseLocation, connect
+
+    url = postgres_server.create_database("adoption")
+    schema.upgrade(connect(DatabaseLocation(url, "test")))
+    _team(monkeypatch, url, lease_s=lease_s)
+    names = ["team-a", "team-b"]
+    for name in names:
+        assert harness.cli("submit", str(harness.write_spec(digits_spec(name), f"{name}.yaml"))).exit_code == 0
+    store = harness.store
+
+    doomed, doomed_id = _start_controller(harness)
+    wait_until(lambda: all(store.job(name).lease_owner == doomed_id for name in names), timeout_s=60, what="the first controller to take both jobs")
+    survivor, survivor_id = _start_controller(harness)
+    wait_until(lambda: all((store.job(name).progress.get("step") or 0) >= 60 for name in names), timeout_s=180, what="both jobs to train a while")
+
+    doomed.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    doomed.wait(timeout=30)
+    wait_until(lambda: all(store.job(name).lease_owner == survivor_id for name in names), timeout_s=lease_s + 30, what="the survivor to adopt both jobs")
+    for name in names:
+        adoption = next(event for event in _controller_events(store, name) if event.kind == "lease" and event.actor == survivor_id)
+        assert adoption.data["from"] == doomed_id
+        assert adoption.time - killed_at <= lease_s + 3.0, f"{name} adopted {adoption.time - killed_at:.1f}s after the kill"
+
+    assert harness.cli("interrupt", "team-a").exit_code == 0  # the adopter must also relaunch and resume from a checkpoint
+    try:
+        wait_until(lambda: all(store.job(name).state.is_final for name in names), timeout_s=300, what="both jobs to finish")
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        harness.wait_for_exit(survivor, 60)
+
+    for name in names:
+        job = store.job(name)
+        assert job.state is JobState.SUCCEEDED, harness.controller_output()[-3000:]
+        assert_bit_identical(reference_weights, final_weights(job.checkpoint_url))
+        for event in _controller_events(store, name):
+            assert event.actor in (doomed_id, survivor_id)
+            assert event.actor != doomed_id or event.time <= killed_at, f"{name}: the killed controller wrote {event.message!r}"
+    assert store.job("team-a").preemptions == 1 and len(store.attempts("team-a")) == 2
+    assert len(store.attempts("team-b")) == 1  # adopted, not relaunched: its instance trained on
