@@ -45,7 +45,7 @@ from cloud.provider import (
 )
 from runner import forecast, ledger
 from runner.agent import HEARTBEAT_NAME, NODE_ENV, RENDEZVOUS_ENV, STOP_REQUEST_NAME
-from runner.errors import JobStateError, LeaseLostError
+from runner.errors import LeaseHeldError, LeaseLostError
 from runner.policy import Situation, policy_named
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
 
@@ -136,7 +136,7 @@ class Controller:
     def drive(self, name: str, *, on_cycle: Callable[[Job], None] | None = None) -> Job:
         """Run cycles until the job reaches a final state; returns it.
 
-        JobStateError when another controller drives the job; LeaseLostError when one adopts it
+        LeaseHeldError when another controller drives the job; LeaseLostError when one adopts it
         from this controller (after it stalled past its lease). The lease is given up on the way
         out, so a controller stopped by Ctrl-C hands the job over at once.
         """
@@ -147,7 +147,7 @@ class Controller:
                 if not job.state.is_final and job.lease_owner != self.owner:
                     holder = job.lease_owner or "another controller"
                     if first:
-                        raise JobStateError(f"job {name!r} is already being driven by controller {holder}")
+                        raise LeaseHeldError(f"job {name!r} is already being driven by controller {holder}")
                     raise LeaseLostError(f"job {name!r} was adopted by controller {holder}; this controller stops")
                 first = False
                 if on_cycle is not None:

@@ -8,6 +8,7 @@ exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -131,3 +132,37 @@ def test_a_killed_controllers_jobs_are_adopted_within_the_lease_and_resume_exact
             assert event.actor != doomed_id or event.time <= killed_at, f"{name}: the killed controller wrote {event.message!r}"
     assert store.job("team-a").preemptions == 1 and len(store.attempts("team-a")) == 2
     assert len(store.attempts("team-b")) == 1  # adopted, not relaunched: its instance trained on
+
+
+def test_everyone_submits_to_one_store_and_sees_their_own_jobs_and_the_teams_costs(
+    harness: Harness, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _team(monkeypatch, database_url, lease_s=30.0)
+    submitted = {"ana": ["ana-1", "ana-2"], "ben": ["ben-1"]}
+    for user, names in submitted.items():
+        monkeypatch.setenv("SPOTRUN_USER", user)
+        for index, name in enumerate(names):
+            assert harness.cli("submit", str(harness.write_spec(_tiny_spec(name, index), f"{name}.yaml"))).exit_code == 0
+    monkeypatch.delenv("SPOTRUN_USER")
+    (harness.home / "config.yaml").write_text("user: ana\n")  # who I am, from the user config
+
+    store = harness.store
+    for _ in range(60):  # `spotrun controller --once` as cron would run it: one cycle per run, leases given back each time
+        assert harness.wait_for_exit(harness.start("controller", "--once"), 60) == 0
+        if all(job.state.is_final for job in store.jobs()):
+            break
+    assert {job.name: job.state for job in store.jobs()} == dict.fromkeys(["ana-1", "ana-2", "ben-1"], JobState.SUCCEEDED)
+    assert all(job.lease_owner is None for job in store.jobs())
+
+    mine = json.loads(harness.cli("jobs", "--json").stdout)
+    everyone = json.loads(harness.cli("jobs", "--json", "--all-users").stdout)
+    assert sorted(job["name"] for job in mine) == ["ana-1", "ana-2"]
+    assert {job["name"]: job["launched_by"] for job in everyone} == {"ana-1": "ana", "ana-2": "ana", "ben-1": "ben"}
+    assert "ben-1" in harness.cli("jobs", "--all-users").stdout
+
+    by_user = {row["key"]: row for row in json.loads(harness.cli("cost", "--by", "user", "--format", "json").stdout)["groups"]}
+    assert set(by_user) == {"ana", "ben"} and by_user["ana"]["jobs"] == 2 and by_user["ben"]["intervals"] == 1
+    ledger = store.intervals(None)
+    assert sum(row["spent_usd"] for row in by_user.values()) == pytest.approx(sum(row.cost_usd for row in ledger), abs=1e-6)
+    by_team = json.loads(harness.cli("cost", "--by", "team", "--format", "json").stdout)["groups"]
+    assert sorted(row["key"] for row in by_team) == ["team-0", "team-1"]
