@@ -4,24 +4,26 @@ Usable without the rest of spotrun::
 
     Trainer(callbacks=[SpotCheckpoint("s3://bucket/run1", every="5m", keep=3)])
 
-``SpotCheckpoint`` pulls in Lightning, so it is imported lazily: ``checkpoints.store`` stays light
-for the controller.
+``SpotCheckpoint`` pulls in Lightning and ``CheckpointStore`` fsspec and aiohttp, so both are
+imported when first used: importing a light submodule (``checkpoints.durations``, ``.errors``)
+costs the command line nothing, and ``checkpoints.store`` stays light for the controller.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from checkpoints.store import CheckpointInfo, CheckpointStore
-
 if TYPE_CHECKING:
     from checkpoints.callback import SpotCheckpoint
+    from checkpoints.store import CheckpointInfo, CheckpointStore
 
 __all__ = ["CheckpointInfo", "CheckpointStore", "SpotCheckpoint", "latest", "spotrun_checkpoint"]
 
 
 def latest(url: str) -> CheckpointInfo | None:
     """The newest committed checkpoint under ``url`` whose objects match its manifest (sha256 included)."""
+    from checkpoints.store import CheckpointStore
+
     return CheckpointStore(url).latest(check_sha256=True)
 
 
@@ -37,4 +39,8 @@ def __getattr__(name: str) -> Any:
         from checkpoints.callback import SpotCheckpoint
 
         return SpotCheckpoint
+    if name in ("CheckpointInfo", "CheckpointStore"):
+        from checkpoints import store
+
+        return getattr(store, name)
     raise AttributeError(f"module 'checkpoints' has no attribute {name!r}")

@@ -23,6 +23,7 @@ from typing import Any
 
 from checkpoints import environment
 from checkpoints.control import CHECKPOINT, STOP, ControlWriter, read_json
+from checkpoints.environment import RENDEZVOUS_ENV
 from checkpoints.store import CheckpointStore
 from cloud.imds import MetadataClient
 
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_NAME = "heartbeat.json"
 JOB_NAME = "job.json"
-NODE_ENV = "SPOTRUN_NODE"  # the instance's rank in its gang
-RENDEZVOUS_ENV = "SPOTRUN_RENDEZVOUS"  # rank 0's private address:port
 STOP_REQUEST_NAME = "stop.json"  # the controller's "checkpoint and stop" (budget spent, market switch), per attempt
 FAILED_EXIT_CODE = 1
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"

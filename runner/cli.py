@@ -6,6 +6,7 @@ Known errors become one line on stderr and an exit code (0 ok, 1 a known failure
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -13,42 +14,78 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.spinner import Spinner
 from rich.table import Table
-from rich.text import Text
+from typer.core import TyperGroup
 
 from checkpoints.durations import format_duration, parse_duration
+from checkpoints.environment import NODE_ENV, RENDEZVOUS_ENV
 from checkpoints.errors import CheckpointError
-from checkpoints.store import CheckpointStore
-from cloud.aws import AwsProvider, AwsSettings
-from cloud.imds import MetadataClient
 from cloud.provider import TAG_ATTEMPT, TAG_NODE, TAG_RENDEZVOUS, TAG_URL, Market, OfferRequest, Provider
-from runner import forecast, ledger, views
-from runner.agent import JOB_NAME, NODE_ENV, RENDEZVOUS_ENV, Agent, AgentSettings
 from runner.commands import command_for
-from runner.controller import Controller
-from runner.cost_cli import cost as cost_command
-from runner.db_cli import db_app
-from runner.errors import BudgetError, JobStateError, SpecError
-from runner.gc import needed_by, orphans
-from runner.infra_cli import infra_app
+from runner.errors import BudgetError, JobStateError, LeaseHeldError, LeaseLostError, SpecError
 from runner.infra_outputs import stored_infra_outputs
-from runner.logs import print_logs
 from runner.paths import infra_outputs_file, spotrun_home
-from runner.providers import agent_command, controller_settings, provider_for
-from runner.service import ControllerService
-from runner.simulate_cli import simulate as simulate_command
-from runner.spec import load_spec
-from runner.store import Interval, JobState, StateStore, open_store
-from runner.user_config import current_user
+
+# Every command, and the agent on every instance, starts by importing this module, so it imports
+# only what all of them need; the rest is imported inside the commands that use it. Together,
+# boto3 (AWS), numpy (simulate), the spec's pydantic models, fsspec and aiohttp (checkpoints),
+# SQLAlchemy and Alembic (the store) took a second to import, longer than most commands then run.
+if TYPE_CHECKING:
+    from rich.live import Live
+    from typer._click import Command
+
+    from cloud.aws import AwsProvider
+    from runner.store import Interval, StateStore
+
+# Commands defined in other modules, imported when one of them runs (or `--help` lists them):
+# name -> (module, attribute), a command function or a Typer app of subcommands.
+_ELSEWHERE = {
+    "cost": ("runner.cost_cli", "cost"),
+    "simulate": ("runner.simulate_cli", "simulate"),
+    "infra": ("runner.infra_cli", "infra_app"),
+    "db": ("runner.db_cli", "db_app"),
+}
+
+
+class _SpotrunCommands(TyperGroup):
+    """spotrun's commands: those named in _ELSEWHERE are built from their modules when first asked for."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(name for name in _ELSEWHERE if name not in self.commands)]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Command | None:
+        if cmd_name in _ELSEWHERE and cmd_name not in self.commands:
+            self.add_command(_command_from_elsewhere(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        if args and args[0] not in self.commands and args[0] not in _ELSEWHERE:  # a typo: suggest from every command
+            for name in _ELSEWHERE:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
+def _command_from_elsewhere(name: str) -> Command:
+    module, attribute = _ELSEWHERE[name]
+    found = getattr(importlib.import_module(module), attribute)
+    if isinstance(found, typer.Typer):
+        built = typer.main.get_group(found)
+    else:  # a command function, registered like this module's own
+        single = typer.Typer(add_completion=False)
+        command_for(single)(found)
+        built = typer.main.get_command(single)
+    built.name = name
+    return built
+
 
 app = typer.Typer(
+    cls=_SpotrunCommands,
     help="Train PyTorch Lightning models on spot instances without losing work, and know what each run cost.",
     no_args_is_help=True,
     add_completion=False,
@@ -64,6 +101,9 @@ command = command_for(app)
 
 
 def _store() -> StateStore:
+    from runner.store import open_store
+    from runner.user_config import current_user
+
     home = spotrun_home()
     return open_store(home, actor=current_user(home))
 
@@ -78,22 +118,31 @@ def run(
     force: ForceOption = False,
 ) -> None:
     """Submit a job and drive it to the end: provision, train, survive preemptions, stay within the budget."""
-    store = _store()
-    name = _submit(store, spec_file, force=force)
+    store, name = _submit(spec_file, force=force)
     _drive_or_detach(store, name, detach)
 
 
 @command
 def submit(spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).")], force: ForceOption = False) -> None:
     """Record a job for a running `spotrun controller` to drive (a team's shared store); nothing runs here."""
-    store = _store()
-    name = _submit(store, spec_file, force=force)
+    _, name = _submit(spec_file, force=force)
     out.print(f"job {name} submitted; `spotrun controller` (running anywhere on this store) picks it up on its next cycle", soft_wrap=True)
 
 
-def _submit(store: StateStore, spec_file: Path, *, force: bool) -> str:
-    """Check the spec and its cost forecast, record the job, and leave its description next to its checkpoints."""
+def _submit(spec_file: Path, *, force: bool) -> tuple[StateStore, str]:
+    """Check the spec, then its cost forecast, record the job, and leave its description next to its checkpoints.
+
+    The spec is checked before the store is opened: a bad spec writes nothing, not even a new store.
+    """
+    from checkpoints.store import CheckpointStore
+    from runner.agent import JOB_NAME
+    from runner.providers import provider_for
+    from runner.spec import load_spec
+    from runner.store import JobState
+    from runner.user_config import current_user
+
     spec = load_spec(spec_file)
+    store = _store()
     spec_json = spec.model_dump(mode="json")
     _check_forecast(spec_json, {}, [], provider_for(spec_json, spotrun_home(), store), force=force)
     job = store.create_job(
@@ -108,7 +157,7 @@ def _submit(store: StateStore, spec_file: Path, *, force: bool) -> str:
     except CheckpointError as error:
         store.set_state(job.name, JobState.FAILED, f"could not write the job description: {error}")
         raise
-    return job.name
+    return store, job.name
 
 
 @command
@@ -121,6 +170,10 @@ def resume(
     force: ForceOption = False,
 ) -> None:
     """Drive an unfinished job again: after its controller stopped or was killed, or with more budget."""
+    from runner import ledger
+    from runner.providers import provider_for
+    from runner.store import JobState
+
     store = _store()
     found = store.job(job)
     if found.state is JobState.BUDGET_EXHAUSTED and budget is None:
@@ -145,6 +198,9 @@ def resume(
 
 def _check_forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: list[Interval], provider: Provider, *, force: bool) -> None:
     """Refuse (or with ``--force`` warn) when the forecast cost to finish exceeds what is left of the budget."""
+    from runner import forecast, ledger
+    from runner.providers import controller_settings
+
     max_usd = (spec.get("budget") or {}).get("max_usd")
     if max_usd is None:
         return
@@ -205,6 +261,15 @@ def _drive_or_detach(store: StateStore, name: str, detach: bool) -> None:
 
 
 def _drive(store: StateStore, name: str) -> None:
+    from rich.live import Live
+    from rich.spinner import Spinner
+    from rich.text import Text
+
+    from runner import views
+    from runner.controller import Controller
+    from runner.providers import agent_command, controller_settings, provider_for
+    from runner.store import JobState
+
     job = store.job(name)
     spec = job.spec
     controller = Controller(
@@ -226,12 +291,19 @@ def _drive(store: StateStore, name: str) -> None:
             last_plain_line = time.monotonic()
             out.print(views.status_line(summary), highlight=False, soft_wrap=True)
 
+    def shown(run: Callable[[Callable[[Any], None]], Any]) -> Any:
+        """``run(on_cycle)`` with every cycle rendered: a live line on a terminal, plain lines otherwise."""
+        if not out.is_terminal:
+            return run(lambda job: render(None, job))
+        with Live("", console=out, refresh_per_second=4, transient=True) as live:
+            return run(lambda job: render(live, job))
+
     try:
-        if out.is_terminal:
-            with Live("", console=out, refresh_per_second=4, transient=True) as live:
-                final = controller.drive(name, on_cycle=lambda job: render(live, job))
-        else:
-            final = controller.drive(name, on_cycle=lambda job: render(None, job))
+        try:
+            final = shown(lambda on_cycle: controller.drive(name, on_cycle=on_cycle))
+        except (LeaseHeldError, LeaseLostError) as error:  # another controller drives it (a team's service): watch it instead
+            err.print(f"{error}; following it here", markup=False, highlight=False, soft_wrap=True)
+            final = shown(lambda on_cycle: _follow(store, name, on_cycle))
     except KeyboardInterrupt:
         err.print(
             f"controller stopped; job {name}'s instance keeps running. "
@@ -245,6 +317,19 @@ def _drive(store: StateStore, name: str) -> None:
         raise typer.Exit(1)
 
 
+def _follow(store: StateStore, name: str, on_cycle: Callable[[Any], None]) -> Any:
+    """Show a job another controller drives until it ends; returns it."""
+    while True:
+        job = store.job(name)
+        on_cycle(job)
+        if job.state.is_final:
+            return job
+        time.sleep(_FOLLOW_INTERVAL_S)
+
+
+AllUsersOption = Annotated[bool, typer.Option("--all-users", help="Everyone's jobs in a shared store, not only yours.")]
+
+
 @command
 def status(
     job: Annotated[str | None, typer.Argument(help="Job name; your jobs when left out.")] = None,
@@ -252,6 +337,9 @@ def status(
     all_users: AllUsersOption = False,
 ) -> None:
     """State, progress, spend and preemptions of one job (or of your jobs)."""
+    from checkpoints.store import CheckpointStore
+    from runner import views
+
     store = _store()
     if job is None:
         jobs(as_json=as_json, all_users=all_users)
@@ -267,18 +355,22 @@ def status(
     out.print(views.status_line(summary), highlight=False, soft_wrap=True)
     if summary["message"]:
         out.print(f"  {summary['message']}", highlight=False)
+    if not found.state.is_final:
+        lease = store.lease(job)
+        driver = f"controller {lease.owner} (lease {lease.expires_in_s:.0f}s left)" if lease else f"no controller; `spotrun resume {job}` drives it"
+        out.print(f"  driven by: {driver}", highlight=False, soft_wrap=True)
     if attempts:
         out.print(views.attempts_table(attempts))
     if len(nodes) > 1:
         out.print(views.nodes_table(nodes))
 
 
-AllUsersOption = Annotated[bool, typer.Option("--all-users", help="Everyone's jobs in a shared store, not only yours.")]
-
-
 @command
 def jobs(as_json: JsonOption = False, all_users: AllUsersOption = False) -> None:
     """Your jobs in the state store (everyone's with --all-users), newest first."""
+    from runner import views
+    from runner.user_config import current_user
+
     store = _store()
     user = None if all_users else current_user(spotrun_home())
     attempts, intervals = defaultdict(list), defaultdict(list)  # every job's, read once: a team's store holds thousands
@@ -305,6 +397,9 @@ def logs(
     node: Annotated[int, typer.Option("--node", help="Which node of a multi-node job (its rank).")] = 0,
 ) -> None:
     """Every attempt's agent and training output, in order, attempt boundaries marked."""
+    from checkpoints.store import CheckpointStore
+    from runner.logs import print_logs
+
     store = _store()
     found = store.job(job)
     print_logs(
@@ -320,6 +415,9 @@ def logs(
 @command
 def cancel(job: JobArgument) -> None:
     """Stop a job for good: its instance is terminated and it ends CANCELLED."""
+    from runner.controller import Controller
+    from runner.providers import agent_command, provider_for
+
     store = _store()
     found = store.job(job)
     if found.state.is_final:
@@ -339,6 +437,8 @@ def cancel(job: JobArgument) -> None:
 @command
 def checkpoints(job: JobArgument, as_json: JsonOption = False) -> None:
     """Committed checkpoints of a job, newest first."""
+    from checkpoints.store import CheckpointStore
+
     found = _store().job(job)
     infos = CheckpointStore(found.checkpoint_url).list()
     if as_json:
@@ -366,6 +466,8 @@ def interrupt(
     node: Annotated[int, typer.Option("--node", help="Which node of a multi-node job (its rank).")] = 0,
 ) -> None:
     """Inject a spot interruption into a job on the local provider, to prove it survives one."""
+    from runner.providers import provider_for
+
     store = _store()
     found = store.job(job)
     spec = found.spec
@@ -426,6 +528,8 @@ def gc(
     as_json: JsonOption = False,
 ) -> None:
     """Find spotrun instances that cost money for nothing (no live job needs them) and terminate them with --yes."""
+    from runner.gc import needed_by, orphans
+
     store = _store()
     provider = _aws_provider(region, store.store_id())
     found = orphans(provider.tagged_instances(), needed_by(store), store_id=provider.settings.store_id, all_stores=all_stores)
@@ -450,6 +554,8 @@ def gc(
 
 def _aws_provider(region: str | None, store_id: str = "") -> AwsProvider:
     """A provider for looking and cleaning up; it needs no launch template."""
+    from cloud.aws import AwsProvider, AwsSettings
+
     infra_region = stored_infra_outputs(spotrun_home()).get("region") if infra_outputs_file(spotrun_home()).exists() else None
     chosen = region or infra_region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
     if not chosen:
@@ -473,19 +579,23 @@ def agent(
     heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
 ) -> None:
     """Run on an instance: train, watch for the interruption notice, report through object storage."""
+    from runner import agent as agent_module
+
     if from_instance_tags:
         checkpoint_url, attempt, node, rendezvous = _job_from_instance_tags(metadata_endpoint)
     if checkpoint_url is None or attempt is None:
         raise SpecError("agent: give --checkpoint-url and --attempt, or --from-instance-tags on an instance spotrun launched")
-    settings = AgentSettings(
+    settings = agent_module.AgentSettings(
         checkpoint_url=checkpoint_url, attempt=attempt, node=node, rendezvous=rendezvous, metadata_endpoint=metadata_endpoint,
         poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
     )
-    raise typer.Exit(Agent(settings).run())
+    raise typer.Exit(agent_module.Agent(settings).run())
 
 
 def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int, int, str | None]:
     """The job's URL and attempt, and the instance's rank and rendezvous in a gang, from its tags."""
+    from cloud.imds import MetadataClient
+
     metadata = MetadataClient(metadata_endpoint)
     url, attempt = metadata.tag(TAG_URL), metadata.tag(TAG_ATTEMPT)
     if url is None or attempt is None or not attempt.isdigit():
@@ -504,6 +614,8 @@ def controller(
     once: Annotated[bool, typer.Option("--once", help="One cycle over every live job, then exit (e.g. from cron).")] = False,
 ) -> None:
     """Drive every live job in the state store, adopting those whose controller died: what a team runs on one always-on machine."""
+    from runner.service import ControllerService
+
     store = _store()
     service = ControllerService(store, spotrun_home(), report=lambda line: out.print(line, highlight=False, soft_wrap=True))
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
@@ -513,12 +625,6 @@ def controller(
     except KeyboardInterrupt:
         err.print("controller stopped; its jobs' instances keep running, and another controller adopts them", markup=False)
         raise typer.Exit(130) from None
-
-
-command(cost_command)
-command(simulate_command)
-app.add_typer(infra_app, name="infra")
-app.add_typer(db_app, name="db")
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from checkpoints.durations import format_duration
-from checkpoints.environment import PREEMPTED_EXIT_CODE
+from checkpoints.environment import NODE_ENV, PREEMPTED_EXIT_CODE, RENDEZVOUS_ENV
 from checkpoints.store import CheckpointStore
 from cloud.billing import BilledInterval, interval_cost_usd, on_demand_equivalent_usd
 from cloud.errors import CapacityError
@@ -44,7 +44,7 @@ from cloud.provider import (
     Provider,
 )
 from runner import forecast, ledger
-from runner.agent import HEARTBEAT_NAME, NODE_ENV, RENDEZVOUS_ENV, STOP_REQUEST_NAME
+from runner.agent import HEARTBEAT_NAME, STOP_REQUEST_NAME
 from runner.errors import LeaseHeldError, LeaseLostError
 from runner.policy import Situation, policy_named
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore

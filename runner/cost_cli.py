@@ -22,12 +22,23 @@ from rich.table import Table
 
 from checkpoints.durations import parse_duration
 from runner.errors import SpecError, SpotrunError
+from runner.ledger import closed_sums, summarize
 from runner.paths import spotrun_home
-from runner.reconcile import reconcile as reconcile_with_cost_explorer
-from runner.reconcile import render_reconcile_csv, render_reconcile_json, render_reconcile_table
-from runner.reports import FORMATS, GROUPINGS, group_report, job_report, render_csv, render_json, render_table
+from runner.reports import (
+    FORMATS,
+    GROUPINGS,
+    LEDGER_COLUMNS,
+    JobReport,
+    Report,
+    group_report,
+    grouped_report,
+    job_report,
+    render_csv,
+    render_json,
+    render_table,
+)
 from runner.reports_html import render_html
-from runner.store import open_store
+from runner.store import StateStore, open_store
 
 out = Console()
 err = Console(stderr=True)
@@ -63,21 +74,42 @@ def cost(
     if job is not None:
         store.job(job)  # JobNotFoundError lists the jobs there are
     if reconcile:  # compares whole UTC days: it clips the intervals to the first day itself
+        from runner.reconcile import reconcile as reconcile_with_cost_explorer  # boto3: imported for --reconcile only
+        from runner.reconcile import render_reconcile_csv, render_reconcile_json, render_reconcile_table
+
         result = reconcile_with_cost_explorer(store.intervals(job), now=now, since=since_at, job=job)
         for note in result.notes:
             err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         renderers = {"json": render_reconcile_json, "csv": render_reconcile_csv}
         _emit(render_reconcile_table(result) if output_format == "table" else renderers[output_format](result), output)
         return
-    intervals = store.intervals(job, since=since_at)
-    report = job_report(job, intervals, now=now, since=since_at) if job is not None else group_report(intervals, by or "job", now=now, since=since_at)
-    if not intervals and output_format == "table":
+    report = report_for(store, job, by or "job", now=now, since=since_at, charts=output_format == "html")
+    if _intervals(report) == 0 and output_format == "table":
         window = f" in the last {since}" if since is not None else ""
         err.print(f"no instance time in the ledger{window}" + (f" for job {job}" if job else ""), markup=False, highlight=False)
     if output_format == "table":
         _emit(render_table(report), output)
     else:
         _emit({"json": render_json, "csv": render_csv, "html": render_html}[output_format](report), output)
+
+
+def report_for(store: StateStore, job: str | None, by: str, *, now: float, since: float | None, charts: bool) -> Report:
+    """One job's report, or every job's grouped ``by``; ``charts``: with the daily spend the HTML page draws.
+
+    Grouped by a ledger column without charts, the database sums the priced intervals (one row
+    per job comes back, not every interval) and only the running ones are priced here.
+    """
+    if job is not None:
+        return job_report(job, store.intervals(job, since=since), now=now, since=since)
+    if by in LEDGER_COLUMNS and not charts:
+        key = LEDGER_COLUMNS[by]
+        running = [(getattr(interval, key), interval.job, summarize([interval], now)) for interval in store.intervals(since=since, priced=False)]
+        return grouped_report([*closed_sums(store, key, since=since), *running], by, now=now, since=since)
+    return group_report(store.intervals(since=since), by, now=now, since=since)  # every interval, cut at midnight for the daily spend
+
+
+def _intervals(report: Report) -> int:
+    return len(report.attempts) if isinstance(report, JobReport) else report.totals.summary.intervals
 
 
 def _check_choice(option: str, value: str, accepted: tuple[str, ...]) -> None:

@@ -39,12 +39,13 @@ _KEYS: dict[str, Callable[[Interval], str | None]] = {
     "user": lambda interval: interval.launched_by or None,
 }
 GROUPINGS = tuple(_KEYS)
+LEDGER_COLUMNS = {"job": "job", "team": "team", "instance-type": "instance_type", "zone": "zone", "user": "launched_by"}  # groupings the database can sum
 _MISSING_LABELS = {"team": "(no team)", "user": "(unknown user)"}
 
 
 def utc_day(when: float) -> str:
     """The UTC calendar day of a unix time, as YYYY-MM-DD."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(when, UTC).date().isoformat()
 
 
 def utc_iso(when: float | None) -> str | None:
@@ -81,8 +82,11 @@ def split_by_day(intervals: Iterable[Interval], now: float, *, since: float | No
             continue
         total_s = end - interval.start
         cut = interval.start if since is None else max(interval.start, since)
+        if cut == interval.start and end <= _next_midnight(cut) and _is_own_piece(interval):
+            pieces.append(interval)  # closed and priced within one day: the piece would be a copy of it
+            continue
         while True:
-            piece_end = min(end, (math.floor(cut / DAY_S) + 1) * DAY_S)
+            piece_end = min(end, _next_midnight(cut))
             share = (piece_end - cut) / total_s if total_s > 0 else 1.0
             last = piece_end >= end
             productive_at = None if interval.productive_at is None else min(max(interval.productive_at, cut), piece_end)
@@ -103,6 +107,17 @@ def split_by_day(intervals: Iterable[Interval], now: float, *, since: float | No
                 break
             cut = piece_end
     return pieces
+
+
+def _next_midnight(when: float) -> float:
+    return (math.floor(when / DAY_S) + 1) * DAY_S
+
+
+def _is_own_piece(interval: Interval) -> bool:
+    """A closed, priced interval whose productive time lies within it: cut nowhere, it is its own single piece."""
+    if interval.end is None or interval.cost_usd is None or interval.on_demand_usd is None:
+        return False
+    return interval.productive_at is None or interval.start <= interval.productive_at <= interval.end
 
 
 @dataclass(frozen=True)
@@ -178,29 +193,49 @@ def _daily(pieces: Iterable[Interval], key: Callable[[Interval], str | None], no
     return tuple(sorted(points, key=lambda point: (point.day, point.group or "")))
 
 
-def group_report(intervals: Iterable[Interval], by: str, *, now: float, since: float | None = None) -> GroupReport:
+def group_report(intervals: Iterable[Interval], by: str, *, now: float, since: float | None = None, daily: bool = True) -> GroupReport:
     """Spend grouped ``by`` one of GROUPINGS; running intervals priced up to ``now``.
 
     ``since`` keeps the intervals still running after it, whole, except by day, where the report
     is clipped to the window (the days before it would otherwise show up half-counted).
+    ``daily=False`` leaves ``daily`` empty: only the HTML page charts it, and over a team's ledger
+    cutting every interval at midnight costs more than the rest of the report.
     """
     if by not in _KEYS:
         raise ValueError(f"unknown grouping {by!r}; expected one of: {', '.join(GROUPINGS)}")
     key = _KEYS[by]
     kept = _still_running_after(intervals, since)
-    pieces = split_by_day(kept, now, since=since if by == "day" else None)
+    pieces = split_by_day(kept, now, since=since if by == "day" else None) if daily or by == "day" else []
     units = pieces if by == "day" else kept
-    members: dict[str | None, list[Interval]] = defaultdict(list)
-    for unit in units:
-        members[key(unit)].append(unit)
-    rows = [GroupRow(group, summarize(group_units, now), len({unit.job for unit in group_units})) for group, group_units in members.items()]
+    per_day = _daily(pieces, (lambda _piece: None) if by == "day" else key, now) if daily else ()
+    parts = [(key(unit), unit.job, summarize([unit], now)) for unit in units]
+    # by day an interval across midnight is two pieces: the totals count it once
+    return grouped_report(parts, by, now=now, since=since, daily=per_day, intervals=len(kept))
+
+
+def grouped_report(
+    parts: Iterable[tuple[str | None, str, CostSummary]], by: str, *, now: float, since: float | None = None,
+    daily: tuple[DailySpend, ...] = (), intervals: int | None = None,
+) -> GroupReport:
+    """A grouped report from partial figures, each (group key, job, summary): of one interval, or summed by the database.
+
+    ``intervals`` overrides the totals' count of intervals (the pieces of a day report count once per interval).
+    """
+    figures: dict[str | None, CostSummary] = defaultdict(CostSummary)
+    jobs: dict[str | None, set[str]] = defaultdict(set)
+    for group, job, summary in parts:
+        group = group or None  # no team, no user
+        figures[group] += summary
+        jobs[group].add(job)
+    rows = [GroupRow(group, summary, len(jobs[group])) for group, summary in figures.items()]
     if by == "day":
         rows.sort(key=lambda row: row.key or "")
     else:
         rows.sort(key=lambda row: (-row.summary.spent_usd, row.key is None, row.key or ""))
-    # by day an interval across midnight is two pieces: the totals count it once
-    totals = GroupRow(None, replace(summarize(units, now), intervals=len(kept)), len({interval.job for interval in kept}))
-    daily = _daily(pieces, (lambda _piece: None) if by == "day" else key, now)
+    total = sum((row.summary for row in rows), CostSummary())
+    if intervals is not None:
+        total = replace(total, intervals=intervals)
+    totals = GroupRow(None, total, len(set().union(*jobs.values())))
     return GroupReport(by, tuple(rows), totals, daily, now, since)
 
 

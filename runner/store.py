@@ -18,7 +18,7 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -601,16 +601,25 @@ class StateStore:
                 )
             )
 
-    def intervals(self, name: str | None = None, *, since: float | None = None) -> list[Interval]:
-        """Ledger rows, oldest first: one job's, or every job's; ``since`` keeps those still running after it."""
-        query = sa.select(intervals_table).order_by(intervals_table.c.start, intervals_table.c.id)
+    def intervals(self, name: str | None = None, *, since: float | None = None, priced: bool | None = None) -> list[Interval]:
+        """Ledger rows, oldest first: one job's, or every job's; ``since`` keeps those still running after it.
+
+        ``priced=False`` keeps only the rows not yet carrying their final price (running, or closed
+        and not priced): what a report adds to the database's sums of the rest.
+        """
+        query = sa.select(*_INTERVAL_COLUMNS).order_by(intervals_table.c.start, intervals_table.c.id)
         if name is not None:
             query = query.where(intervals_table.c.job == name)
         if since is not None:
             query = query.where(sa.or_(intervals_table.c.end.is_(None), intervals_table.c.end >= since))
+        if priced is not None:
+            query = query.where(is_priced() if priced else sa.not_(is_priced()))
+        return _intervals_from_rows(self.read(query))
+
+    def read(self, query: sa.Select[Any]) -> list[sa.Row[Any]]:
+        """The rows of one read-only query (aggregates built elsewhere, such as the ledger's sums)."""
         with self._transaction() as db:
-            rows = db.execute(query).all()
-        return [_interval_from_row(row) for row in rows]
+            return list(db.execute(query).all())
 
     def attempts(self, name: str | None) -> list[Attempt]:
         """A job's attempts first to last (or every job's, for listings that would otherwise ask once per job)."""
@@ -705,13 +714,34 @@ def _interval_values(interval: Interval) -> dict[str, Any]:
     return values
 
 
-def _interval_from_row(row: Any) -> Interval:
-    values = {name: getattr(row, name) for name in Interval.__dataclass_fields__ if name not in ("prices", "tags")}
-    return Interval(
-        **values,
-        prices=tuple((float(time), float(price)) for time, price in json.loads(row.prices_json or "[]")),
-        tags=json.loads(row.tags_json or "{}"),
-    )
+# The ledger's columns in Interval's field order (prices and tags are stored as JSON), so a row converts by position.
+_INTERVAL_FIELDS = tuple(Interval.__dataclass_fields__)
+_INTERVAL_COLUMNS = tuple(intervals_table.c[{"prices": "prices_json", "tags": "tags_json"}.get(field, field)] for field in _INTERVAL_FIELDS)
+_PRICES, _TAGS = map(_INTERVAL_FIELDS.index, ("prices", "tags"))
+
+
+def _intervals_from_rows(rows: Iterable[Sequence[Any]]) -> list[Interval]:
+    """Rows of ``_INTERVAL_COLUMNS`` as Intervals: a job's ledger, or a report's running intervals.
+
+    Each distinct tags text is parsed once (a job's rows share theirs), and every interval gets a
+    dict of its own.
+    """
+    tags_by_text: dict[str, dict[str, str]] = {}
+    intervals = []
+    for row in rows:
+        values = list(row)
+        values[_PRICES] = tuple((float(time), float(price)) for time, price in json.loads(values[_PRICES] or "[]"))
+        tags_text = values[_TAGS] or "{}"
+        if tags_text not in tags_by_text:
+            tags_by_text[tags_text] = json.loads(tags_text)
+        values[_TAGS] = dict(tags_by_text[tags_text])
+        intervals.append(Interval(*values))
+    return intervals
+
+
+def is_priced() -> sa.ColumnElement[bool]:
+    """Ledger rows that carry their final price: closed, with their cost and on-demand equivalent."""
+    return sa.and_(intervals_table.c.end.is_not(None), intervals_table.c.cost_usd.is_not(None), intervals_table.c.on_demand_usd.is_not(None))
 
 
 def _attempt_values(attempt: Attempt) -> dict[str, Any]:

@@ -166,3 +166,23 @@ def test_everyone_submits_to_one_store_and_sees_their_own_jobs_and_the_teams_cos
     assert sum(row["spent_usd"] for row in by_user.values()) == pytest.approx(sum(row.cost_usd for row in ledger), abs=1e-6)
     by_team = json.loads(harness.cli("cost", "--by", "team", "--format", "json").stdout)["groups"]
     assert sorted(row["key"] for row in by_team) == ["team-0", "team-1"]
+
+
+def test_resume_of_a_job_a_service_drives_follows_it_to_the_end(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPOTRUN_LEASE_S", "30")
+    spec = _tiny_spec("followed", 0)
+    spec["train"]["command"] = f"python {TINY_TRAINING} 8 0.5"
+    assert harness.cli("submit", str(harness.write_spec(spec))).exit_code == 0
+    service, service_id = _start_controller(harness)
+    store = harness.store
+    try:
+        wait_until(lambda: store.job("followed").lease_owner == service_id, timeout_s=60, what="the service to take the job")
+        assert f"driven by: controller {service_id}" in harness.cli("status", "followed").stdout
+        follower = harness.start("resume", "followed")
+        assert harness.wait_for_exit(follower, 120) == 0
+    finally:
+        service.send_signal(signal.SIGTERM)
+        harness.wait_for_exit(service, 60)
+    assert store.job("followed").state is JobState.SUCCEEDED
+    assert "following it here" in harness.controller_output()
+    assert {event.actor for event in _controller_events(store, "followed")} == {service_id}  # the follower only watched

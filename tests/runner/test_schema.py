@@ -45,6 +45,13 @@ def _fresh_postgres(postgres_server) -> str:
     return postgres_server.create_database(f"schema_{uuid.uuid4().hex[:12]}")
 
 
+def test_the_revisions_read_from_file_names_are_alembics_chain() -> None:
+    from alembic.script import ScriptDirectory
+
+    chain = [script.revision for script in ScriptDirectory.from_config(schema._config()).walk_revisions()]
+    assert schema.revisions() == list(reversed(chain)) and schema.head() == chain[0]
+
+
 def test_the_migrations_build_exactly_the_tables_the_store_uses(database_url: str) -> None:
     StateStore(database_url)  # a SQLite file is created here; the PostgreSQL database was upgraded by the fixture
     with _engine(database_url).connect() as connection:
