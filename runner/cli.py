@@ -28,7 +28,7 @@ from checkpoints.environment import NODE_ENV, RENDEZVOUS_ENV
 from checkpoints.errors import CheckpointError
 from cloud.provider import TAG_ATTEMPT, TAG_NODE, TAG_RENDEZVOUS, TAG_URL, Market, OfferRequest, Provider
 from runner.commands import command_for
-from runner.errors import BudgetError, JobStateError, LeaseHeldError, LeaseLostError, SpecError
+from runner.errors import BudgetError, JobStateError, SpecError
 from runner.infra_outputs import stored_infra_outputs
 from runner.paths import infra_outputs_file, spotrun_home
 
@@ -277,9 +277,14 @@ def _drive(store: StateStore, name: str) -> None:
     )
     seen_event = 0
     last_plain_line = 0.0
+    followed: str | None = None
 
     def render(live: Live | None, current: Any) -> None:
-        nonlocal seen_event, last_plain_line
+        nonlocal seen_event, last_plain_line, followed
+        if current.lease_owner not in (None, controller.owner) and current.lease_owner != followed:
+            followed = current.lease_owner  # a team's service, or a `spotrun run` elsewhere: watch until it stops
+            line = f"job {name} is driven by controller {followed}; following it (this one takes over if that one stops)"
+            (live.console if live else err).print(line, markup=False, highlight=False, soft_wrap=True)
         for event_id, event in store.events(name, after_id=seen_event):
             seen_event = event_id
             line = f"{time.strftime('%H:%M:%S', time.localtime(event.time))}  {event.message}"
@@ -299,11 +304,7 @@ def _drive(store: StateStore, name: str) -> None:
             return run(lambda job: render(live, job))
 
     try:
-        try:
-            final = shown(lambda on_cycle: controller.drive(name, on_cycle=on_cycle))
-        except (LeaseHeldError, LeaseLostError) as error:  # another controller drives it (a team's service): watch it instead
-            err.print(f"{error}; following it here", markup=False, highlight=False, soft_wrap=True)
-            final = shown(lambda on_cycle: _follow(store, name, on_cycle))
+        final = shown(lambda on_cycle: controller.drive(name, on_cycle=on_cycle))
     except KeyboardInterrupt:
         err.print(
             f"controller stopped; job {name}'s instance keeps running. "
@@ -315,16 +316,6 @@ def _drive(store: StateStore, name: str) -> None:
         out.print(line, highlight=False, soft_wrap=True)
     if final.state is not JobState.SUCCEEDED:
         raise typer.Exit(1)
-
-
-def _follow(store: StateStore, name: str, on_cycle: Callable[[Any], None]) -> Any:
-    """Show a job another controller drives until it ends; returns it."""
-    while True:
-        job = store.job(name)
-        on_cycle(job)
-        if job.state.is_final:
-            return job
-        time.sleep(_FOLLOW_INTERVAL_S)
 
 
 AllUsersOption = Annotated[bool, typer.Option("--all-users", help="Everyone's jobs in a shared store, not only yours.")]

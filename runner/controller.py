@@ -45,7 +45,7 @@ from cloud.provider import (
 )
 from runner import forecast, ledger
 from runner.agent import HEARTBEAT_NAME, STOP_REQUEST_NAME
-from runner.errors import LeaseHeldError, LeaseLostError
+from runner.errors import LeaseLostError
 from runner.policy import Situation, policy_named
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
 
@@ -82,6 +82,25 @@ class ControllerSettings:
 def controller_id() -> str:
     """A name for this controller that no other shares: host, process, and a random suffix (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether a lease's owner is a controller process of this machine that no longer runs (killed, crashed).
+
+    Its lease need not be waited out: `spotrun resume` after a killed `spotrun run` takes over at
+    once. A controller on another machine, or a pid now reused, is waited for until its lease lapses.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None, *, stop_requested: str | None = None) -> tuple[Outcome, str]:
@@ -136,20 +155,14 @@ class Controller:
     def drive(self, name: str, *, on_cycle: Callable[[Job], None] | None = None) -> Job:
         """Run cycles until the job reaches a final state; returns it.
 
-        LeaseHeldError when another controller drives the job; LeaseLostError when one adopts it
-        from this controller (after it stalled past its lease). The lease is given up on the way
-        out, so a controller stopped by Ctrl-C hands the job over at once.
+        While another controller holds the job's lease, the cycles only watch (``job.lease_owner``
+        says who drives); this one takes over when that lease is released, lapses, or belonged to a
+        process on this machine that is gone. The lease is given up on the way out, so a controller
+        stopped by Ctrl-C hands the job over at once.
         """
         try:
-            first = True
             while True:
                 job = self.cycle(name)
-                if not job.state.is_final and job.lease_owner != self.owner:
-                    holder = job.lease_owner or "another controller"
-                    if first:
-                        raise LeaseHeldError(f"job {name!r} is already being driven by controller {holder}")
-                    raise LeaseLostError(f"job {name!r} was adopted by controller {holder}; this controller stops")
-                first = False
                 if on_cycle is not None:
                     on_cycle(job)
                 if job.state.is_final:
@@ -172,7 +185,7 @@ class Controller:
         The leases are renewed (or taken) first. A job whose lease is lost mid-cycle is left to
         its new controller; a job that reached its end gives its lease up.
         """
-        held = self.store.acquire_leases(names, self.settings.lease_s)
+        held = self.store.acquire_leases(names, self.settings.lease_s, vacated=_owner_is_gone)
         renewed_at = time.monotonic()
         work: list[tuple[Job, list[Attempt], Attempt | None, list[Interval]]] = []  # each job's ledger rows, read once a cycle
         for name in names:

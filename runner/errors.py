@@ -43,7 +43,3 @@ class LeaseLostError(SpotrunError):
     """Another controller took the job's lease from this one (which stalled past it): this one must not act on the job."""
 
     exit_code = 2
-
-
-class LeaseHeldError(JobStateError):
-    """Another controller drives the job (its lease is current): this one may watch, not act."""

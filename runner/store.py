@@ -18,7 +18,7 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,13 +380,14 @@ class StateStore:
 
     # ------------------------------------------------------------ leases
 
-    def acquire_leases(self, names: Sequence[str], ttl_s: float) -> set[str]:
+    def acquire_leases(self, names: Sequence[str], ttl_s: float, *, vacated: Callable[[str], bool] = lambda owner: False) -> set[str]:
         """Renew this controller's leases among ``names`` for ``ttl_s`` and take those free or expired; returns the jobs it now holds.
 
         A takeover is a compare-and-set on the lease as it was read, so when two controllers try
         at the same instant exactly one wins each job. Rows are taken in name order, so two
         controllers never wait on each other's rows in a cycle (no deadlock on PostgreSQL).
-        Final jobs are never leased. Taking a job records who held it before.
+        Final jobs are never leased. Taking a job records who held it before. ``vacated(owner)``
+        says a current lease's owner is known to be gone (a dead process on this machine).
         """
         owner = self._require_owner()
         final = [state.value for state in JobState if state.is_final]
@@ -401,7 +402,7 @@ class StateStore:
         with self._transaction() as db:
             now = self._now(db)
             for row in seen:
-                if row.lease_owner not in (None, owner) and (row.lease_expires_at or 0.0) > now:
+                if row.lease_owner not in (None, owner) and (row.lease_expires_at or 0.0) > now and not vacated(row.lease_owner):
                     continue  # another controller's, and current
                 taken = db.execute(
                     jobs_table.update()
@@ -419,8 +420,9 @@ class StateStore:
                     self._event(db, row.name, "lease", f"controller {owner} drives the job")
                 elif row.lease_owner != owner:
                     expired_s = now - (row.lease_expires_at or now)
+                    why = f"whose lease expired {expired_s:.1f}s ago" if expired_s >= 0 else "whose process is gone"
                     self._event(
-                        db, row.name, "lease", f"controller {owner} adopted the job from {row.lease_owner}, whose lease expired {expired_s:.1f}s ago",
+                        db, row.name, "lease", f"controller {owner} adopted the job from {row.lease_owner}, {why}",
                         data={"from": row.lease_owner, "expired_s": expired_s},
                     )
         return held

@@ -128,20 +128,28 @@ def test_killed_controller_is_resumed_without_duplicate_instances(harness: Harne
     assert_bit_identical(reference_weights, final_weights(job.checkpoint_url))
 
 
-def test_a_second_controller_for_the_same_job_is_refused(harness: Harness) -> None:
+def test_a_second_controller_for_the_same_job_follows_it_and_takes_over_when_the_first_stops(harness: Harness) -> None:
     name = "digits-lock"
     first = harness.start("run", str(harness.write_spec(digits_spec(name))))
+    wait_until(lambda: harness.store.attempts(name), timeout_s=60, what="the first launch")
+    first_id = harness.job(name).lease_owner
+    second = harness.start("resume", name)
     try:
-        wait_until(lambda: harness.store.attempts(name), timeout_s=60, what="the first launch")
-        second = harness.start("resume", name)
-        assert harness.wait_for_exit(second, 60) == 2
-        assert "already being driven by a controller" in harness.controller_output()
-    finally:
+        wait_until(lambda: f"driven by controller {first_id}; following it" in harness.controller_output(), timeout_s=60, what="the second to follow")
+        assert second.poll() is None and harness.job(name).lease_owner == first_id
         first.send_signal(signal.SIGINT)
-        first.wait(timeout=60)
-    assert first.returncode == 130
-    assert harness.cli("cancel", name).exit_code == 0
+        assert first.wait(timeout=60) == 130
+        taken = wait_until(lambda: harness.job(name).lease_owner not in (None, first_id) and harness.job(name).lease_owner, timeout_s=30, what="the second to take over")
+        assert harness.cli("cancel", name).exit_code == 0  # the second, now driving, terminates the instance
+        assert harness.wait_for_exit(second, 60) == 1  # the job ended, not SUCCEEDED
+    finally:
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
     assert harness.job(name).state is JobState.CANCELLED
+    assert len(harness.store.attempts(name)) == 1  # the instance was never launched twice
+    actors = {event.actor for _, event in harness.store.events(name) if event.kind in ("launch", "lease", "state")}
+    assert actors == {first_id, taken}
 
 
 def test_detached_job_cancelled_through_its_controller_leaves_no_instance(harness: Harness) -> None:

@@ -114,7 +114,9 @@ def test_a_killed_controllers_jobs_are_adopted_within_the_lease_and_resume_exact
     for name in names:
         adoption = next(event for event in _controller_events(store, name) if event.kind == "lease" and event.actor == survivor_id)
         assert adoption.data["from"] == doomed_id
-        assert adoption.time - killed_at <= lease_s + 3.0, f"{name} adopted {adoption.time - killed_at:.1f}s after the kill"
+        latency_s = adoption.time - killed_at
+        print(f"{name}: adopted {latency_s:.1f}s after the kill (lease {lease_s:.0f}s)")  # the figure reported in the issue note (pytest -s)
+        assert latency_s <= lease_s + 3.0, f"{name} adopted {latency_s:.1f}s after the kill"
 
     assert harness.cli("interrupt", "team-a").exit_code == 0  # the adopter must also relaunch and resume from a checkpoint
     try:
@@ -184,5 +186,5 @@ def test_resume_of_a_job_a_service_drives_follows_it_to_the_end(harness: Harness
         service.send_signal(signal.SIGTERM)
         harness.wait_for_exit(service, 60)
     assert store.job("followed").state is JobState.SUCCEEDED
-    assert "following it here" in harness.controller_output()
+    assert f"driven by controller {service_id}; following it" in harness.controller_output()
     assert {event.actor for event in _controller_events(store, "followed")} == {service_id}  # the follower only watched

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -117,3 +121,21 @@ def test_jobs_list_by_who_launched_them(database_url: str) -> None:
     assert sorted(job.name for job in store.jobs(launched_by="ana")) == ["ana-1", "ana-2"]
     assert [job.name for job in store.jobs(launched_by="ben")] == ["ben-1"]
     assert len(store.jobs()) == 3
+
+
+def test_the_lease_of_a_dead_controller_process_on_this_machine_is_taken_at_once(database_url: str) -> None:
+    from runner.controller import _owner_is_gone
+
+    store = _store_with_jobs(database_url, ["train", "elsewhere"])
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = f"{socket.gethostname()}:{ended.stdout.strip()}:abc123"
+    alive = f"{socket.gethostname()}:{os.getpid()}:abc123"
+    store.for_controller(dead).acquire_leases(["train"], ttl_s=300)
+    store.for_controller("other-host:1:abc123").acquire_leases(["elsewhere"], ttl_s=300)
+    assert (_owner_is_gone(dead), _owner_is_gone(alive), _owner_is_gone("other-host:1:abc123")) == (True, False, False)
+
+    taken = store.for_controller(alive).acquire_leases(["train", "elsewhere"], ttl_s=30, vacated=_owner_is_gone)
+
+    assert taken == {"train"}  # a controller on another machine is waited out
+    adoption = [event for _, event in store.events("train") if event.kind == "lease"][-1]
+    assert "whose process is gone" in adoption.message
