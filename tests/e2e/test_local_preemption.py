@@ -159,7 +159,7 @@ def test_detached_job_cancelled_through_its_controller_leaves_no_instance(harnes
     wait_until(lambda: _running_attempt_at(harness, name, 1), timeout_s=120, what="the detached job to train")
 
     cancelled = harness.cli("cancel", name)
-    assert cancelled.exit_code == 0 and "running controller" in cancelled.output
+    assert cancelled.exit_code == 0 and "is driven by controller" in cancelled.output
     wait_until(lambda: harness.job(name).state is JobState.CANCELLED, timeout_s=60, what="the controller to cancel the job")
 
     from cloud.local import LocalProvider
