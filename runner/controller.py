@@ -79,16 +79,23 @@ class ControllerSettings:
         return self.poll_interval_s + self.stop_grace_s
 
 
+CONTROLLER_NAME_ENV = "SPOTRUN_CONTROLLER_NAME"
+
+
 def controller_id() -> str:
-    """A name for this controller that no other shares: host, process, and a random suffix (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """A name for this controller that no other shares: ``$SPOTRUN_CONTROLLER_NAME`` or the host, the process, a random suffix.
+
+    The pid and suffix keep two controllers started with one name apart (pids are reused).
+    """
+    return f"{os.environ.get(CONTROLLER_NAME_ENV) or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def _owner_is_gone(owner: str) -> bool:
     """Whether a lease's owner is a controller process of this machine that no longer runs (killed, crashed).
 
     Its lease need not be waited out: `spotrun resume` after a killed `spotrun run` takes over at
-    once. A controller on another machine, or a pid now reused, is waited for until its lease lapses.
+    once. A controller on another machine (or given a name of its own), or a pid now reused, is
+    waited for until its lease lapses.
     """
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
