@@ -78,9 +78,8 @@ class ControllerService:
         self._stopping = True
 
     def release(self) -> None:
-        """Give up this service's leases on every job it drives."""
-        for group in self._groups.values():
-            group.controller.release([job.name for job in self.store.live_jobs()])
+        """Give up this service's leases on every job it drives: every group's controller acts under the service's one owner id."""
+        self.store.for_controller(self.owner).release_leases([job.name for job in self.store.live_jobs()])
 
     def _report_events(self) -> None:
         """Print what this service did (its own events), one line each, as `spotrun run` does for one job."""
