@@ -15,6 +15,8 @@ $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e ".[dev]"
+	# litdata (for its resume tests) without its torchvision requirement: that would replace the CPU torch with a CUDA build.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt litdata
 	touch $@
 
 demo: $(INSTALLED)
