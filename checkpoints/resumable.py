@@ -25,8 +25,11 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 _SEED_STRIDE = 1_000_003  # distinct, well separated generator seeds per epoch
 
 
-def capture_rng_states() -> dict[str, Any]:
-    """Python, numpy, torch (and CUDA) RNG states, in types ``torch.load(weights_only=True)`` accepts."""
+def capture_rng_states(*, cuda: bool = True) -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states, in types ``torch.load(weights_only=True)`` accepts.
+
+    ``cuda=False`` leaves out the CUDA states, whose read waits for the device.
+    """
     kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     states: dict[str, Any] = {
         "python": random.getstate(),
@@ -39,7 +42,7 @@ def capture_rng_states() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 

@@ -7,6 +7,7 @@ agent's environment exactly as in command mode, so both modes resume through the
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.strategies import DDPStrategy
 
 from checkpoints import spotrun_checkpoint
+from checkpoints.environment import CHECKPOINT_URL
 from runner.loading import load_object
+
+# Under the checkpoint URL, next to the step-* checkpoints (which discovery and retention alone look at).
+TRAINER_DIR = "trainer"
 
 
 def train(job: dict, root_dir: Path) -> None:
@@ -28,10 +33,23 @@ def train(job: dict, root_dir: Path) -> None:
     if spec.get("data"):
         data_class = load_object(spec["data"], base=pl.LightningDataModule, field="train.data")
         datamodule = data_class(**spec["data_args"])
-    trainer_args = {"default_root_dir": str(root_dir), "enable_checkpointing": False, **spec["trainer"], **_distributed(job["resources"])}
+    trainer_args = {"default_root_dir": durable_root_dir(os.environ.get(CHECKPOINT_URL), root_dir), "enable_checkpointing": False, **spec["trainer"], **_distributed(job["resources"])}
     trainer_args["callbacks"] = [*trainer_args.get("callbacks", []), spotrun_checkpoint()]
     trainer = pl.Trainer(**trainer_args)
     trainer.fit(model, datamodule=datamodule)
+
+
+def durable_root_dir(checkpoint_url: str | None, scratch: Path) -> str:
+    """``default_root_dir`` shared by every attempt: ``<checkpoint URL>/trainer`` (a plain path for ``file://``).
+
+    A per-attempt scratch folder would lose the logs with the instance and split them by attempt.
+    """
+    if not checkpoint_url:
+        return str(scratch)
+    url = checkpoint_url.rstrip("/")
+    if url.startswith("file://"):
+        return f"{url.removeprefix('file://')}/{TRAINER_DIR}"
+    return f"{url}/{TRAINER_DIR}"
 
 
 def _distributed(resources: dict) -> dict:

@@ -49,6 +49,9 @@ def job_summary(job: Job, attempts: list[Attempt], intervals: list[Interval], no
         "deadline_at": budget.get("deadline_at"),
         "market": job.spec.get("resources", {}).get("market"),
         "checkpoint_step": checkpoint.get("step"),
+        # False when a train loader cannot resume mid-epoch exactly (a stateless IterableDataset, say).
+        "resume_exact": progress.get("resume_exact", True),
+        "resume_inexact_reason": progress.get("resume_inexact_reason"),
         "checkpoint_url": job.checkpoint_url,
         "message": job.message,
         "launched_by": job.launched_by,

@@ -140,7 +140,8 @@ def test_final_checkpoint_loads_in_plain_lightning(reference: Path, tmp_path: Pa
     finally:
         sys.path.remove(str(TOY.parent))
     restored = RecordRestoredState()
-    trainer = pl.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    # One epoch more than the run had: Lightning then starts training (and calls on_train_start) however the run ended.
+    trainer = pl.Trainer(max_epochs=7, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          num_sanity_val_steps=0, callbacks=[restored])
     trainer.fit(ToyModel(), ToyData(), ckpt_path=str(local))
     assert restored.step == final.step
