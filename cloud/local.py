@@ -4,8 +4,16 @@ An instance is a detached host process (``cloud.local_host``) that runs the agen
 group of its own and serves it an emulated instance metadata service, so a job can prove that
 it survives preemption before it spends a dollar. Interruptions come the way EC2 gives them:
 a rebalance recommendation, a notice, and ``notice_s`` later a kill of everything the agent
-started. Spot instances are interrupted after an exponentially distributed time with mean
-``preempt_every_s``, drawn from ``seed`` and the launch token, so a run replays exactly.
+started. Spot instances are interrupted after an exponentially distributed time of *training*
+with mean ``preempt_every_s``, drawn from ``seed``, the job and the attempt, so a run replays
+exactly. The lifetime's clock starts at the attempt's first training step, which the agent
+reports to its host (see ``cloud.local_host``), not at the launch: start-up (interpreter, torch
+and Lightning imports, the resume download) takes seconds to tens of seconds and grows on a busy
+machine, and counting it would let a slow start eat a short lifetime, so that attempts die before
+their first step and the run starves. ``preempt_every_s`` is thus the mean training time between
+interruptions; each one also costs a start-up. A spot availability trace, by contrast, takes
+capacity away at its own wall-clock times, and ``interrupt`` serves a notice at once, both
+whatever the training does.
 
 State lives in files under ``HOME/local/instances/<id>/`` (see ``cloud.local_files``), never in
 this object: a controller can die and a new ``LocalProvider`` on the same home carries on.
@@ -131,6 +139,7 @@ class LocalProvider:
         spot_price_usd_per_hour: float,
         on_demand_price_usd_per_hour: float,
         gpus: int = 1,
+        cpus: int = 1,
         spot_availability: SpotAvailability | None = None,
         capacity: Mapping[str, int] | None = None,
         rebalance_lead_s: float | None = None,
@@ -155,6 +164,7 @@ class LocalProvider:
         self.spot_price_usd_per_hour = spot_price_usd_per_hour
         self.on_demand_price_usd_per_hour = on_demand_price_usd_per_hour
         self.gpus = gpus
+        self.cpus = cpus
         self.spot_availability = spot_availability
         self.capacity = dict(capacity or {})
         self._clock = clock
@@ -201,7 +211,7 @@ class LocalProvider:
             attempt=request.attempt,
             offer=offer,
             agent_command=tuple(request.agent_command),
-            env=dict(request.env),
+            env={**self._thread_limits(), **request.env},
             # The directory spotrun was started from, as `python train.py` would expect on this machine.
             workdir=request.workdir or os.getcwd(),
             tags=dict(request.tags),
@@ -209,6 +219,7 @@ class LocalProvider:
             interrupt_after_s=self._interrupt_after_s(offer, request),
             notice_s=self.notice_s,
             rebalance_lead_s=self.rebalance_lead_s,
+            capacity_notice_at=self._capacity_notice_at(offer),
         )
         files = InstanceFiles.of(self.home, instance_id)
         if not _claim(files, spec):
@@ -304,21 +315,31 @@ class LocalProvider:
         if live >= limit:
             raise CapacityError(f"InsufficientInstanceCapacity: the local cloud has {limit} {offer.instance_type} and all are in use")
 
+    def _thread_limits(self) -> dict[str, str]:
+        """An emulated instance's CPUs, as the thread pools of what it runs see them.
+
+        Instances are processes sharing this machine: left to its default, torch starts a thread per
+        core in each, and on a machine that is busy (another instance, anything else) its parallel
+        regions wait for threads that are not scheduled: on 2 cores with one taken, 2 intra-op
+        threads trained the digits MLP 2.2x slower than 1, and 10x slower with two others busy.
+        """
+        return {"OMP_NUM_THREADS": str(self.cpus), "MKL_NUM_THREADS": str(self.cpus)}
+
     def _interrupt_after_s(self, offer: Offer, request: LaunchRequest) -> float | None:
-        """When the notice comes, after launch: the injected random interruption or the trace's next loss, whichever is first."""
-        if offer.market is not Market.SPOT:
+        """The injected lifetime of a spot instance: seconds of training, counted from the attempt's first step."""
+        if offer.market is not Market.SPOT or not self.preempt_every_s:
             return None
-        candidates = []
-        if self.preempt_every_s:
-            # Seeded by job and attempt: each attempt draws its own time, and the same spec gives the
-            # same schedule on every machine and every run (a demo can count on its preemptions).
-            candidates.append(random.Random(f"{self.seed}:{request.job}:{request.attempt}").expovariate(1.0 / self.preempt_every_s))
-        if self.spot_availability is not None:
-            now = self._clock()
-            lost_at = self.spot_availability.next_loss_after(now)
-            if lost_at is not None:
-                candidates.append(max(0.0, lost_at - now - self.notice_s))
-        return min(candidates, default=None)
+        # Seeded by job and attempt: each attempt draws its own time, and the same spec gives the
+        # same schedule on every machine and every run (a demo can count on its preemptions).
+        return random.Random(f"{self.seed}:{request.job}:{request.attempt}").expovariate(1.0 / self.preempt_every_s)
+
+    def _capacity_notice_at(self, offer: Offer) -> float | None:
+        """When the spot trace's next loss of capacity serves a spot instance its notice: ``notice_s`` before the loss."""
+        if offer.market is not Market.SPOT or self.spot_availability is None:
+            return None
+        now = self._clock()
+        lost_at = self.spot_availability.next_loss_after(now)
+        return None if lost_at is None else max(now, lost_at - self.notice_s)
 
     def _start_host(self, files: InstanceFiles, spec: InstanceSpec) -> None:
         """Spawn the detached host and wait until it has recorded its first state."""

@@ -49,6 +49,15 @@ class InstanceFiles:
         return self.root / "heartbeat"
 
     @property
+    def training_started(self) -> Path:
+        """``training-started.json``: written once by the agent at the attempt's first training step.
+
+        Its path reaches the agent in ``SPOTRUN_TRAINING_STARTED_FILE``; the host watches for it,
+        because the injected interruption's clock starts there (see ``InstanceSpec.interrupt_after_s``).
+        """
+        return self.root / "training-started.json"
+
+    @property
     def host_log(self) -> Path:
         """One line per transition, plus anything the host process prints (a traceback included)."""
         return self.root / "host.log"
@@ -78,9 +87,14 @@ class InstanceSpec:
     workdir: str
     tags: dict[str, str]
     launched_at: float
-    interrupt_after_s: float | None  # when the injected notice comes, counted from the agent's start
+    # The injected lifetime: seconds of *training* before the notice, counted from the attempt's first
+    # training step as the agent reports it (not from the launch); None: no injected interruption.
+    interrupt_after_s: float | None
     notice_s: float
     rebalance_lead_s: float
+    # When the spot trace's next loss of capacity serves the notice (unix seconds, wall clock),
+    # whatever the training does: capacity goes at its time. None: no trace, or it never lacks capacity.
+    capacity_notice_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -106,6 +120,7 @@ class HostState:
     agent_start_ticks: int | None = None
     metadata_url: str | None = None
     started_at: float | None = None  # when the agent process started
+    training_started_at: float | None = None  # the attempt's first training step, as the agent reported it
     rebalance_at: float | None = None
     notice_at: float | None = None
     terminate_at: float | None = None  # the time the notice announced

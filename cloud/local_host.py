@@ -9,6 +9,15 @@ and ends the instance the way EC2 would:
   the notice announcing ``terminate_at = now + notice_s``, then SIGKILL to the agent's whole
   group at that time (``spot-interruption``). An agent that leaves early does not shorten the
   window: EC2 takes the instance back at the announced time regardless.
+- when the notice is due: ``interrupt_after_s`` after the attempt's first training step, or at
+  ``capacity_notice_at`` (the spot trace's loss of capacity), whichever comes first. The host
+  learns of the first step from the agent: when a lifetime was drawn it names a file in
+  ``SPOTRUN_TRAINING_STARTED_FILE`` (``InstanceFiles.training_started``), the agent writes the
+  step's time there once its training reports progress, and the host looks for the file a few
+  times a second until it appears. Start-up (interpreter, imports, resume download) thus never
+  counts against the injected lifetime, however busy the machine: an attempt cannot be taken away
+  by the schedule before it has trained at all. An agent that never writes the file is never
+  interrupted by the schedule (the trace and ``interrupt`` still reach it).
 - the agent exits with no notice served: ``agent-exited`` with its exit code.
 - SIGTERM to the host (the provider's terminate): SIGTERM to the agent group, a grace period,
   SIGKILL (``terminated-by-user``).
@@ -39,6 +48,8 @@ log = logging.getLogger("cloud.local_host")
 
 METADATA_ENDPOINT_ENV = "SPOTRUN_IMDS_ENDPOINT"
 INSTANCE_ID_ENV = "SPOTRUN_INSTANCE_ID"
+TRAINING_STARTED_FILE_ENV = "SPOTRUN_TRAINING_STARTED_FILE"  # where the agent writes {"time": first step}
+TRAINING_START_POLL_S = 0.2  # how often the host looks for that file until it appears
 TERM_GRACE_S = 5.0  # how long a terminated agent gets between SIGTERM and SIGKILL
 HEARTBEAT_INTERVAL_S = 5.0  # how stale "last seen alive" may be when a host is found dead
 AGENT_NOT_STARTED_EXIT_CODE = 127  # what a shell reports for a command it could not run
@@ -87,6 +98,10 @@ class Host:
 
     def _start_agent(self, metadata_url: str) -> subprocess.Popen[bytes] | None:
         env = {**os.environ, **self.spec.env, METADATA_ENDPOINT_ENV: metadata_url, INSTANCE_ID_ENV: self.spec.instance_id}
+        if self.spec.interrupt_after_s is not None:  # named only where the host waits for it
+            env[TRAINING_STARTED_FILE_ENV] = str(self.files.training_started)
+        else:
+            env.pop(TRAINING_STARTED_FILE_ENV, None)
         with open(self.files.agent_log, "ab") as output:
             try:
                 # process_group=0: the agent leads a new group, so one killpg reaches all it starts.
@@ -114,19 +129,16 @@ class Host:
 
     def _supervise(self, agent: subprocess.Popen[bytes], metadata: MetadataServer, wake_read: int) -> None:
         """Sleep until the next thing due, a signal or the agent's exit; act on it; until the instance ends."""
-        started_at = self._state.started_at
-        assert started_at is not None
         spec = self.spec
-        notice_due = None if spec.interrupt_after_s is None else started_at + spec.interrupt_after_s
-        rebalance_due = None
-        if notice_due is not None and spec.rebalance_lead_s > 0:
-            rebalance_due = max(started_at, notice_due - spec.rebalance_lead_s)
         agent_exit: int | None = None  # the agent's exit code once it has ended by itself
         next_heartbeat = time.time()
         agent_fd = os.pidfd_open(agent.pid)
         try:
             while True:
                 now = time.time()
+                if self._awaiting_training_start():
+                    self._look_for_training_start(now)
+                notice_due, rebalance_due = self._notice_due(), self._rebalance_due()
                 if self._terminate_requested:
                     self._end(agent, EndReason.TERMINATED_BY_USER, self._stop_agent(agent, agent_fd, agent_exit))
                     return
@@ -159,10 +171,55 @@ class Host:
                 due = [next_heartbeat, terminate_at]
                 if self._state.notice_at is None:
                     due += [notice_due, rebalance_due if self._state.rebalance_at is None else None]
+                    if self._awaiting_training_start():
+                        due.append(now + TRAINING_START_POLL_S)
                 # Once the agent has exited its pidfd stays readable; watching it then would spin.
                 _wait(wake_read, agent_fd if agent_exit is None else None, min(t for t in due if t is not None))
         finally:
             os.close(agent_fd)
+
+    def _awaiting_training_start(self) -> bool:
+        """Whether the injected lifetime still waits for its clock to start (no notice has come meanwhile)."""
+        return self.spec.interrupt_after_s is not None and self._state.training_started_at is None and self._state.notice_at is None
+
+    def _notice_due(self) -> float | None:
+        """When the notice is due: the injected lifetime after the first training step, or the trace's loss, if sooner."""
+        due = [self.spec.capacity_notice_at]
+        if self.spec.interrupt_after_s is not None and self._state.training_started_at is not None:
+            due.append(self._state.training_started_at + self.spec.interrupt_after_s)
+        return min((t for t in due if t is not None), default=None)
+
+    def _rebalance_due(self) -> float | None:
+        """``rebalance_lead_s`` before the notice, but not before the agent started; None without a notice due."""
+        notice_due = self._notice_due()
+        if notice_due is None or self.spec.rebalance_lead_s <= 0:
+            return None
+        assert self._state.started_at is not None
+        return max(self._state.started_at, notice_due - self.spec.rebalance_lead_s)
+
+    def _look_for_training_start(self, now: float) -> None:
+        """Record the first training step once the agent has written it to ``training-started.json``.
+
+        The agent's time is taken as given, within [agent start, now]: it is this machine's clock,
+        and the file appears up to one agent poll after the step.
+        """
+        try:
+            report = read_json(self.files.training_started)
+        except (OSError, ValueError) as error:  # written atomically, so this is not a half-written file
+            log.warning("unreadable %s: %s", self.files.training_started, error)
+            return
+        if report is None:
+            return
+        reported = report.get("time")
+        assert self._state.started_at is not None
+        started = min(now, max(self._state.started_at, float(reported))) if isinstance(reported, (int, float)) else now
+        interrupt_after_s = self.spec.interrupt_after_s
+        assert interrupt_after_s is not None
+        self._record(
+            replace(self._state, training_started_at=started),
+            f"training started {started - self._state.started_at:.1f}s after the agent: "
+            f"injected interruption due {interrupt_after_s:.1f}s of training later",
+        )
 
     def _recommend_rebalance(self, metadata: MetadataServer, now: float) -> None:
         metadata.recommend_rebalance(now)

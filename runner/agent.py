@@ -6,6 +6,12 @@ with PREEMPTED_EXIT_CODE once that checkpoint is durable. It never takes the tra
 exit code 0 for success: "finished" means the callback reported that training reached its end.
 Object storage is its only channel to the controller: a heartbeat and the log go next to the
 checkpoints.
+
+It also notes when this attempt's training first made progress (``training_started_at`` in the
+heartbeat: the time of the first progress report, which the callback writes right after the first
+step; nodes of a gang other than rank 0 take rank 0's from its heartbeat). Where the instance asks
+for it in ``SPOTRUN_TRAINING_STARTED_FILE`` (the local provider's host, whose injected interruptions
+count from there), that time is also written to that file, once.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints import environment
-from checkpoints.control import CHECKPOINT, STOP, ControlWriter, read_json
+from checkpoints.control import CHECKPOINT, STOP, ControlWriter, read_json, write_json_atomically
 from checkpoints.environment import RENDEZVOUS_ENV
 from checkpoints.store import CheckpointStore
 from cloud.imds import MetadataClient
+from cloud.local_host import TRAINING_STARTED_FILE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,9 @@ class Agent:
         self.stop_reason: str | None = None
         self._rebalance_seen = False
         self._last_heartbeat = 0.0
+        self.training_started_at: float | None = None
+        started_file = os.environ.get(TRAINING_STARTED_FILE_ENV)
+        self._training_started_file = Path(started_file) if started_file else None
 
     def run(self) -> int:
         """Train until finished, preempted or failed; returns the agent's exit code."""
@@ -85,6 +95,7 @@ class Agent:
         self._note(f"attempt {self.settings.attempt}: training started (pid {process.pid})")
         self._heartbeat("running", force=True)
         while (exit_code := process.poll()) is None:
+            self._watch_training_start()
             self._watch_metadata()
             self._watch_stop_request()
             self._heartbeat("running")
@@ -148,6 +159,34 @@ class Agent:
             "MASTER_PORT": port,
             "WORLD_SIZE": str(nodes * int(resources.get("devices", 1))),
         }
+
+    def _watch_training_start(self) -> None:
+        """Note the first training step of this attempt, and tell the instance's host if it asked."""
+        if self.training_started_at is not None:
+            return
+        if self.settings.node == 0:
+            progress = read_json(self.progress_file) or {}
+            # The callback's first report comes right after the first step; "time" is when it wrote it.
+            started = progress.get("time") if progress.get("status") == "training" else None
+        elif self._training_started_file is not None:  # rank 0's agent noted it; read it only where someone waits for it
+            try:
+                heartbeat = self.store.read_json(HEARTBEAT_NAME) or {}
+            except Exception as error:  # noqa: BLE001 - the next poll retries
+                log.warning("could not read rank 0's heartbeat: %s", error)
+                return
+            started = heartbeat.get("training_started_at") if heartbeat.get("attempt") == self.settings.attempt else None
+        else:
+            return
+        if not isinstance(started, (int, float)):
+            return
+        self.training_started_at = float(started)
+        self._note(f"training made its first step ({time.time() - self.training_started_at:.1f}s ago)")
+        if self._training_started_file is not None:
+            try:
+                write_json_atomically(self._training_started_file, {"time": self.training_started_at, "attempt": self.settings.attempt})
+            except OSError as error:  # only an emulated instance asks; training goes on regardless
+                log.warning("could not write %s: %s", self._training_started_file, error)
+        self._heartbeat("running", force=True)
 
     def _watch_metadata(self) -> None:
         if self.interruption_at is None:
@@ -229,6 +268,7 @@ class Agent:
             "node": self.settings.node,
             "instance_id": os.environ.get("SPOTRUN_INSTANCE_ID"),
             "time": now,
+            "training_started_at": self.training_started_at,
             "interruption_at": self.interruption_at,
             "stop_reason": self.stop_reason,
             "exit_code": exit_code,

@@ -37,6 +37,7 @@ def provider_for(spec: dict[str, Any], home: Path, store: StateStore) -> Provide
             spot_price_usd_per_hour=local["spot_price"],
             on_demand_price_usd_per_hour=local["on_demand_price"],
             gpus=local.get("gpus", 1),
+            cpus=local.get("cpus", 1),
             spot_availability=_spot_availability(local),
             capacity=local.get("capacity") or {},
         )

@@ -295,6 +295,7 @@ class LocalSpec(_Section):
     spot_price: float = Field(0.45, ge=0)  # USD per hour
     on_demand_price: float = Field(1.006, ge=0)  # USD per hour
     gpus: int = Field(1, ge=0)  # per emulated instance: what GPU-hours are counted in
+    cpus: int = Field(1, ge=1)  # per emulated instance: its training's torch intra-op threads (instances share this machine)
     capacity: dict[str, int] = {}  # instance type -> how many can run at once; launches beyond get a capacity error
     spot_trace: str | None = None  # a spot availability trace (`spotrun simulate`'s format): no spot capacity in its 0 ticks
     spot_trace_start: datetime | None = Field(None, validate_default=True)  # when the trace's first tick begins; default: at submission

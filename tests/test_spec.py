@@ -92,7 +92,7 @@ def test_demo_spec_loads_resolved(home):
     assert spec.checkpoint.url == f"file://{home}/checkpoints/digits"
     assert spec.checkpoint.every_s == 15.0 and spec.checkpoint.every_steps is None
     assert spec.resources.provider == "local"
-    assert spec.local is not None and spec.local.preempt_every_s == 15.0 and spec.local.notice_s == 5.0
+    assert spec.local is not None and spec.local.preempt_every_s == 120.0 and spec.local.notice_s == 5.0 and spec.local.cpus == 1
     assert spec.budget.deadline_at == NOW + timedelta(hours=1)
 
 
@@ -262,6 +262,7 @@ def test_aws_needs_an_object_store_url(tmp_path):
         ({"local": {"on_demand_price": "1.0"}}, ["local.on_demand_price: expected a valid number, got '1.0'"]),
         ({"local": {"spot_price": 2.0, "on_demand_price": 1.0}}, ["local.spot_price: expected at most on_demand_price (1.0), got 2.0"]),
         ({"local": {"seed": True}}, ["local.seed: expected a valid integer, got True"]),
+        ({"local": {"cpus": 0}}, ["local.cpus: expected greater than or equal to 1, got 0"]),
         ({"budget": {"max_usd": -5}}, ["budget.max_usd: expected greater than 0, got -5"]),
         ({"budget": {"deadline": "tomorrow"}}, ["budget.deadline: expected a duration such as 12h or an ISO-8601 time"]),
         ({"train": {"command": None}}, ["train: expected exactly one of model (a LightningModule class) or command (your own script), got neither"]),

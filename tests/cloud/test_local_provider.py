@@ -94,7 +94,7 @@ def test_is_a_provider_with_one_offer_per_type(make_provider: MakeProvider) -> N
 def test_exit_code_environment_and_workdir_of_an_agent_that_ends_by_itself(
     make_provider: MakeProvider, fake_agent: Callable, tmp_path: Path, wait_until: Callable
 ) -> None:
-    provider = make_provider()
+    provider = make_provider(cpus=3)
     agent = fake_agent("agent")
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -110,6 +110,7 @@ def test_exit_code_environment_and_workdir_of_an_agent_that_ends_by_itself(
     assert started is not None
     assert started["instance_id"] == started["metadata_instance_id"] == instance.instance_id
     assert (started["cwd"], started["marker"]) == (str(workdir), "m")
+    assert started["omp_threads"] == "3"  # the instance's CPUs: its torch starts that many intra-op threads
     assert started["pgid"] == started["pid"]  # the agent leads its own process group
     assert provider.agent_log_path(instance.instance_id).exists()
 
@@ -142,7 +143,7 @@ def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     # seed 4, job "preempted", attempt 1 draw 1.09 s from an exponential with mean 2 s.
     provider = make_provider(preempt_every_s=2.0, seed=4, notice_s=1.0, rebalance_lead_s=0.5)
     agent = fake_agent("agent")
-    instance = provider.launch(offer(provider), launch_request("preempted", agent.command("--grandchild")))
+    instance = provider.launch(offer(provider), launch_request("preempted", agent.command("--grandchild", "--training-starts-after-s", "0")))
     grandchild = agent.wait_for("grandchild")
     status = wait_until(lambda: ended(provider, instance.instance_id), timeout_s=15, what="the interruption")
     assert (status.end_reason, status.exit_code) == (EndReason.SPOT_INTERRUPTION, None)
@@ -150,7 +151,8 @@ def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     spec, state = spec_of(home, instance.instance_id), state_of(home, instance.instance_id)
     assert spec.interrupt_after_s == pytest.approx(1.090, abs=1e-3)
     assert state.started_at is not None and state.notice_at is not None and state.terminate_at is not None
-    due = state.started_at + spec.interrupt_after_s
+    assert state.training_started_at is not None
+    due = state.training_started_at + spec.interrupt_after_s
     assert due <= state.notice_at < due + 1.0
     assert state.rebalance_at is not None and due - 0.5 <= state.rebalance_at < state.notice_at
     assert state.terminate_at == pytest.approx(state.notice_at + 1.0)
@@ -165,6 +167,53 @@ def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     assert started is not None
     wait_until(lambda: not is_alive(started["pid"], started["start_ticks"]), what="the agent to be dead")
     wait_until(lambda: not is_alive(grandchild["pid"], grandchild["start_ticks"]), what="the grandchild to be dead")
+
+
+def test_the_injected_lifetime_counts_from_the_first_training_step_not_the_launch(
+    make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
+) -> None:
+    # The same 1.09 s lifetime as above, but the agent's start-up takes 3 s before its first step:
+    # counted from the launch, the notice would come in the middle of the start-up.
+    provider = make_provider(preempt_every_s=2.0, seed=4, notice_s=1.0, rebalance_lead_s=0.5)
+    agent = fake_agent("agent")
+    instance = provider.launch(offer(provider), launch_request("preempted", agent.command("--training-starts-after-s", "3")))
+    status = wait_until(lambda: ended(provider, instance.instance_id), timeout_s=20, what="the interruption")
+    assert status.end_reason is EndReason.SPOT_INTERRUPTION
+
+    spec, state = spec_of(home, instance.instance_id), state_of(home, instance.instance_id)
+    training = agent.event("training-started")
+    rebalance, notice = agent.event("rebalance"), agent.event("notice")
+    assert spec.interrupt_after_s == pytest.approx(1.090, abs=1e-3)
+    assert training is not None and rebalance is not None and notice is not None
+    assert state.started_at is not None and state.notice_at is not None and state.rebalance_at is not None
+    assert state.training_started_at == training["time"] >= state.started_at + 3.0  # the host took the agent's time
+    # Nothing of the interruption reached the agent before its first step; it came the lifetime after it.
+    assert training["seen_at"] <= rebalance["seen_at"] <= notice["seen_at"]
+    assert state.training_started_at + 1.090 - 0.5 <= state.rebalance_at < state.notice_at
+    assert state.training_started_at + 1.090 <= state.notice_at < state.training_started_at + 1.090 + 1.0
+
+
+def test_no_injected_interruption_before_training_starts_but_interrupt_still_comes(
+    make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
+) -> None:
+    # A lifetime of about 0.003 s (mean 0.01 s): any start-up at all is longer. The agent never reports a step.
+    provider = make_provider(preempt_every_s=0.01, seed=4, notice_s=1.0)
+    agent = fake_agent("agent")
+    instance = provider.launch(offer(provider), launch_request("never-trains", agent.command("--exit-after-s", "2", "--exit-code", "0")))
+    status = wait_until(lambda: ended(provider, instance.instance_id), timeout_s=15, what="the agent to exit by itself")
+    assert (status.end_reason, status.exit_code) == (EndReason.AGENT_EXITED, 0)
+    state = state_of(home, instance.instance_id)
+    assert (state.training_started_at, state.rebalance_at, state.notice_at) == (None, None, None)
+    assert agent.event("notice") is None and agent.event("rebalance") is None
+
+    # `spotrun interrupt` does not wait for training.
+    waiting = fake_agent("waiting")
+    instance = provider.launch(offer(provider), launch_request("interrupted-early", waiting.command("--exit-on-notice", "75")))
+    waiting.wait_for("started")
+    provider.interrupt(instance.instance_id)
+    status = wait_until(lambda: ended(provider, instance.instance_id), what="the end of the notice window")
+    assert (status.end_reason, status.exit_code) == (EndReason.SPOT_INTERRUPTION, 75)
+    assert state_of(home, instance.instance_id).training_started_at is None
 
 
 def test_interruption_schedule_comes_from_seed_job_and_attempt_and_spares_on_demand(
@@ -399,7 +448,9 @@ def test_a_spot_availability_trace_withholds_offers_and_interrupts_before_capaci
     assert provider.offers(OfferRequest(instance_types=(), market=Market.SPOT))
     agent = fake_agent("agent")
     instance = provider.launch(offer(provider), launch_request("traced", agent.command()))
-    assert spec_of(home, instance.instance_id).interrupt_after_s == pytest.approx(origin + 6.0 - 1.0 - instance.launched_at, abs=0.05)
+    spec = spec_of(home, instance.instance_id)
+    assert spec.interrupt_after_s is None  # no preempt_every: only the trace takes capacity away
+    assert spec.capacity_notice_at == pytest.approx(origin + 6.0 - 1.0)  # at its wall-clock time, training or not
 
     status = wait_until(lambda: ended(provider, instance.instance_id), timeout_s=20, what="the interruption at the loss of capacity")
     assert status.end_reason is EndReason.SPOT_INTERRUPTION
