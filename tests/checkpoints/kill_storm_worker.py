@@ -1,25 +1,16 @@
-"""A fork server for the kill-storm test: imports torch and Lightning once, then forks one training run per request.
+"""The kill-storm test's fork server (``tests/support/fork_server.py``): one training run per request.
 
-Interpreter start and imports take seconds; a fork takes milliseconds, so the test can SIGKILL
-dozens of real training processes within its time budget. The server itself never runs a torch op
-(forking a process that has started torch's thread pools is not safe); each child seeds, trains
-and writes where it is into a small shared file, so the test knows which part of a checkpoint
-it cut short.
-
-Protocol, one JSON object per line: the test writes ``{"url", "output", "epochs", "phase_file"}``;
-the server answers ``{"pid": N}`` once the child is running and ``{"status": S}`` once it is gone
-(``S`` as ``os.waitstatus_to_exitcode``: 0 finished, -9 killed).
+A request is ``{"url", "output", "epochs", "phase_file"}``. Each child trains a model carrying
+32 MB of state against a store with an object store's latency, and writes where it is into the
+small shared phase file, so the test knows which part of a checkpoint it cut short.
 """
 
 from __future__ import annotations
 
-import json
 import mmap
-import os
 import struct
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +22,9 @@ from toy_training import ToyData, ToyModel
 
 import checkpoints.callback
 from checkpoints import SpotCheckpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from fork_server import serve  # noqa: E402
 
 # Shared phase file layout: current phase (int32), entries per phase (int32 each), resumed-from step (int32, -1: none).
 PHASES = ("train", "snapshot", "serialize", "upload", "manifest", "retention")
@@ -158,27 +152,8 @@ def _train(request: dict[str, Any]) -> None:
     torch.save(state, request["output"])
 
 
-def _child(request: dict[str, Any]) -> int:
-    try:
-        _train(request)
-        return 0
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-        return 1
-
-
 def main() -> None:
-    for line in sys.stdin:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            sys.stdin.close()
-            os._exit(_child(request))
-        print(json.dumps({"pid": pid}), flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+    serve(_train)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,14 @@
-"""A fork server for the logger continuity tests: imports torch, Lightning and the loggers once, forks one attempt per request.
+"""The logger continuity tests' fork server (``tests/support/fork_server.py``): one attempt per request.
 
-Protocol, one JSON object per line: the test writes ``{"url", "logger", "log_root", "control",
-"stop_at_step", "every_steps", "step_delay"}``; the server answers ``{"pid": N}`` once the child
-runs and ``{"status": S}`` once it is gone (``S`` as ``os.waitstatus_to_exitcode``: 0 finished,
-75 preempted, -9 killed). The server never runs a torch op itself: each child seeds, builds the
-logger and trains, exactly like a new attempt on a new instance.
+A request is ``{"url", "logger", "log_root", "control", "stop_at_step", "every_steps",
+"step_delay"}``. Each child seeds, builds the logger and trains, exactly like a new attempt on a
+new instance; torch, Lightning and the loggers are imported once, by the server.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,9 @@ from tensorboard.backend.event_processing import event_accumulator  # noqa: F401
 from toy_training import StopAtStep, ToyData, ToyModel
 
 from checkpoints import SpotCheckpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from fork_server import serve  # noqa: E402
 
 NAME = "toy"
 
@@ -64,27 +63,8 @@ def _train(request: dict[str, Any]) -> None:
     trainer.fit(EpochMeanModel(request.get("step_delay", 0.0)), ToyData())
 
 
-def _child(request: dict[str, Any]) -> int:
-    try:
-        _train(request)
-        return 0
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-        return 1
-
-
 def main() -> None:
-    for line in sys.stdin:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            sys.stdin.close()
-            os._exit(_child(request))
-        print(json.dumps({"pid": pid}), flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+    serve(_train)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,18 @@
-"""A fork server for the resume matrix: imports torch and Lightning once, forks one training run per request.
+"""The resume matrix's fork server (``tests/support/fork_server.py``): one training run per request.
 
-Protocol, one JSON object per line: the test writes ``{"case", "url", "output", "board",
-"stop_after", "at_validation", "every_steps"}``; the server answers ``{"pid": N}`` once the child runs and
-``{"status": S}`` once it is gone (``os.waitstatus_to_exitcode``: 0 finished, 75 preempted, -9 killed).
-
-The child writes the number of batches it has trained into ``board`` (8 bytes, shared memory),
-so the test can aim a SIGKILL at a batch; ``stop_after`` plays the agent's notice instead
-(see ``Board``). A finished run saves its
-whole state (model, optimizers, schedulers, loop counters) to ``output``. The server itself never
-runs a torch op (forking a process that started torch's thread pools is not safe).
+A request is ``{"case", "url", "output", "board", "stop_after", "at_validation", "every_steps",
+"progress", "threads"}``. The child writes the number of batches it has trained into ``board``
+(8 bytes, shared memory), so the test can aim a SIGKILL at a batch; ``stop_after`` plays the
+agent's notice instead (see ``Board``). A finished run saves its whole state (model, optimizers,
+schedulers, loop counters, thread count) to ``output``.
 """
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import struct
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +22,9 @@ from resume_cases import CASES
 
 from checkpoints import SpotCheckpoint
 from checkpoints.control import STOP, ControlWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from fork_server import serve  # noqa: E402
 
 BOARD = struct.Struct("<q")
 
@@ -91,27 +88,8 @@ def _train(request: dict[str, Any]) -> None:
     torch.save(final_state(trainer), request["output"])
 
 
-def _child(request: dict[str, Any]) -> int:
-    try:
-        _train(request)
-        return 0
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-        return 1
-
-
 def main() -> None:
-    for line in sys.stdin:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            sys.stdin.close()
-            os._exit(_child(request))
-        print(json.dumps({"pid": pid}), flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+    serve(_train)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,10 @@ an interpreter start.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fork_server import ForkServer
 
 from checkpoints.store import CheckpointStore
 
@@ -37,34 +36,6 @@ EPOCHS = 20  # 16 steps an epoch: room for every kill to land before the run end
 SAVE_PHASES = ("snapshot", "serialize", "upload", "manifest", "retention")
 KILL_WITHIN_S = 0.012  # a kill lands this long at most after the targeted phase began
 WAIT_S = 60.0
-
-
-class ForkServer:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-        )
-
-    def start(self, url: str, output: Path, phase_file: Path) -> int:
-        assert self.process.stdin is not None
-        request = {"url": url, "output": str(output), "epochs": EPOCHS, "phase_file": str(phase_file)}
-        self.process.stdin.write(json.dumps(request) + "\n")
-        return int(self._answer()["pid"])
-
-    def status(self) -> int:
-        return int(self._answer()["status"])
-
-    def _answer(self) -> dict[str, int]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"the fork server died (exit {self.process.poll()})"
-        return json.loads(line)
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-
 
 class PhaseWatch:
     """The test's side of the shared phase file."""
@@ -81,14 +52,14 @@ class PhaseWatch:
 
 @pytest.fixture(scope="module")
 def fork_server() -> ForkServer:
-    server = ForkServer()
+    server = ForkServer(WORKER)
     yield server
     server.close()
 
 
 def _run_to_end(server: ForkServer, url: str, output: Path, phase_file: Path) -> None:
     PhaseWatch(phase_file)
-    server.start(url, output, phase_file)
+    server.start(url=url, output=str(output), epochs=EPOCHS, phase_file=str(phase_file))
     assert server.status() == 0, "the run did not finish"
 
 
@@ -98,7 +69,7 @@ def _kill_in(server: ForkServer, watch_file: Path, url: str, phase: str, rng: ra
     Returns the phase it was in when killed (None if it finished first) and the step it had resumed from.
     """
     watch = PhaseWatch(watch_file)
-    pid = server.start(url, watch_file.with_suffix(".unused"), watch_file)
+    pid = server.start(url=url, output=str(watch_file.with_suffix(".unused")), epochs=EPOCHS, phase_file=str(watch_file))
     occurrence = rng.randint(1, 2)
     deadline = time.monotonic() + WAIT_S
     while watch.read()[1][PHASES.index(phase)] < occurrence:

@@ -12,16 +12,14 @@ interpreter start, per attempt.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from fork_server import ForkServer
 
 from checkpoints import latest
 from checkpoints.environment import PREEMPTED_EXIT_CODE
@@ -35,36 +33,9 @@ STEP_DELAY_S = 0.01  # room for a SIGKILL to land mid-training; no effect on the
 
 Series = dict[str, list[tuple[int, float]]]
 
-
-class ForkServer:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=WORKER.parent,
-        )
-
-    def start(self, **request: object) -> int:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        return int(self._answer()["pid"])
-
-    def status(self) -> int:
-        return int(self._answer()["status"])
-
-    def _answer(self) -> dict[str, int]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"the fork server died (exit {self.process.poll()})"
-        return json.loads(line)
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def fork_server() -> ForkServer:
-    server = ForkServer()
+    server = ForkServer(WORKER)
     yield server
     server.close()
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import torch
+from fork_server import ForkServer
 
 from checkpoints.environment import PREEMPTED_EXIT_CODE
 
@@ -35,32 +36,6 @@ from resume_matrix_worker import BOARD  # noqa: E402
 
 EXACT_CASES = [name for name in CASES if name != "stateless_iterable"]
 WAIT_S = 120.0
-
-
-class ForkServer:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, bufsize=1, env=env)
-
-    def start(self, **request: Any) -> int:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        return int(self._answer()["pid"])
-
-    def status(self) -> int:
-        return int(self._answer()["status"])
-
-    def _answer(self) -> dict[str, int]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"the fork server died (exit {self.process.poll()})"
-        return json.loads(line)
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-
 
 @pytest.fixture(scope="module")
 def litdata_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -86,7 +61,7 @@ def litdata_s3_dir(litdata_dir: Path, moto_endpoint: str) -> str:
 @pytest.fixture(scope="module")
 def server(litdata_dir: Path, litdata_s3_dir: str) -> ForkServer:
     cache = litdata_dir.parent / "litdata-cache"
-    fork_server = ForkServer({**os.environ, "LITDATA_DIR": str(litdata_dir), "LITDATA_S3_DIR": litdata_s3_dir, "LITDATA_CACHE_DIR": str(cache)})
+    fork_server = ForkServer(WORKER, {**os.environ, "LITDATA_DIR": str(litdata_dir), "LITDATA_S3_DIR": litdata_s3_dir, "LITDATA_CACHE_DIR": str(cache)})
     yield fork_server
     fork_server.close()
 
