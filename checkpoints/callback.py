@@ -412,7 +412,7 @@ class SpotCheckpoint(Callback):
         # The same dump `trainer.save_checkpoint` makes; every rank takes part, rank 0 writes.
         # Every entry logged so far becomes durable before this checkpoint can commit.
         self._loggers.flush(trainer)
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint()
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # the whole training state
         if self._recorders:
             # Lightning's own copy of the loaders' state is taken after its prefetch ran ahead; a
             # plain `fit(ckpt_path=...)` on this checkpoint must resume at the same batch as spotrun.

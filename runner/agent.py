@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,23 @@ JOB_NAME = "job.json"
 STOP_REQUEST_NAME = "stop.json"  # the controller's "checkpoint and stop" (budget spent, market switch), per attempt
 FAILED_EXIT_CODE = 1
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"
+
+
+# The last line of a Python traceback: "ValueError: ...", "lightning.fabric...MisconfigurationException: ...".
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s.*)?$")
+_LOG_TAIL_BYTES = 64 * 1024
+
+
+def last_error_line(log_file: Path) -> str | None:
+    """The exception a failed training process ended with, from its log: what the user needs first."""
+    try:
+        with open(log_file, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    errors = [line.strip() for line in tail.splitlines() if _ERROR_LINE.match(line.strip())]
+    return errors[-1][:300] if errors else None
 
 
 def log_name(attempt: int, node: int = 0) -> str:
@@ -251,7 +269,8 @@ class Agent:
                 "training exited 0 without reaching its end (no 'finished' report from the spotrun callback; "
                 "in command mode the script must use spotrun_checkpoint())"
             ), FAILED_EXIT_CODE
-        return "failed", f"training failed with exit code {exit_code}", FAILED_EXIT_CODE
+        error = last_error_line(self.log_file)
+        return "failed", f"training failed with exit code {exit_code}" + (f": {error}" if error else ""), FAILED_EXIT_CODE
 
     def _heartbeat(self, status: str, *, force: bool = False, exit_code: int | None = None, message: str | None = None) -> None:
         now = time.time()

@@ -527,6 +527,9 @@ def _check_code(train: TrainSpec, workdir: Path) -> None:
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise SpecError(f"train.trainer.{key}: expected a lightning.Trainer argument{hint}, got unknown argument {key!r}")
+        if key == "accumulate_grad_batches" and (type(value) is not int or value < 1):
+            # Lightning takes any value here and fails only in the first training step, on the instance.
+            raise SpecError(f"train.trainer.accumulate_grad_batches: expected a whole number of batches, 1 or more, got {_show(value)}")
         if key == "callbacks":
             raise SpecError(
                 "train.trainer.callbacks: expected callbacks from the model's configure_callbacks() "

@@ -378,6 +378,12 @@ def test_unknown_trainer_argument(tmp_path):
     problem(tmp_path, job(MODEL_JOB, train={"trainer": {"max_epoch": 3}}), "train.trainer.max_epoch: expected a lightning.Trainer argument (did you mean max_epochs?), got unknown argument 'max_epoch'")
 
 
+@pytest.mark.parametrize("value", [0, -2, "three", 2.5, True])
+def test_accumulate_grad_batches_is_a_whole_number_of_batches(tmp_path, value):
+    problem(tmp_path, job(MODEL_JOB, train={"trainer": {"accumulate_grad_batches": value}}),
+            "train.trainer.accumulate_grad_batches: expected a whole number of batches, 1 or more, got")
+
+
 def test_trainer_callbacks_come_from_the_model(tmp_path):
     problem(tmp_path, job(MODEL_JOB, train={"trainer": {"callbacks": ["EarlyStopping"]}}), "train.trainer.callbacks: expected callbacks from the model's configure_callbacks()")
 
