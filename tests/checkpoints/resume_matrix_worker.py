@@ -10,7 +10,6 @@ schedulers, loop counters, thread count) to ``output``.
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 import sys
 from pathlib import Path
@@ -42,12 +41,6 @@ class Board(pl.Callback):
             self._map = mmap.mmap(handle.fileno(), BOARD.size)
         self.stop_after, self.at_validation, self.writer = stop_after, at_validation, ControlWriter(control)
         self.done = 0
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if os.environ.get("RESUME_MATRIX_TRACE"):
-            with open(os.environ["RESUME_MATRIX_TRACE"], "a") as trace:
-                x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                trace.write(f"{os.getpid()} {trainer.current_epoch} {batch_idx} {float(x.sum()):.5f} {float(torch.rand(1)):.5f}\n")
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         self.done += 1
