@@ -235,7 +235,7 @@ class SpotCheckpoint(Callback):
         for (sampler, batch_size), saved in zip(self._samplers, restored["samplers"], strict=True):
             sampler.resume_at(saved["epoch"], restored["batches_done"] * batch_size, saved["generator_state"])
         for recorder, state in zip(self._recorders, restored.get("loaders", []), strict=True):
-            recorder.loader.load_state_dict(state)  # Lightning's load was used up by its own first iterator
+            recorder.source.load_state_dict(state)  # Lightning's load (if any) was used up by its own first iterator
         for recorder in self._inexact:
             recorder.skip_next_epoch_start(restored["batches_done"])
         if self.inexact_reasons and restored["batches_done"] and trainer.is_global_zero:
@@ -270,7 +270,7 @@ class SpotCheckpoint(Callback):
                 sampler.set_epoch(epoch)
                 self._samplers.append((sampler, int(loader.batch_sampler.batch_size)))
             else:
-                recorder = getattr(loader, "_spotrun_recorder", None) or FetchRecorder(loader, record=plan.kind is LoaderKind.STATEFUL)
+                recorder = getattr(loader, "_spotrun_recorder", None) or FetchRecorder(loader, state_source=plan.state_source)
                 (self._recorders if plan.kind is LoaderKind.STATEFUL else self._inexact).append(recorder)
                 if plan.reason:
                     reasons.append(plan.reason)
@@ -413,11 +413,14 @@ class SpotCheckpoint(Callback):
         # Every entry logged so far becomes durable before this checkpoint can commit.
         self._loggers.flush(trainer)
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # the whole training state
-        if self._recorders:
+        saved_loaders = checkpoint["callbacks"][self.state_key]["loaders"]
+        if any(recorder.source is recorder.loader for recorder in self._recorders):
             # Lightning's own copy of the loaders' state is taken after its prefetch ran ahead; a
             # plain `fit(ckpt_path=...)` on this checkpoint must resume at the same batch as spotrun.
-            fit_loop_state = checkpoint["loops"]["fit_loop"]["state_dict"]
-            fit_loop_state["combined_loader"] = checkpoint["callbacks"][self.state_key]["loaders"]
+            # (Lightning keeps stateful loaders only; a stream's own state is spotrun's alone.)
+            checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] = [
+                state for recorder, state in zip(self._recorders, saved_loaders, strict=True) if recorder.source is recorder.loader
+            ]
         self._last_save_step, self._last_save_final = step, final
         self._last_save_time = time.monotonic()
         if trainer.is_global_zero:

@@ -4,9 +4,9 @@ Three kinds of train loader, decided once per loader:
 
 - ``SAMPLER``: a map-style dataset behind the standard ``BatchSampler``. spotrun's
   ``ResumableSampler`` makes the order a function of (seed, epoch) and skips what was consumed.
-- ``STATEFUL``: the loader (or its sampler or dataset) implements ``state_dict()`` /
-  ``load_state_dict()``: torchdata's ``StatefulDataLoader``, LitData's ``StreamingDataLoader``, a
-  user's own. It resumes through its own state, taken *before the fetch of the batch the save
+- ``STATEFUL``: the loader implements ``state_dict()`` / ``load_state_dict()`` (torchdata's
+  ``StatefulDataLoader``, LitData's ``StreamingDataLoader``), or a plain DataLoader reads, in this
+  process (``num_workers=0``), an IterableDataset that does (a user's stream with state). It resumes through its own state, taken *before the fetch of the batch the save
   precedes*: Lightning prefetches, so ``loader.state_dict()`` at save time is one or two batches
   ahead and a resume from it would skip them. The ``FetchRecorder`` keeps the state after each
   of the last few fetches (the state before fetch k is the state after fetch k-1).
@@ -51,18 +51,27 @@ class LoaderKind(enum.Enum):
 
 @dataclass(frozen=True)
 class LoaderPlan:
-    """A train loader's kind, and why it cannot resume exactly when it cannot."""
+    """A train loader's kind; what holds its state (``STATEFUL``); why it cannot resume exactly (``INEXACT``)."""
 
     kind: LoaderKind
     reason: str | None = None
+    state_source: Any = None
 
 
 def plan_for(loader: Any) -> LoaderPlan:
     """Which way ``loader`` resumes; the reason names the loader's classes when it cannot resume exactly."""
     if isinstance(loader, _Stateful):
-        return LoaderPlan(LoaderKind.STATEFUL)
+        return LoaderPlan(LoaderKind.STATEFUL, state_source=loader)
     if not isinstance(loader, DataLoader):
         return LoaderPlan(LoaderKind.INEXACT, f"train loader {type(loader).__name__} is not a DataLoader and has no state_dict()")
+    if isinstance(loader.dataset, IterableDataset) and isinstance(loader.dataset, _Stateful):
+        if loader.num_workers == 0:
+            return LoaderPlan(LoaderKind.STATEFUL, state_source=loader.dataset)
+        return LoaderPlan(
+            LoaderKind.INEXACT,
+            f"the train IterableDataset {type(loader.dataset).__name__} has state_dict(), but with num_workers="
+            f"{loader.num_workers} its state lives in the worker processes; use torchdata's StatefulDataLoader, or num_workers=0",
+        )
     if isinstance(loader.dataset, IterableDataset):
         return LoaderPlan(
             LoaderKind.INEXACT,
@@ -94,12 +103,13 @@ class FetchRecorder:
     because Python looks ``__iter__`` up on the type; the loader is otherwise untouched.
     """
 
-    def __init__(self, loader: Any, *, record: bool) -> None:
+    def __init__(self, loader: Any, *, state_source: Any = None) -> None:
         self.loader = loader
-        self.record = record
-        # A loader whose __iter__ is a generator function (LitData's) sets up its epoch only at the
-        # first fetch, so what it reports before that still describes the previous epoch.
-        self._state_at_iter = not inspect.isgeneratorfunction(type(loader).__iter__)
+        self.source = state_source  # what has state_dict()/load_state_dict(): the loader or its dataset; None: no state
+        self.record = state_source is not None
+        # A state source whose __iter__ is a generator function (LitData's loader, most streams) sets up
+        # its epoch only at the first fetch, so what it reports before that describes the previous epoch.
+        self._state_at_iter = self.record and not inspect.isgeneratorfunction(type(state_source).__iter__)
         self.fetched = 0
         self.consumed = 0  # batches of the current iterator that training has started
         self.states: deque[tuple[int, dict[str, Any]]] = deque(maxlen=_STATE_HISTORY)
@@ -128,7 +138,7 @@ class FetchRecorder:
         Once training has ended there is no such batch, and the loader's state now is the one to keep.
         """
         if training_ended:
-            return self.loader.state_dict()
+            return self.source.state_dict()
         for fetched, state in self.states:
             if fetched == self.consumed - 1:
                 return state
@@ -155,7 +165,7 @@ class FetchRecorder:
         for _ in range(skip):
             next(iterator, None)
         if self.record and self._state_at_iter:
-            self.states.append((0, _copy_of_state(self.loader)))
+            self.states.append((0, _copy_of_state(self.source)))
         self._current = _RecordingIterator(self, iterator)
         return self._current
 
@@ -177,7 +187,7 @@ class _RecordingIterator:
             raise
         recorder.fetched += 1
         if recorder.record:
-            recorder.states.append((recorder.fetched, _copy_of_state(recorder.loader)))
+            recorder.states.append((recorder.fetched, _copy_of_state(recorder.source)))
         return batch
 
     def __len__(self) -> int:
@@ -187,9 +197,9 @@ class _RecordingIterator:
         return getattr(self.iterator, name)
 
 
-def _copy_of_state(loader: Any) -> dict[str, Any]:
+def _copy_of_state(source: Any) -> dict[str, Any]:
     """A private copy: some loaders hand out, and later update, the same nested dicts (LitData's dataset state)."""
-    return copy.deepcopy(loader.state_dict())
+    return copy.deepcopy(source.state_dict())
 
 
 def _recorded_iter(self: Any) -> Iterator[Any]:

@@ -133,9 +133,38 @@ class StreamOfSamples(IterableDataset):
         yield from zip(x, y, strict=True)
 
 
+class StreamWithState(IterableDataset):
+    """A user's stream that knows where it stands: a shuffle per epoch, and the position inside it."""
+
+    def __init__(self) -> None:
+        self.epoch, self.position, self._resuming = 0, 0, False
+
+    def __iter__(self) -> Any:
+        if not self._resuming:
+            self.position = 0
+        self._resuming = False
+        x, y = _tensors(TRAIN_SAMPLES, 0)
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.epoch))
+        while self.position < len(order):
+            index = order[self.position]
+            self.position += 1
+            yield x[index], y[index]
+        self.epoch += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self._resuming = state["epoch"], state["position"], True
+
+
 class StreamData(Data):
+    def __init__(self, stream: Callable[[], IterableDataset] = StreamOfSamples) -> None:
+        super().__init__()
+        self.stream = stream
+
     def train_dataloader(self) -> Any:
-        return DataLoader(StreamOfSamples(), batch_size=BATCH)
+        return DataLoader(self.stream(), batch_size=BATCH)
 
 
 def _plateau_and_step(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
@@ -206,5 +235,6 @@ CASES: dict[str, Case] = {
     "litdata_streaming": lambda: (Net(), StreamingData("LITDATA_DIR"), {}),
     "litdata_streaming_s3": lambda: (Net(), StreamingData("LITDATA_S3_DIR"), {}),
     "manual_two_optimizers": lambda: (TwoOptimizers(), Data(), {}),
+    "iterable_with_state": lambda: (Net(), StreamData(StreamWithState), {"val_check_interval": 8}),
     "stateless_iterable": lambda: (Net(), StreamData(), {"val_check_interval": 8}),
 }
