@@ -266,7 +266,6 @@ class SpotCheckpoint(Callback):
             plan = plan_for(loader)
             if plan.kind is LoaderKind.SAMPLER:
                 sampler = make_resumable(loader, self._data_seed)
-                assert sampler is not None
                 sampler.set_epoch(epoch)
                 self._samplers.append((sampler, int(loader.batch_sampler.batch_size)))
             else:
@@ -363,7 +362,8 @@ class SpotCheckpoint(Callback):
         return time.monotonic() - self._last_save_time >= self.every_s
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._rng_before_validation = capture_rng_states(cuda=False)  # a validation may follow this batch
+        if trainer.enable_validation:  # a validation may follow this batch: ~90 us, spent only where one can
+            self._rng_before_validation = capture_rng_states(cuda=False)
         self._epoch_metrics.apply(trainer.fit_loop.epoch_loop._results)
         self._write_progress(trainer, status="training")
 

@@ -109,15 +109,15 @@ class ResumableSampler(Sampler[int]):
         return {"epoch": self.epoch, "generator_state": self._epoch_start_generator_state}
 
 
-def make_resumable(loader: DataLoader, seed: int) -> ResumableSampler | None:
-    """Install a ``ResumableSampler`` into ``loader`` (idempotent); None when the loader cannot be resumed exactly.
+def make_resumable(loader: DataLoader, seed: int) -> ResumableSampler:
+    """Install a ``ResumableSampler`` into ``loader`` (idempotent).
 
-    The DataLoader forbids replacing its sampler after construction, but its ``BatchSampler``
-    reads ``.sampler`` afresh at every epoch, so the wrapper goes there.
+    For the loaders ``checkpoints.loaders.plan_for`` plans as ``SAMPLER`` (the standard
+    ``BatchSampler``). The DataLoader forbids replacing its sampler after construction, but its
+    ``BatchSampler`` reads ``.sampler`` afresh at every epoch, so the wrapper goes there.
     """
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if type(batch_sampler) is not BatchSampler:
-        return None
+    batch_sampler = loader.batch_sampler
+    assert isinstance(batch_sampler, BatchSampler)
     if isinstance(batch_sampler.sampler, ResumableSampler):
         return batch_sampler.sampler
     wrapper = ResumableSampler(batch_sampler.sampler, seed)
