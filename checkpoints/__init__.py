@@ -21,10 +21,14 @@ __all__ = ["CheckpointInfo", "CheckpointStore", "SpotCheckpoint", "latest", "spo
 
 
 def latest(url: str) -> CheckpointInfo | None:
-    """The newest committed checkpoint under ``url`` whose objects match its manifest (sha256 included)."""
+    """The newest committed checkpoint under ``url`` whose objects match its manifest (sha256 included).
+
+    Inside a spotrun job (``SPOTRUN_JOB_KEY`` set) only manifests signed with the job's key count.
+    """
+    from checkpoints.signing import key_from_environment
     from checkpoints.store import CheckpointStore
 
-    return CheckpointStore(url).latest(check_sha256=True)
+    return CheckpointStore(url, key=key_from_environment()).latest(check_sha256=True)
 
 
 def spotrun_checkpoint(**overrides: Any) -> SpotCheckpoint:

@@ -40,6 +40,7 @@ from checkpoints.loggers import LoggerContinuity
 from checkpoints.numerics import Numerics
 from checkpoints.persist import BackgroundPersister, SaveRequest, Superseded, snapshot_to_host
 from checkpoints.resumable import ResumableSampler, capture_rng_states, make_resumable, restore_rng_states
+from checkpoints.signing import key_from_environment
 from checkpoints.store import CheckpointInfo, CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class SpotCheckpoint(Callback):
             raise ValueError(f"SpotCheckpoint: keep must be >= 1 (the newest checkpoint is always kept), got {keep}")
         if keep_every is not None and keep_every < 1:
             raise ValueError(f"SpotCheckpoint: keep_every must be >= 1 (steps), got {keep_every}")
-        self.store = CheckpointStore(url)
+        self.store = CheckpointStore(url, key=key_from_environment())  # with a key, only this job's manifests count
         self.every_s = parse_duration(every) if every is not None else (None if every_steps else _DEFAULT_EVERY_S)
         self.every_steps = every_steps
         self.keep = keep
@@ -151,8 +152,12 @@ class SpotCheckpoint(Callback):
         self.resumed_from, local = found
         self.newest = self.resumed_from
         log.info("resuming from checkpoint step %d at %s", self.resumed_from.step, self.resumed_from.url)
-        # The same pre-load Lightning does for fit(ckpt_path=...); it runs the restore right after setup().
-        trainer._checkpoint_connector.resume_start(local)
+        # The same pre-load Lightning does for fit(ckpt_path=...); it runs the restore right after setup(),
+        # from the loaded copy: the file is not read again, and a checkpoint's worth of disk is given back now.
+        try:
+            trainer._checkpoint_connector.resume_start(local)
+        finally:
+            local.unlink(missing_ok=True)
         self._loggers.setup(trainer, trainer._checkpoint_connector._loaded_checkpoint)
         saved = (trainer._checkpoint_connector._loaded_checkpoint.get("callbacks") or {}).get(self.state_key) or {}
         if saved.get("numerics"):
@@ -373,20 +378,35 @@ class SpotCheckpoint(Callback):
         self._write_progress(trainer, status="finished", force=True)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+        if stage == "fit":
+            self._collect(self._release())
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning calls no teardown hook when fit ends by an exception, the emergency stop's
+        # Preempted included. The persist's outcome is not collected: raising here would hide `exception`.
+        self._release()
+
+    def _release(self) -> Future[CheckpointInfo] | None:
+        """Give back what a fit holds (signal handlers, the persist thread, the staging folder); returns the last persist, done.
+
+        Safe to call twice. The staging folder goes whatever happens, so no way out of fit leaves a
+        checkpoint's worth of files in the system temp folder.
+        """
         for signum, handler in self._previous_handlers.items():
-            # Lightning puts back the pre-fit handlers before this hook runs; only undo what is still ours.
+            # Lightning puts back the pre-fit handlers before teardown runs; only undo what is still ours.
             if signal.getsignal(signum) == self._on_stop_signal:
                 signal.signal(signum, handler)
         self._previous_handlers = {}
-        if self._persister is not None:
-            self._persister.close()
-            self._collect(self._persister.take_finished())
-            self._persister = None
-        if self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
-            self._staging = None
+        persister, self._persister = self._persister, None
+        try:
+            if persister is None:
+                return None
+            persister.close()
+            return persister.take_finished()
+        finally:
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+                self._staging = None
 
     # ---------------------------------------------------------------- save
 

@@ -8,6 +8,15 @@ Layout under the checkpoint URL::
 
 The manifest lists every object with its size and sha256, so discovery can tell a complete
 checkpoint from one that was cut off, damaged or half deleted, and fall back to the previous one.
+What a manifest must hold is :func:`parse_manifest`'s one schema; anything else (wrong types, a
+step that is not its directory's, numbers out of range, JSON nested too deep) is a damaged
+checkpoint, warned about and passed over, never an exception out of discovery.
+
+Any job's code can write into any job's prefix (one instance role for the bucket), so a store
+given the job's key (:mod:`checkpoints.signing`) signs its manifests and treats one without a
+valid MAC as not this job's: never resumed from (its pickle could run anything), never deleted.
+On the local filesystem a step directory that is a symlink, or holds one, is passed over the same
+way: reading or deleting through it would reach another job's files.
 
 Every call that talks to storage passes one door, :meth:`CheckpointStore._io`: transient errors
 (throttling, 5xx, dropped connections) are retried under a bounded :class:`RetryPolicy`, and what
@@ -19,10 +28,13 @@ read back and matched.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import logging
+import math
 import re
+import reprlib
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +45,9 @@ from typing import Any, TypeVar
 import tenacity
 from fsspec import AbstractFileSystem
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+from fsspec.implementations.local import LocalFileSystem
 
+from checkpoints import signing
 from checkpoints.errors import CheckpointError
 from checkpoints.retry import STORAGE_ERRORS, RetryPolicy, filesystem_for, upload_options
 
@@ -41,16 +55,24 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_PURPOSE = "manifest"  # what a manifest's MAC is for (signing.py: a MAC never validates another purpose)
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few hundred bytes; more is not one, and is not read whole
 DATA_NAME = "model.ckpt"
 SPOTRUN_DIR = "_spotrun"
-_CHECKPOINT_DIR = re.compile(r"^step-(\d{12})$")
+_STEP_DIGITS = 12
+# Each matched whole (fullmatch: a `$` would let a trailing newline through; `\d` any script's digits).
+_CHECKPOINT_DIR = re.compile(rf"step-([0-9]{{{_STEP_DIGITS}}})")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # and not "." or "..": a plain name inside the step directory
+_MAX_STEP = 10**_STEP_DIGITS - 1  # what a directory name can hold
+_MAX_COUNT = 2**63 - 1  # sizes and epochs: what filesystems and torch count in
 _HASH_CHUNK_BYTES = 8 * 1024 * 1024
 _T = TypeVar("_T")
 
 
 def checkpoint_dir_name(step: int) -> str:
     """The one place checkpoint directory names are made: sortable by step."""
-    return f"step-{step:012d}"
+    return f"step-{step:0{_STEP_DIGITS}d}"
 
 
 def sha256_of_file(path: Path) -> str:
@@ -60,6 +82,18 @@ def sha256_of_file(path: Path) -> str:
         while chunk := handle.read(_HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class ManifestError(Exception):
+    """A manifest that does not describe a usable checkpoint of this job; the message says why.
+
+    Deliberately not a ``ValueError``: storage errors are ``ValueError`` too, and a damaged
+    manifest must never be mistaken for a failing storage call or the other way round.
+    """
+
+
+class ForeignManifest(ManifestError):
+    """A manifest without a valid MAC under the store's key: another job's, or forged."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +141,175 @@ class CheckpointInfo:
         }
 
 
+def manifest_bytes(info: CheckpointInfo, *, spotrun_version: str = "", key: bytes | None = None) -> bytes:
+    """The MANIFEST.json that commits ``info`` (signed when ``key`` is given); :func:`parse_manifest` reads it back.
+
+    Strict JSON (no NaN): the MAC covers a canonical JSON form, which has none.
+    """
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "spotrun_version": spotrun_version,
+        "step": info.step,
+        "epoch": info.epoch,
+        "time": info.time,
+        "reason": info.reason,
+        "final": info.final,
+        "metrics": info.metrics,
+        "files": {name: {"size_bytes": entry.size_bytes, "sha256": entry.sha256} for name, entry in info.files.items()},
+    }
+    if key is not None:
+        manifest = signing.signed(key, MANIFEST_PURPOSE, manifest)
+    return json.dumps(manifest, indent=1, allow_nan=False).encode()
+
+
+def parse_manifest(raw: bytes, *, url: str, step: int, key: bytes | None = None) -> CheckpointInfo:
+    """The checkpoint the manifest ``raw`` of directory ``url`` (named for ``step``) describes, or ``ManifestError`` saying why not.
+
+    The one schema of a manifest:
+
+    - a JSON object of at most ``MAX_MANIFEST_BYTES``; with ``key``, carrying a valid MAC for
+      ``MANIFEST_PURPOSE`` under it (else ``ForeignManifest``; unreadable bytes are foreign too,
+      since nothing shows this job wrote them);
+    - ``format_version``: ``FORMAT_VERSION``; ``step``: the directory's step; ``epoch``: a whole
+      number >= 0 (JSON integers only: not ``true``, ``12.0`` nor ``"12"``); ``time``: a finite
+      number >= 0;
+    - ``reason`` (text), ``final`` (true/false): optional;
+    - ``metrics``: optional, an object of numbers (non-finite ones too: older manifests held NaN losses);
+    - ``files``: an object naming ``DATA_NAME`` and any other plain file names (letters, digits,
+      ``._-``; not ``.``/``..``: discovery reads and hashes only inside the directory), each with
+      ``size_bytes`` (a whole number >= 0) and ``sha256`` (64 lowercase hex digits).
+
+    ``spotrun_version`` and any other key are not read (a newer spotrun may add some; a MAC covers them all the same).
+    """
+    try:
+        manifest = _decode(raw)
+    except ManifestError as error:
+        if key is not None:
+            raise ForeignManifest(f"not signed by this job's key ({error})") from error
+        raise
+    if key is not None and not signing.is_authentic(key, MANIFEST_PURPOSE, manifest):
+        raise ForeignManifest("not signed by this job's key")
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"a JSON {type(manifest).__name__}, not an object")
+    version = _whole_number(manifest, "format_version")
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"format_version {version}; this spotrun reads format {FORMAT_VERSION}")
+    recorded_step = _whole_number(manifest, "step", limit=_MAX_STEP)
+    if recorded_step != step:
+        raise ManifestError(f"step {recorded_step}, but its directory is step {step}")
+    moment = _number(manifest.get("time"))
+    if moment is None or not math.isfinite(moment) or moment < 0:
+        raise ManifestError(f"time is {_shown(manifest.get('time'))}, not a number of seconds >= 0")
+    return CheckpointInfo(
+        url=url,
+        step=step,
+        epoch=_whole_number(manifest, "epoch"),
+        time=moment,
+        reason=_optional(manifest, "reason", str, ""),
+        final=_optional(manifest, "final", bool, False),
+        files=_files(manifest.get("files")),
+        metrics=_metrics(manifest.get("metrics", {})),
+    )
+
+
+def _decode(raw: bytes) -> Any:
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, over 4300 digits, nested too deep
+        raise ManifestError(f"not readable JSON ({error})") from error
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float; None when it is no JSON number (``true`` is not one) or too large for a float."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A field's value for a message, cut short: it may be huge or nested thousands deep."""
+    return reprlib.repr(value)
+
+
+def _whole_number(record: dict[str, Any], name: str, *, limit: int = _MAX_COUNT) -> int:
+    value = record.get(name)
+    if type(value) is not int or not 0 <= value <= limit:
+        raise ManifestError(f"{name} is {_shown(value)}, not a whole number from 0 to {limit}")
+    return value
+
+
+def _optional(record: dict[str, Any], name: str, kind: type[_T], default: _T) -> _T:
+    value = record.get(name, default)
+    if not isinstance(value, kind):
+        raise ManifestError(f"{name} is {_shown(value)}, not {kind.__name__}")
+    return value
+
+
+def _metrics(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        raise ManifestError(f"metrics is {_shown(metrics)}, not an object of numbers")
+    parsed = {}
+    for name, value in metrics.items():
+        number = _number(value)
+        if number is None:
+            raise ManifestError(f"metrics[{_shown(name)}] is {_shown(value)}, not a number")
+        parsed[name] = number
+    return parsed
+
+
+def _files(files: Any) -> dict[str, FileEntry]:
+    if not isinstance(files, dict) or DATA_NAME not in files:
+        raise ManifestError(f"files is {_shown(files)}, not an object naming {DATA_NAME}")
+    entries = {}
+    for name, entry in files.items():
+        if not _FILE_NAME.fullmatch(name) or name in (".", ".."):
+            raise ManifestError(f"files names {_shown(name)}, which is not a plain file name")
+        if not isinstance(entry, dict):
+            raise ManifestError(f"files[{_shown(name)}] is {_shown(entry)}, not an object")
+        sha256 = entry.get("sha256")
+        if not isinstance(sha256, str) or not _SHA256_HEX.fullmatch(sha256):
+            raise ManifestError(f"files[{_shown(name)}].sha256 is {_shown(sha256)}, not 64 lowercase hex digits")
+        entries[name] = FileEntry(size_bytes=_whole_number(entry, "size_bytes"), sha256=sha256)
+    return entries
+
+
+class _Standing(enum.Enum):
+    """What discovery makes of one step directory."""
+
+    SOUND = "sound"  # a valid manifest whose every object has the size it records
+    DAMAGED = "damaged"  # a manifest that fails the schema, or objects missing or of the wrong size
+    PARTIAL = "partial"  # no manifest: a save cut short, or one still in flight
+    FOREIGN = "foreign"  # with a key: a manifest not signed by it; never used, never deleted
+
+
+@dataclass(frozen=True)
+class _StepDirectory:
+    """One step directory as retention judged it."""
+
+    step: int
+    path: str
+    standing: _Standing
+    has_manifest: bool
+
+
 class CheckpointStore:
     """Writes, discovers, verifies and prunes the checkpoints under one URL.
 
     ``fs`` is used as given; without it the store makes one from the URL with
     :func:`~checkpoints.retry.filesystem_for` (fewer retries inside s3fs/botocore, so
-    ``retry`` bounds the total). ``retry`` is the policy for transient storage errors.
+    ``retry`` bounds the total). ``retry`` is the policy for transient storage errors. With
+    ``key`` (the job's, :func:`checkpoints.signing.key_from_environment`) manifests are written
+    signed and only signed ones count; without it any well-formed manifest does, signed or not.
     """
 
-    def __init__(self, url: str, fs: AbstractFileSystem | None = None, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, url: str, fs: AbstractFileSystem | None = None, *, retry: RetryPolicy | None = None, key: bytes | None = None
+    ) -> None:
         if fs is None:
             fs, root = filesystem_for(url)
         else:
@@ -124,6 +318,9 @@ class CheckpointStore:
         self.root: str = root.rstrip("/")
         self.url = url.rstrip("/")
         self.retry = retry or RetryPolicy()
+        self.key = key
+        self._has_links = isinstance(fs, LocalFileSystem)  # object stores have no symlinks to follow
+        self._warned: set[str] = set()
 
     def _io(self, operation: str, path: str, call: Callable[[], _T]) -> _T:
         """The one door to storage: ``call()``, with transient errors retried under ``self.retry``.
@@ -152,6 +349,12 @@ class CheckpointStore:
     def _url(self, path: str) -> str:
         return self.fs.unstrip_protocol(path)
 
+    def _warn_once(self, message: str) -> None:
+        """Discovery runs at every prune: say each thing it passes over once per store, not once per checkpoint."""
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
+
     def spotrun_path(self, name: str) -> str:
         """Path of a spotrun bookkeeping object (heartbeat, logs) next to the checkpoints."""
         return self._path(SPOTRUN_DIR, name)
@@ -170,15 +373,31 @@ class CheckpointStore:
     ) -> CheckpointInfo:
         """Upload ``data_file`` as the checkpoint of ``step``, then write its manifest (the commit).
 
-        A step that is already committed is left as it is (the same step holds the same state);
-        leftovers of an interrupted save of the same step are replaced. ``upload_callback`` hears
-        the upload's progress; an exception it raises ends the upload and leaves nothing committed.
+        A step already committed with this very file (same size and sha256, in the manifest and
+        in storage) is left as it is. Anything else there (a damaged or foreign commit, another
+        file, leftovers of an interrupted save) is replaced: its manifest goes first, so the step
+        is never committed with data it does not describe; then the data; the manifest last. So a
+        returned commit is durable and sound, which is what an emergency save reports. Symlinks
+        in the way (local filesystem) are removed themselves, never written through.
+        ``upload_callback`` hears the upload's progress; an exception it raises ends the upload
+        and leaves nothing committed. Non-finite ``metrics`` are left out of the manifest (JSON has
+        no NaN); the checkpoint itself keeps them.
         """
         directory = self._path(checkpoint_dir_name(step))
-        existing = self._read_manifest(directory)
-        if existing is not None:
-            return existing
         entry = FileEntry(size_bytes=data_file.stat().st_size, sha256=sha256_of_file(data_file))
+        for link in self._symlinks(directory):
+            log.warning("removing symlink %s in the way of checkpoint step %d (its target is left alone)", self._url(link), step)
+            self._io("delete", link, lambda link=link: self.fs.rm_file(link))
+        try:
+            existing = self._read_manifest(directory, step)
+            unfit = None if existing is None else self._unlike(existing, entry)
+        except ManifestError as error:
+            existing, unfit = None, f"manifest: {error}"
+        if existing is not None and unfit is None:
+            return existing
+        if unfit is not None:
+            log.warning("replacing the commit of step %d at %s: %s", step, self._url(directory), unfit)
+            self._remove_manifest(directory)
         data_path = f"{directory}/{DATA_NAME}"
         try:
             self._io("create", directory, lambda: self.fs.makedirs(directory, exist_ok=True))
@@ -195,21 +414,34 @@ class CheckpointStore:
                 f"checkpoint of step {step} at {self._url(data_path)} has {remote_size} bytes after upload, "
                 f"expected {entry.size_bytes}; not committing it"
             )
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "spotrun_version": spotrun_version,
-            "step": step,
-            "epoch": epoch,
-            "time": time.time(),
-            "reason": reason,
-            "final": final,
-            "metrics": metrics or {},
-            "files": {DATA_NAME: {"size_bytes": entry.size_bytes, "sha256": entry.sha256}},
-        }
-        self._write_atomically(f"{directory}/{MANIFEST_NAME}", json.dumps(manifest, indent=1).encode())
-        info = _info_from_manifest(self._url(directory), manifest)
+        info = CheckpointInfo(
+            url=self._url(directory),
+            step=step,
+            epoch=epoch,
+            time=time.time(),
+            reason=reason,
+            final=final,
+            files={DATA_NAME: entry},
+            metrics={name: float(value) for name, value in (metrics or {}).items() if math.isfinite(value)},
+        )
+        payload = manifest_bytes(info, spotrun_version=spotrun_version, key=self.key)
+        self._write_atomically(f"{directory}/{MANIFEST_NAME}", payload)
         log.info("committed checkpoint step %d (%s, %d bytes) at %s", step, reason, entry.size_bytes, info.url)
         return info
+
+    def _unlike(self, existing: CheckpointInfo, entry: FileEntry) -> str | None:
+        """Why the commit ``existing`` is not the file ``entry`` durably stored, or None when it is."""
+        if existing.files != {DATA_NAME: entry}:
+            return "it holds a different file"
+        return self.problem(existing, check_sha256=True)
+
+    def _remove_manifest(self, directory: str) -> None:
+        """Uncommit ``directory``: without its manifest nothing reads or keeps it as a checkpoint."""
+        manifest = f"{directory}/{MANIFEST_NAME}"
+        try:
+            self._io("delete", manifest, lambda: self.fs.rm_file(manifest))
+        except FileNotFoundError:
+            pass
 
     def _write_atomically(self, path: str, payload: bytes) -> None:
         """Write to a temporary name, then move: readers see the whole object or nothing.
@@ -248,33 +480,69 @@ class CheckpointStore:
             log.warning("ignoring unreadable %s: %s", self._url(self.spotrun_path(name)), error)
             return None
 
-    def _read_manifest(self, directory: str) -> CheckpointInfo | None:
+    def _read_manifest(self, directory: str, step: int) -> CheckpointInfo | None:
+        """The checkpoint committed in ``directory``, None when it has no manifest; ``ManifestError`` when it cannot be used."""
+        path = f"{directory}/{MANIFEST_NAME}"
         try:
-            path = f"{directory}/{MANIFEST_NAME}"
-            manifest = json.loads(self._io("read", path, lambda: self.fs.cat_file(path)))
-            return _info_from_manifest(self._url(directory), manifest)
+            raw = self._io("read", path, lambda: self.fs.cat_file(path, start=0, end=MAX_MANIFEST_BYTES + 1))
         except FileNotFoundError:
             return None
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
-            log.warning("ignoring checkpoint with an unreadable manifest at %s: %s", self._url(directory), error)
-            return None
+        return parse_manifest(raw, url=self._url(directory), step=step, key=self.key)
+
+    def _symlinks(self, directory: str) -> list[str]:
+        """``directory`` itself if it is a symlink, else the symlinks directly in it; none where the filesystem has none.
+
+        Only the top level matters: checkpoint objects are plain names in their directory, and
+        ``rm(recursive=True)`` (``shutil.rmtree``) removes deeper links without following them.
+        """
+        if not self._has_links:
+            return []
+        try:
+            if self._io("inspect", directory, lambda: self.fs.islink(directory)):
+                return [directory]
+            entries = self._io("list", directory, lambda: self.fs.ls(directory, detail=True))
+        except FileNotFoundError:
+            return []
+        return [entry["name"] for entry in entries if entry.get("islink")]
 
     def _step_directories(self) -> list[tuple[int, str]]:
+        """Step directories newest first, without those that are or hold symlinks (warned about, never followed)."""
         try:
-            entries = self._io("list", self.root, lambda: self.fs.ls(self.root, detail=False))
+            entries = self._io("list", self.root, lambda: self.fs.ls(self.root, detail=True))
         except FileNotFoundError:
             return []
         found = []
         for entry in entries:
-            match = _CHECKPOINT_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])
-            if match:
-                found.append((int(match.group(1)), entry.rstrip("/")))
+            path = entry["name"].rstrip("/")
+            match = _CHECKPOINT_DIR.fullmatch(path.rsplit("/", 1)[-1])
+            if not match or not (entry.get("islink") or entry.get("type") == "directory"):
+                continue
+            links = self._symlinks(path)
+            if links:
+                self._warn_once(
+                    f"ignoring {self._url(path)}: {'it is' if links == [path] else 'it holds'} a symlink "
+                    f"({', '.join(self._url(link) for link in links)}), which could lead out of {self.url}; "
+                    "it is never resumed from nor deleted. Replace it with a real directory or remove it."
+                )
+                continue
+            found.append((int(match.group(1)), path))
         return sorted(found, reverse=True)
 
+    def _discover(self, directory: str, step: int) -> CheckpointInfo | ManifestError | None:
+        """The manifest of ``directory``: its checkpoint, why it was rejected (warned about once), or None when absent."""
+        try:
+            return self._read_manifest(directory, step)
+        except ForeignManifest as error:
+            self._warn_once(f"ignoring checkpoint {self._url(directory)} (manifest: {error}): it is never resumed from nor deleted")
+            return error
+        except ManifestError as error:
+            self._warn_once(f"ignoring damaged checkpoint {self._url(directory)} (manifest: {error}); falling back to the previous one")
+            return error
+
     def list(self) -> list[CheckpointInfo]:
-        """Committed checkpoints (manifest present and readable), newest first; contents not verified."""
-        infos = (self._read_manifest(directory) for _, directory in self._step_directories())
-        return [info for info in infos if info is not None]
+        """Committed checkpoints whose manifest passes the schema (and the MAC, with a key), newest first; objects not verified."""
+        found = (self._discover(directory, step) for step, directory in self._step_directories())
+        return [info for info in found if isinstance(info, CheckpointInfo)]
 
     def problem(self, info: CheckpointInfo, *, check_sha256: bool) -> str | None:
         """Why ``info`` cannot be used (missing or wrong-sized object, sha256 mismatch), or None if it is sound."""
@@ -322,55 +590,70 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint {info.url} changed or was damaged while it was being downloaded")
         return local
 
-    def prune(self, keep: int, *, keep_every: int | None = None, protect: frozenset[str] = frozenset()) -> list[str]:
-        """Delete committed checkpoints beyond the newest ``keep`` and stale partial ones; returns what was deleted.
+    def _survey(self) -> list[_StepDirectory]:
+        """Every step directory discovery follows, newest first, with its standing (sizes checked, not sha256)."""
+        surveyed = []
+        for step, directory in self._step_directories():
+            found = self._discover(directory, step)
+            if isinstance(found, ForeignManifest):
+                standing = _Standing.FOREIGN
+            elif isinstance(found, ManifestError):
+                standing = _Standing.DAMAGED
+            elif found is None:
+                standing = _Standing.PARTIAL
+            else:
+                standing = _Standing.SOUND if self.problem(found, check_sha256=False) is None else _Standing.DAMAGED
+            surveyed.append(_StepDirectory(step, directory, standing, has_manifest=found is not None))
+        return surveyed
 
-        With ``keep_every`` (steps), the first checkpoint at or after each of its multiples
-        (keep_every, 2 x keep_every, ...) is kept too, for looking back (e.g. keep_every=1000 with checkpoints at 990, 1010, 1500, 2005:
-        1010 and 2005 stay). Never deletes the newest committed checkpoint nor any URL in
-        ``protect`` (the one a run resumed from). The manifest goes first, so a deletion cut short
-        leaves an uncommitted directory, never a committed one with missing data.
+    def prune(self, keep: int, *, keep_every: int | None = None, protect: frozenset[str] = frozenset()) -> list[str]:
+        """Delete what retention does not keep; returns the URLs deleted.
+
+        Only SOUND checkpoints (valid manifest, with this job's MAC when the store has a key, and
+        every object of the size it records) count toward ``keep``: the newest ``keep`` of them
+        stay, and with ``keep_every`` (steps) the first sound one at or after each multiple of it
+        (keep_every=1000 with checkpoints at 990, 1010, 1500, 2005: 1010 and 2005 stay). The
+        newest sound checkpoint and every URL in ``protect`` (the one a run resumed from) are
+        never deleted. Size, not sha256, decides soundness here: hashing every checkpoint at every
+        prune would read them all back; a flipped byte is caught where it matters, by
+        ``latest(check_sha256=True)`` and by :meth:`download`.
+
+        A damaged checkpoint (manifest failing the schema, or an object missing or of the wrong
+        size) and a partial one (no manifest) are deleted once a newer sound checkpoint exists:
+        that one is what a resume takes, and they would never be resumed from. Newer than every
+        sound checkpoint they stay: a partial one may be a save still in flight, a damaged one is
+        the evidence of what went wrong, and a commit of that step replaces either. With no sound
+        checkpoint nothing is deleted. Never touched: foreign manifests (not signed by the
+        store's key) and step directories that are or hold symlinks (which discovery ignores).
+
+        The manifest goes first, so a deletion cut short leaves an uncommitted directory, never a
+        committed one with missing data.
         """
-        directories = self._step_directories()
-        committed = [(step, directory) for step, directory in directories if self._read_manifest(directory)]
-        if not committed:
+        surveyed = self._survey()
+        sound = [found for found in surveyed if found.standing is _Standing.SOUND]
+        if not sound:
             return []
-        newest_step = committed[0][0]
-        keep_urls = {self._url(directory) for _, directory in committed[: max(keep, 1)]} | set(protect)
+        newest_sound = sound[0].step
+        keeping = {found.path for found in sound[: max(keep, 1)]}
         if keep_every:
             first_of_interval: dict[int, str] = {}
-            for step, directory in reversed(committed):  # oldest first
-                first_of_interval.setdefault(step // keep_every, directory)
-            keep_urls |= {self._url(directory) for interval, directory in first_of_interval.items() if interval > 0}
+            for found in reversed(sound):  # oldest first
+                first_of_interval.setdefault(found.step // keep_every, found.path)
+            keeping |= {path for interval, path in first_of_interval.items() if interval > 0}
         deleted = []
-        committed_dirs = {directory for _, directory in committed}
-        for step, directory in directories:
-            url = self._url(directory)
-            stale_partial = directory not in committed_dirs and step < newest_step
-            if url in keep_urls or (directory not in committed_dirs and not stale_partial):
+        for found in surveyed:
+            url = self._url(found.path)
+            if found.path in keeping or url in protect or found.standing is _Standing.FOREIGN:
+                continue
+            if found.standing is not _Standing.SOUND and found.step >= newest_sound:
                 continue
             try:
-                if directory in committed_dirs:
-                    manifest = f"{directory}/{MANIFEST_NAME}"
-                    self._io("delete", manifest, lambda manifest=manifest: self.fs.rm_file(manifest))
-                self._io("delete", directory, lambda directory=directory: self.fs.rm(directory, recursive=True))
+                if found.has_manifest:
+                    self._remove_manifest(found.path)
+                self._io("delete", found.path, lambda path=found.path: self.fs.rm(path, recursive=True))
             except FileNotFoundError:
                 continue
+            if found.standing is not _Standing.SOUND:
+                log.info("retention deleted %s checkpoint %s (a newer sound one exists)", found.standing.value, url)
             deleted.append(url)
         return deleted
-
-
-def _info_from_manifest(url: str, manifest: dict[str, Any]) -> CheckpointInfo:
-    return CheckpointInfo(
-        url=url,
-        step=int(manifest["step"]),
-        epoch=int(manifest["epoch"]),
-        time=float(manifest["time"]),
-        reason=str(manifest.get("reason", "")),
-        final=bool(manifest.get("final", False)),
-        files={
-            name: FileEntry(size_bytes=int(entry["size_bytes"]), sha256=str(entry["sha256"]))
-            for name, entry in manifest["files"].items()
-        },
-        metrics={str(key): float(value) for key, value in manifest.get("metrics", {}).items()},
-    )

@@ -104,7 +104,7 @@ def test_access_denied_on_read_is_not_a_missing_checkpoint(s3_bucket: str, fault
     fault_proxy.error("GET", MANIFEST, status=403, code="AccessDenied", for_s=60)
     with pytest.raises(CheckpointError, match="read s3://"):
         store.list()
-    assert fault_proxy.count("GET", MANIFEST) == 1 and sleeps == []
+    assert fault_proxy.count("GET", MANIFEST, "error 403") == 1 and sleeps == []  # tried once: not retried
 
 
 def test_multipart_checkpoint_through_faults_is_whole(s3_bucket: str, fault_proxy: FaultProxy, tmp_path: Path) -> None:

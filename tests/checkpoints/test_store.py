@@ -82,11 +82,13 @@ def test_download_checks_the_hash(checkpoint_url: str, tmp_path: Path) -> None:
     assert local.read_bytes() == source.read_bytes()
 
 
-def test_recommitting_a_step_keeps_the_committed_one(checkpoint_url: str, tmp_path: Path) -> None:
+def test_recommitting_a_step_keeps_the_committed_one_when_it_holds_the_same_file(checkpoint_url: str, tmp_path: Path) -> None:
     store = CheckpointStore(checkpoint_url)
     first = store.commit(_data(tmp_path, 5), step=5, epoch=0, reason="periodic")
-    again = store.commit(_data(tmp_path, 6), step=5, epoch=0, reason="emergency")
-    assert again.reason == "periodic" and again.files == first.files
+    again = store.commit(_data(tmp_path, 5), step=5, epoch=0, reason="emergency")
+    assert again == first  # not rewritten: same reason, same time
+    other = store.commit(_data(tmp_path, 6), step=5, epoch=0, reason="final", final=True)  # other state: it replaces
+    assert store.latest(check_sha256=True) == other and other.final and other.files != first.files
 
 
 def test_prune_keeps_newest_and_the_resumed_one(checkpoint_url: str, tmp_path: Path) -> None:
