@@ -40,6 +40,10 @@ REQUIRED_OUTPUTS = (
 MODULE_DIR = Path(__file__).resolve().parent.parent / "terraform"
 MODULE_FILES = ("*.tf", "*.tftpl")
 VARIABLES_FILE = "spotrun-variables.json"
+# The module's variable naming the spotrun wheel instances install, and where `spotrun infra up` keeps
+# the one it built (in the working directory, next to the state: `infra down` needs the file too).
+WHEEL_VARIABLE = "spotrun_wheel"
+WHEEL_DIR = "wheels"
 MINIMUM_TERRAFORM = "1.5"
 INSTALL_HINT = f"install Terraform >= {MINIMUM_TERRAFORM} (https://developer.hashicorp.com/terraform/install)"
 # The `-json` UI messages worth showing a person while an apply or destroy runs.
@@ -159,11 +163,12 @@ class TerraformModule:
         _write_json(self.outputs_file, outputs)
         return outputs
 
-    def destroy(self, progress: Progress = _ignore_progress) -> None:
-        """Destroy everything the state holds, with the variables of the last apply; the outputs file goes too."""
+    def destroy(self, progress: Progress = _ignore_progress, variables: Mapping[str, str] | None = None) -> None:
+        """Destroy everything the state holds, with the variables of the last apply (``variables`` replacing some); the outputs file goes too."""
         run = _JsonRun(progress)
+        merged = {**self.variables(), **(variables or {})}
         try:
-            self._run_json(["destroy", "-auto-approve", "-json", "-input=false", *_var_arguments(self.variables())], run)
+            self._run_json(["destroy", "-auto-approve", "-json", "-input=false", *_var_arguments(merged)], run)
         finally:
             if run.changed or run.exit_code == 0:
                 # Part of it may be gone already: nothing should launch from these outputs any more.

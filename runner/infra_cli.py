@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from cloud.errors import TerraformError
-from cloud.terraform import MODULE_DIR, REQUIRED_OUTPUTS, TerraformModule
+from cloud.running_wheel import build_running_wheel, sha256_of
+from cloud.terraform import MODULE_DIR, REQUIRED_OUTPUTS, WHEEL_DIR, WHEEL_VARIABLE, TerraformModule
 from runner.commands import command_for
 from runner.errors import SpecError
 from runner.infra_outputs import stored_infra_outputs
@@ -86,6 +87,18 @@ def _pin_region(terraform: TerraformModule, given: dict[str, str]) -> dict[str, 
     return {**given, "region": region}
 
 
+def _running_wheel(terraform: TerraformModule) -> dict[str, str]:
+    """The module variable naming the wheel instances install: a wheel of this very spotrun, built now.
+
+    Instances must run what the controller runs, and never what an index serves as "spotrun"
+    (terraform/README.md, "Which spotrun an instance runs"). Built in the working directory, the
+    wheel stays for `infra down`, which needs the variable's file to exist.
+    """
+    wheel = build_running_wheel(terraform.workdir / WHEEL_DIR)
+    err.print(f"instances will install {wheel.name} (sha256 {sha256_of(wheel)}), built from this spotrun", markup=False, highlight=False, soft_wrap=True)
+    return {WHEEL_VARIABLE: str(wheel)}
+
+
 def _outputs_table(outputs: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     table.add_column("output")
@@ -104,9 +117,11 @@ def up(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create or update the checkpoint bucket, instance role, security group and launch template (terraform apply)."""
+    """Create or update the checkpoint bucket, instance role, security group and launch template, and the spotrun wheel instances install (terraform apply)."""
     terraform = _terraform(module.resolve() if module else MODULE_DIR)
     given = _pin_region(terraform, parse_variables(variables or []))
+    if WHEEL_VARIABLE not in given:  # a wheel given with --var is the user's choice
+        given = {**given, **_running_wheel(terraform)}
     err.print(f"applying {terraform.source} in {given['region']} (state in {terraform.workdir})", markup=False, highlight=False, soft_wrap=True)
     terraform.init(_progress)
     outputs = terraform.apply(given, _progress)
@@ -130,8 +145,11 @@ def down(yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirm
     region = terraform.variables().get("region", "its region")
     if not yes:
         typer.confirm(f"Destroy the spotrun infrastructure in {region}: launch template, role, security group, and the bucket if it is empty?", abort=True)
+    stored_wheel = terraform.variables().get(WHEEL_VARIABLE)
+    # The module checks that the wheel exists even to destroy: one deleted since `up` is built again.
+    replaced = _running_wheel(terraform) if stored_wheel and not Path(stored_wheel).is_file() else {}
     try:
-        terraform.destroy(_progress)
+        terraform.destroy(_progress, replaced)
     except TerraformError as error:
         if "BucketNotEmpty" not in str(error):
             raise

@@ -49,7 +49,7 @@ locals {
 
 # Agents and the controller talk only through the bucket, so nothing outside may connect in; the
 # one inbound rule lets the instances of a multi-node gang reach each other (the rendezvous on
-# rank 0 and the collectives). Egress is open: S3, PyPI (to install spotrun), the metadata service.
+# rank 0 and the collectives). Egress is open: S3, PyPI (spotrun's dependencies), the metadata service.
 resource "aws_security_group" "agent" {
   name        = "${var.name_prefix}-agent"
   description = "spotrun agents: inbound only from each other, all outbound"
@@ -109,6 +109,37 @@ resource "aws_s3_bucket_public_access_block" "checkpoints" {
   block_public_policy     = true
   ignore_public_acls      = true
   restrict_public_buckets = true
+}
+
+# Checkpoints, heartbeats and the spotrun wheel travel only over TLS: every request without it is
+# refused, whoever signs it. A Deny for everyone is not a public policy, so block_public_policy
+# lets it in.
+data "aws_iam_policy_document" "bucket" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.checkpoints.arn, "${aws_s3_bucket.checkpoints.arn}/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "checkpoints" {
+  bucket = aws_s3_bucket.checkpoints.id
+  policy = data.aws_iam_policy_document.bucket.json
+
+  # S3 refuses a bucket policy while the public access block is being changed.
+  depends_on = [aws_s3_bucket_public_access_block.checkpoints]
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "checkpoints" {
@@ -192,6 +223,29 @@ resource "aws_iam_instance_profile" "agent" {
   role        = aws_iam_role.agent.name
 }
 
+# ------------------------------------------------------------------------------ spotrun itself
+
+# Instances install exactly the spotrun that ran `spotrun infra up`: the wheel it built from its own
+# installation, kept here under its sha256 (outside every job's default prefix: a job name cannot
+# start with "_"). The user data checks that digest again before installing: the instance role may write
+# anywhere in the bucket, so a job's code could replace the object, but not the digest in the
+# launch template. A new wheel is a new key, created before the old one goes.
+locals {
+  spotrun_wheel_sha256 = filesha256(var.spotrun_wheel)
+  spotrun_wheel_name   = basename(var.spotrun_wheel)
+}
+
+resource "aws_s3_object" "spotrun_wheel" {
+  bucket       = aws_s3_bucket.checkpoints.id
+  key          = "_spotrun/wheels/${local.spotrun_wheel_sha256}/${local.spotrun_wheel_name}"
+  source       = var.spotrun_wheel
+  content_type = "application/zip"
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
 # ------------------------------------------------------------------------------ launch template
 
 data "aws_ssm_parameter" "ami" {
@@ -213,7 +267,7 @@ data "aws_ami" "selected" {
 
 resource "aws_launch_template" "agent" {
   name                   = "${var.name_prefix}-agent"
-  description            = "spotrun job instances: install spotrun, run the agent for the job in the instance's tags, shut down"
+  description            = "spotrun job instances: install the controller's spotrun wheel, run the agent for the job in the instance's tags, shut down"
   image_id               = local.ami_id
   update_default_version = true
   vpc_security_group_ids = [aws_security_group.agent.id]
@@ -223,7 +277,10 @@ resource "aws_launch_template" "agent" {
   instance_initiated_shutdown_behavior = "terminate"
 
   user_data = base64encode(templatefile("${path.module}/user_data.sh.tftpl", {
-    spotrun_package = var.spotrun_package
+    bucket       = aws_s3_object.spotrun_wheel.bucket
+    wheel_key    = aws_s3_object.spotrun_wheel.key
+    wheel_name   = local.spotrun_wheel_name
+    wheel_sha256 = local.spotrun_wheel_sha256
   }))
 
   iam_instance_profile {

@@ -32,7 +32,7 @@ output "instance_profile_arn" {
 }
 
 output "security_group_id" {
-  description = "Security group of job instances (no inbound rules)."
+  description = "Security group of job instances (inbound only from each other: a gang's rendezvous and collectives)."
   value       = aws_security_group.agent.id
 }
 
@@ -44,4 +44,14 @@ output "subnet_ids" {
 output "ami_id" {
   description = "The AMI job instances boot."
   value       = local.ami_id
+}
+
+output "spotrun_wheel" {
+  description = "The spotrun wheel job instances install (built by `spotrun infra up` from the spotrun it ran), in the bucket."
+  value       = "s3://${aws_s3_object.spotrun_wheel.bucket}/${aws_s3_object.spotrun_wheel.key}"
+}
+
+output "spotrun_wheel_sha256" {
+  description = "Its sha256, which the user data checks before installing it."
+  value       = local.spotrun_wheel_sha256
 }

@@ -104,15 +104,19 @@ variable "root_volume_size_gb" {
   }
 }
 
-variable "spotrun_package" {
-  description = "What the instances `pip install` to get spotrun: a requirement such as \"spotrun==0.1.0\" or a URL (\"git+https://...\"). Match the version you run locally."
+variable "spotrun_wheel" {
+  description = "Path to the spotrun wheel instances install: `spotrun infra up` builds it from the spotrun it runs and passes it. Terraform stores it in the checkpoint bucket under its sha256, and the user data installs it only if that digest matches; spotrun never comes from a package index."
   type        = string
-  default     = "spotrun"
 
   validation {
-    # It is written into the user data script between single quotes.
-    condition     = can(regex("^[^'\\s]+$", var.spotrun_package))
-    error_message = "spotrun_package must be one pip requirement or URL without spaces or single quotes."
+    # Its file name is written into the user data script and into the object key.
+    condition     = endswith(var.spotrun_wheel, ".whl") && can(regex("^[A-Za-z0-9_.+!-]+$", basename(var.spotrun_wheel)))
+    error_message = "spotrun_wheel must be the path of a wheel file (name ending in .whl, of letters, digits and _.+!- only)."
+  }
+
+  validation {
+    condition     = fileexists(var.spotrun_wheel)
+    error_message = "spotrun_wheel names no file: give the path of a spotrun wheel (`spotrun infra up` builds one)."
   }
 }
 

@@ -29,6 +29,18 @@ variable "greeting" {{
   default = "hello"
 }}
 
+# What `spotrun infra up` passes: the wheel instances install (checked to exist, as spotrun's module
+# does, even to destroy; this module only reports its digest).
+variable "spotrun_wheel" {{
+  type    = string
+  default = null
+
+  validation {{
+    condition     = var.spotrun_wheel == null ? true : fileexists(var.spotrun_wheel)
+    error_message = "spotrun_wheel names no file."
+  }}
+}}
+
 resource "terraform_data" "infra" {{
   input = {{
     bucket_name           = "spotrun-checkpoints-${{var.greeting}}"
@@ -45,6 +57,10 @@ resource "terraform_data" "infra" {{
 {_OUTPUTS}
 output "greeting" {{
   value = var.greeting
+}}
+
+output "spotrun_wheel_sha256" {{
+  value = var.spotrun_wheel == null ? null : filesha256(var.spotrun_wheel)
 }}
 """
 

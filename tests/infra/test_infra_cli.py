@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
-from cloud.terraform import REQUIRED_OUTPUTS
+import runner.infra_cli
+from cloud.running_wheel import sha256_of
+from cloud.terraform import REQUIRED_OUTPUTS, VARIABLES_FILE, WHEEL_DIR, WHEEL_VARIABLE
 from runner.infra_cli import infra_app
 from runner.providers import aws_settings
 
@@ -68,6 +71,12 @@ def test_up_show_down_on_a_stand_in_module(spotrun_home: Path, terraform_config:
     assert json.loads((spotrun_home / "infra" / "outputs.json").read_text()) == outputs
     settings = aws_settings(spotrun_home, store_id="store-1")  # what `spotrun run` launches from
     assert (settings.region, settings.launch_template_id, settings.subnet_ids) == ("us-east-1", "lt-0123456789abcdef0", ("subnet-0a", "subnet-0b"))
+    # The module was given a wheel of the spotrun running this test, built for the instances to install.
+    [wheel] = (spotrun_home / "infra" / "terraform" / WHEEL_DIR).glob("*.whl")
+    assert outputs["spotrun_wheel_sha256"] == sha256_of(wheel)
+    assert json.loads((wheel.parent.parent / VARIABLES_FILE).read_text())[WHEEL_VARIABLE] == str(wheel)  # kept for `down`
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("runner/infra_cli.py") == Path(runner.infra_cli.__file__).read_bytes()
 
     again = _spotrun("up", "--module", str(stand_in_module))
     assert again.exit_code == 0, again.output
@@ -83,6 +92,7 @@ def test_up_show_down_on_a_stand_in_module(spotrun_home: Path, terraform_config:
     assert moved.exit_code == 2
     assert "the infrastructure is in us-east-1; `spotrun infra down` before moving it" in moved.stderr
 
+    wheel.unlink()  # the module needs its wheel even to be destroyed: `down` builds it again
     down = _spotrun("down", "--yes")
     assert down.exit_code == 0, down.output
     assert "terraform_data.infra: Destruction complete" in down.stderr

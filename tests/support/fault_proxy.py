@@ -97,9 +97,10 @@ class FaultProxy:
         body = f"Action={action}(&|$)" if when is None else f"(?=.*Action={action}(&|$))(?=.*{when})"
         self._add(Rule("POST", ".", "error", status=status, code=code, body=body, ec2=True), times, for_s)
 
-    def ec2_drop_answer(self, action: str, *, times: int) -> None:
-        """Let moto do EC2 ``action``, then lose its answer (a response lost on the way back)."""
-        self._add(Rule("POST", ".", "drop", body=f"Action={action}(&|$)", forward_first=True), times, None)
+    def ec2_drop_answer(self, action: str, *, times: int, when: str | None = None) -> None:
+        """Let moto do EC2 ``action`` (whose body also matches ``when``), then lose its answer (a response lost on the way back)."""
+        body = f"Action={action}(&|$)" if when is None else f"(?=.*Action={action}(&|$))(?=.*{when})"
+        self._add(Rule("POST", ".", "drop", body=body, forward_first=True), times, None)
 
     def ec2_rewrite(self, action: str, rewrite: Callable[[bytes], bytes], *, for_s: float) -> None:
         """Pass EC2 ``action`` to moto and answer with ``rewrite(moto's body)``."""
