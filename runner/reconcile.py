@@ -28,7 +28,7 @@ from rich.text import Text
 from cloud.errors import ProviderError
 from cloud.provider import TAG_JOB
 from runner.ledger import summarize
-from runner.reports import format_usd, split_by_day, utc_day, utc_iso
+from runner.reports import csv_cell, format_usd, split_by_day, utc_day, utc_iso
 from runner.store import Interval
 
 CE_REGION = "us-east-1"  # Cost Explorer has one endpoint, in us-east-1, whatever region the instances ran in
@@ -233,7 +233,7 @@ def render_reconcile_csv(result: Reconciliation) -> str:
     writer.writerow(columns)
     for row in result.rows:
         figures = row.to_json()
-        writer.writerow(["" if figures[name] is None else figures[name] for name in columns])
+        writer.writerow([csv_cell(figures[name]) for name in columns])
     return buffer.getvalue()
 
 

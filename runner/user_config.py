@@ -44,8 +44,14 @@ def load_user_config(home: Path) -> UserConfig:
         return UserConfig(path)
     try:
         loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SpecError(f"{path}: not readable as YAML ({' '.join(str(error).split())})") from None
+    except OSError as error:
+        raise SpecError(f"{path}: not readable ({error.strerror or error})") from None
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as error:  # PyYAML's scalar constructors raise Python's errors
+        # The problem and its line, not PyYAML's own text: that quotes the line, which may hold a database password.
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise SpecError(f"{path}: {where}not readable as YAML ({problem})") from None
     if loaded is None:
         return UserConfig(path)
     if not isinstance(loaded, dict):
@@ -54,8 +60,9 @@ def load_user_config(home: Path) -> UserConfig:
     if unknown:
         raise SpecError(f"{path}: unknown key {unknown[0]!r}; expected {', '.join(_KEYS)}")
     for key, value in loaded.items():
-        if not isinstance(value, str) or not value.strip():
-            raise SpecError(f"{path}: {key}: expected a non-empty string; got {value!r}")
+        if not isinstance(value, str) or not value.strip():  # the value itself is not shown: it may hold a database password
+            got = "an empty string" if isinstance(value, str) else f"a {type(value).__name__}"
+            raise SpecError(f"{path}: {key}: expected a non-empty string; got {got}")
     return UserConfig(path, db=loaded.get("db"), user=loaded.get("user"))
 
 

@@ -144,9 +144,18 @@ def test_json_keeps_seconds(tmp_path):
 # ------------------------------------------------------------------- durations
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90.0), ("5m", 300.0), ("2h", 7200.0), ("1.5m", 90.0), (45, 45.0)])
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90.0), ("5m", 300.0), ("2h", 7200.0), ("1.5m", 90.0), ("250ms", 0.25), ("1d", 86400.0)])
 def test_durations(tmp_path, text, seconds):
     assert load(tmp_path, job(COMMAND_JOB, checkpoint={"every": text})).checkpoint.every_s == seconds
+
+
+@pytest.mark.parametrize("value", [5, 5.0, "5", 1e20])
+def test_a_duration_written_without_its_unit_is_refused_unless_zero(tmp_path, value):
+    """`every: 5` could mean seconds or minutes; zero is zero in any unit, and stored ``*_s`` fields are seconds by name."""
+    problem(tmp_path, job(COMMAND_JOB, checkpoint={"every": value}), "checkpoint.every: expected a duration such as 90s, 5m or 2h", f"got {value!r}")
+    assert load(tmp_path, job(COMMAND_JOB, local={"preempt_every": type(value)(0) if not isinstance(value, str) else "0"})).local.preempt_every_s == 0.0
+    stored = load(tmp_path, job(COMMAND_JOB, checkpoint={"every": "90s"})).model_dump(mode="json")
+    assert JobSpec.model_validate(stored).checkpoint.every_s == 90.0
 
 
 @pytest.mark.parametrize("text", ["5 minutes", "-3s", "soon", True])
@@ -263,7 +272,7 @@ def test_aws_needs_an_object_store_url(tmp_path):
         ({"local": {"spot_price": 2.0, "on_demand_price": 1.0}}, ["local.spot_price: expected at most on_demand_price (1.0), got 2.0"]),
         ({"local": {"seed": True}}, ["local.seed: expected a valid integer, got True"]),
         ({"local": {"cpus": 0}}, ["local.cpus: expected greater than or equal to 1, got 0"]),
-        ({"budget": {"max_usd": -5}}, ["budget.max_usd: expected greater than 0, got -5"]),
+        ({"budget": {"max_usd": -5}}, ["budget.max_usd: expected a budget in US dollars above 0 and at most 1,000,000,000, got -5"]),
         ({"budget": {"deadline": "tomorrow"}}, ["budget.deadline: expected a duration such as 12h or an ISO-8601 time"]),
         ({"train": {"command": None}}, ["train: expected exactly one of model (a LightningModule class) or command (your own script), got neither"]),
         ({"train": {"model": "m.py:M"}}, ["train: expected exactly one of model", "got both"]),
@@ -392,3 +401,102 @@ def test_valid_model_job(tmp_path):
     spec = load(tmp_path, MODEL_JOB)
     assert spec.train.model_args == {"lr": 0.1} and spec.train.trainer == {"max_epochs": 2}
     assert spec.train.seed == 0
+
+
+# ------------------------------------------- numbers, durations and times in range
+
+COMMAND_YAML = "name: job\ntrain: {command: python x.py}\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("checkpoint: {every: .inf}", "checkpoint.every: expected a duration"),
+        ("checkpoint: {every: .nan}", "checkpoint.every: expected a duration"),
+        ("checkpoint: {every: 99999999999d}", "checkpoint.every: expected a duration of at most 3650d"),
+        ("budget: {deadline: .inf}", "budget.deadline: expected a duration"),
+        ("budget: {deadline: 99999999999d}", "budget.deadline: expected a duration of at most 3650d, got '99999999999d'"),
+        ("budget: {deadline: '9999-12-31T23:59:59-23:00'}", "budget.deadline: expected a time at most 3650 days from now"),
+        ("budget: {expected_runtime: .inf}", "budget.expected_runtime: expected a duration"),
+        ("budget: {max_usd: .inf}", "budget.max_usd: expected a finite number, got inf"),
+        ("budget: {max_usd: .nan}", "budget.max_usd: expected a finite number, got nan"),
+        ("budget: {max_usd: 1.0e+12}", "budget.max_usd: expected a budget in US dollars above 0 and at most 1,000,000,000"),
+        ("local: {spot_trace_start: .inf}", "local.spot_trace_start: expected a duration"),
+        ("local: {spot_trace_start: 0001-01-01T00:00:00+01:00}", "local.spot_trace_start: expected a time at most 3650 days from now"),
+        ("local: {notice: " + "9" * 400 + "s}", "local.notice: expected a duration of at most 3650d"),
+        ("local: {on_demand_price: .inf}", "local.on_demand_price: expected a finite number, got inf"),
+        ("local: {on_demand_price: 5000.0}", "local.on_demand_price: expected less than or equal to 1000"),
+        ("local: {cpus: 100000}", "local.cpus: expected less than or equal to 1024"),
+        ("local: {capacity: {g5.xlarge: -1}}", "local.capacity.g5.xlarge: expected greater than or equal to 0, got -1"),
+        ("local: {seed: 99999999999999999999}", "local.seed: expected less than or equal to 9223372036854775807"),
+        ("resources: {nodes: 100000}", "resources.nodes: expected less than or equal to 1024"),
+        ("resources: {collective_timeout: 0s}", "resources.collective_timeout: expected a positive duration"),
+        ("checkpoint: {every_steps: 99999999999999999999}", "checkpoint.every_steps: expected less than or equal to 9223372036854775807"),
+        ("team: '" + "x" * 65 + "'", "team: expected 1 to 64 printable characters"),
+        ('team: "ml\\0research"', "team: expected 1 to 64 printable characters, got 'ml\\x00research'"),
+        ('team: "ml\\Lresearch"', "team: expected 1 to 64 printable characters"),
+        ("tags: {" + "k" * 129 + ": v}", "expected 1 to 128 printable characters"),
+        ("tags: {k: '" + "v" * 257 + "'}", "tags.k: expected 0 to 256 printable characters"),
+    ],
+)
+def test_every_number_duration_and_time_is_finite_and_in_range(tmp_path, section, expected):
+    problem(tmp_path, COMMAND_YAML + section + "\n", expected)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_the_training_seed_is_one_seed_everything_takes(tmp_path, seed):
+    problem(tmp_path, job(MODEL_JOB, train={"seed": seed}), "train.seed: expected")
+
+
+def test_too_many_tags_for_an_instance(tmp_path):
+    problem(tmp_path, job(COMMAND_JOB, tags={f"k{index}": "v" for index in range(36)}), "tags: expected at most 35 tags", "got 36 tags")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "where"),
+    [("{x: !!binary /w==}", "train.model_args.x"), ("{x: [1, {day: 2020-01-01}]}", "train.model_args.x[1].day"), ("{x: !!set {a: null}}", "train.model_args.x")],
+)
+def test_model_arguments_are_plain_data_the_instance_can_receive(tmp_path, arguments, where):
+    text = f"name: job\ntrain: {{model: {DIGITS}:DigitsClassifier, data: {DIGITS}:DigitsData, model_args: {arguments}}}\n"
+    problem(tmp_path, text, f"{where}: expected plain data")
+
+
+# --------------------------------------------------------- YAML that is not a job spec's size
+
+BILLION_LAUGHS = "".join(
+    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]\n" for level in range(8)
+)
+
+
+def test_a_billion_laughs_alias_bomb_is_refused_at_once_and_aliases_within_reason_still_work(tmp_path):
+    text = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + BILLION_LAUGHS + COMMAND_YAML
+    assert len(text) < 800  # expands to 9**9 values
+    problem(tmp_path, text, "line 6: expected at most 100000 values with aliases expanded, got more")
+    spec = load(tmp_path, COMMAND_YAML + "checkpoint: {<<: &c {keep: 2, every: 1m}, keep: 4}\ntags: {a: &v x, b: *v}\n")
+    assert spec.checkpoint.keep == 4 and spec.checkpoint.every_s == 60.0 and spec.tags == {"a": "x", "b": "x"}
+
+
+def test_an_alias_inside_what_it_names_is_refused(tmp_path):
+    problem(tmp_path, COMMAND_YAML + "tags: &loop [*loop]\n", "line 3: expected a tree of values, got an alias inside the node it names")
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deep_nesting_is_refused(tmp_path, depth):
+    problem(tmp_path, COMMAND_YAML + "tags: " + "[" * depth + "]" * depth + "\n", "line 3: expected lists and mappings nested at most 64 deep")
+
+
+def test_a_spec_file_larger_than_any_spec_is_refused(tmp_path):
+    problem(tmp_path, COMMAND_YAML + "#" * (1 << 20) + "\n", "expected a job spec of at most 1048576 bytes, got a larger file")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("9" * 5000, "line 3: expected valid YAML, got '999"), ("2030-13-45T00:00:00Z", "line 3: expected valid YAML, got '2030-13-45T00:00:00Z' is no timestamp")],
+)
+def test_a_scalar_its_type_cannot_hold_is_a_yaml_error(tmp_path, value, expected):
+    problem(tmp_path, COMMAND_YAML + f"local: {{seed: {value}}}\n", expected)
+
+
+@pytest.mark.parametrize("target", ["~nosuchuser-spotrun/model.py", "a" * 5000 + ".py"])
+def test_a_reference_no_file_can_have_is_a_missing_file(tmp_path, target):
+    problem(tmp_path, f'name: job\ntrain: {{model: "{target}:Model"}}\n', "train.model: expected an existing Python file")
