@@ -48,7 +48,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "support")]  # this checkout's s
 
 from postgres_server import PostgresServer, find_postgres_bindir  # noqa: E402
 
-from cloud.billing import BilledInterval, interval_cost_usd, on_demand_equivalent_usd  # noqa: E402
+from cloud.billing import BilledInterval, interval_cost_usd, one_instance_on_demand_usd  # noqa: E402
 from cloud.provider import EndReason, Market, PricePoint  # noqa: E402
 from runner import schema  # noqa: E402
 from runner.cost_cli import report_for  # noqa: E402
@@ -135,6 +135,7 @@ def _job(rng: random.Random, number: int, user: str, team: str | None, rows: int
     ledger: list[dict[str, Any]] = []
     clock = started
     preemptions = restarts = 0
+    worked_s = 0.0  # the job's kept work so far, per node (every node of a gang works alike)
     for attempt in range(1, attempts + 1):
         last = attempt == attempts
         on_spot = market == "spot" or (market == "auto" and rng.random() < 0.6)
@@ -160,9 +161,12 @@ def _job(rng: random.Random, number: int, user: str, team: str | None, rows: int
             Outcome.STOPPED: EndReason.TERMINATED_BY_USER,
         }.get(outcome, EndReason.AGENT_EXITED)
         billed = BilledInterval(Market.SPOT if on_spot else Market.ON_DEMAND, start, end, tuple(points), end_reason)
-        cost, equivalent = interval_cost_usd(billed), on_demand_equivalent_usd(billed, on_demand_price)
         productive_at = start + rng.uniform(60, 420)
         lost = rng.uniform(0, 900) if outcome is Outcome.PREEMPTED else None
+        # The row's share of one uninterrupted on-demand instance: its kept training, and the first start's boot.
+        kept_s = max(0.0, end - productive_at - (lost or 0.0)) + (productive_at - start if attempt == 1 else 0.0)
+        cost, equivalent = interval_cost_usd(billed), one_instance_on_demand_usd(worked_s, kept_s, on_demand_price)
+        worked_s += kept_s
         for node in range(nodes):
             ledger.append({
                 "job": name, "attempt": attempt, "node": node, "instance_id": f"i-{rng.getrandbits(68):017x}",

@@ -12,6 +12,10 @@ its configured prices, so the whole path from launch to ledger is exercised with
 
 A running interval is priced as if its user stopped it now: the most it can have cost so far,
 which is what a budget must count, since nobody knows yet whether the cloud will interrupt it.
+
+Savings are measured against one on-demand instance that would have done the same productive
+work without interruption (``runner.ledger`` says what that work is): it is billed by the same
+rules, so its 60 s minimum is charged once for all of that work, never once per spot interval.
 """
 
 from __future__ import annotations
@@ -65,10 +69,18 @@ def interval_cost_usd(interval: BilledInterval) -> float:
     return integrate_price(interval.prices, interval.start, interval.start + billed)
 
 
-def on_demand_equivalent_usd(interval: BilledInterval, on_demand_usd_per_hour: float) -> float:
-    """What the same seconds would have cost on demand: the yardstick savings are measured against."""
-    flat = BilledInterval(Market.ON_DEMAND, interval.start, interval.end, (PricePoint(interval.start, on_demand_usd_per_hour),))
-    return interval_cost_usd(flat)
+def one_instance_on_demand_usd(worked_before_s: float, seconds: float, on_demand_usd_per_hour: float) -> float:
+    """What ``seconds`` more work add to the bill of ONE on-demand instance that had already worked ``worked_before_s``.
+
+    The instance is billed per second with the 60 s minimum charged once, from its first second of
+    work: shares of one instance's work priced one after the other add up to its whole bill, so
+    the ledger's rows of a job (each a share) add up to the job's on-demand equivalent.
+    """
+    return (_on_demand_billed_s(worked_before_s + seconds) - _on_demand_billed_s(worked_before_s)) * on_demand_usd_per_hour / 3600.0
+
+
+def _on_demand_billed_s(worked_s: float) -> float:
+    return max(worked_s, ON_DEMAND_MINIMUM_S) if worked_s > 0 else 0.0
 
 
 def constant_price(usd_per_hour: float, since: float) -> tuple[PricePoint, ...]:

@@ -57,7 +57,10 @@ def cost(
         bool, typer.Option("--reconcile", help="Compare each job's AWS spend in the ledger with AWS Cost Explorer (spotrun:job tag).")
     ] = False,
 ) -> None:
-    """What jobs cost and saved against on-demand: grouped, one job attempt by attempt, or reconciled with AWS."""
+    """What jobs cost and saved against on-demand: grouped, one job attempt by attempt, or reconciled with AWS.
+
+    Savings compare with what one uninterrupted on-demand instance per node would have cost for the job's productive work: the training whose results were kept (not the work lost since the last checkpoint when an instance was taken away or stopped) plus one start's boot to its first training step, billed per second with one 60 s minimum per job, not one per interval.
+    """
     _check_choice("--format", output_format, FORMATS)
     if by is not None:
         _check_choice("--by", by, GROUPINGS)

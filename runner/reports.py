@@ -312,18 +312,29 @@ def render_csv(report: Report) -> str:
     if isinstance(report, JobReport):
         writer.writerow(_ATTEMPT_COLUMNS)
         for row in map(_attempt_json, report.attempts):
-            writer.writerow([json.dumps(row[name], sort_keys=True) if name == "tags" else _csv_cell(row[name]) for name in _ATTEMPT_COLUMNS])
+            writer.writerow([json.dumps(row[name], sort_keys=True) if name == "tags" else csv_cell(row[name]) for name in _ATTEMPT_COLUMNS])
         return buffer.getvalue()
     key_column = report.by.replace("-", "_")
     writer.writerow([key_column, *_GROUP_COLUMNS])
     for group in report.groups:
         figures = group.to_json()
-        writer.writerow([_csv_cell(group.key), *(figures[name] for name in _GROUP_COLUMNS)])
+        writer.writerow([csv_cell(group.key), *(figures[name] for name in _GROUP_COLUMNS)])
     return buffer.getvalue()
 
 
-def _csv_cell(value: Any) -> Any:
-    return "" if value is None else value
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula (OWASP CSV injection)
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell: None is empty, and text a spreadsheet would run as a formula is quoted with ``'``.
+
+    A team, tag or user is anyone's text (``=HYPERLINK(...)`` runs when the report is opened), so
+    text starting with ``= + - @``, tab or CR gets a leading ``'``. Numbers are written as they
+    are: a negative saving is a number, not a formula.
+    """
+    if value is None:
+        return ""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 # ----------------------------------------------------------------- table

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from html import escape
 
 from checkpoints.durations import format_duration
-from runner.ledger import CostSummary
+from runner.ledger import ON_DEMAND_EQUIVALENT, CostSummary
 from runner.reports import DailySpend, GroupReport, JobReport, Report, format_usd, group_label
 
 _COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000")  # Okabe-Ito: colour-blind safe
@@ -52,7 +52,8 @@ footer { color: #777; font-size: 0.85em; margin-top: 24px; }
 _GLOSSARY = (
     ("Spend", "what the cloud charged for the instances, by its billing rules (per second; spot instances the cloud "
               "interrupts within their first hour are free). Instances still running are counted up to the report's time."),
-    ("On-demand equivalent", "what the same instance time would have cost at the on-demand price, without spot."),
+    ("On-demand equivalent", f"{ON_DEMAND_EQUIVALENT}. Boots after the first, work lost and time between instances "
+                             "are what spot costs on top, so they are not counted."),
     ("Saved", "on-demand equivalent minus spend: what using spot instances saved."),
     ("GPU-hours", "hours of instance time multiplied by the GPUs of each instance."),
     ("Preemptions", "times the cloud took a spot instance back; spotrun then resumed the job from its last checkpoint."),
@@ -109,12 +110,12 @@ def _title_and_lead(report: Report) -> tuple[str, str]:
     if isinstance(report, JobReport):
         title = f"Cost of training job {report.job}"
         lead = (f"What the cloud instances of the training job <strong>{escape(report.job)}</strong> cost, {escape(_period(report))}, "
-                "one row per instance it ran on, and what the same instance time would have cost without spot instances.")
+                "one row per instance it ran on, and what one uninterrupted on-demand instance would have cost for the same work.")
         return title, lead + _job_labels(report)
     noun = {"instance-type": "instance type", "user": "person who launched the job"}.get(report.by, report.by)
     title = f"Training spend by {noun}"
     lead = (f"What spotrun training jobs spent on cloud spot instances, {escape(_period(report))}, grouped by {escape(noun)}, "
-            "and what the same instance time would have cost at on-demand prices.")
+            "and what one uninterrupted on-demand instance per job would have cost for the same work.")
     return title, lead
 
 
@@ -135,7 +136,8 @@ def _totals_sentence(report: Report, totals: CostSummary) -> str:
     jobs = 1 if isinstance(report, JobReport) else report.totals.jobs
     return (
         f"In total, {jobs} job{'s' if jobs != 1 else ''} spent <strong>{format_usd(totals.spent_usd)}</strong>; "
-        f"on-demand instances would have cost <strong>{format_usd(totals.on_demand_usd)}</strong>, "
+        f"one uninterrupted on-demand instance per job (and node) would have cost <strong>{format_usd(totals.on_demand_usd)}</strong> "
+        "for the training kept, "
         f"so spot instances saved <strong>{format_usd(totals.savings_usd)} ({totals.savings_pct:.1f} %)</strong>. "
         f"That bought {totals.gpu_hours:,.1f} GPU-hours over {totals.instance_seconds / 3600:,.1f} instance-hours; "
         + (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.billing import BilledInterval, integrate_price, interval_cost_usd, on_demand_equivalent_usd, price_at
+from cloud.billing import BilledInterval, integrate_price, interval_cost_usd, one_instance_on_demand_usd, price_at
 from cloud.provider import EndReason, Market, PricePoint
 
 T0 = 1_700_000_000.0
@@ -60,8 +60,10 @@ def test_the_price_in_effect_is_the_newest_point_at_or_before_the_moment() -> No
     assert price_at(prices, T0 - 100) == 1.0  # before the series: its first price
 
 
-def test_the_on_demand_equivalent_counts_the_same_seconds_under_on_demand_rules() -> None:
-    interval = BilledInterval(Market.SPOT, T0, T0 + 7200, (PricePoint(T0, 0.9),), EndReason.SPOT_INTERRUPTION)
-    assert on_demand_equivalent_usd(interval, 3.06) == pytest.approx(6.12)
-    short = BilledInterval(Market.SPOT, T0, T0 + 20, (PricePoint(T0, 0.9),), EndReason.TERMINATED_BY_USER)
-    assert on_demand_equivalent_usd(short, 3.6) == pytest.approx(0.060)
+def test_one_on_demand_instance_is_charged_its_minimum_once_for_all_its_work() -> None:
+    assert one_instance_on_demand_usd(0, 20, 3.6) == pytest.approx(0.060)  # 20 s of work: the 60 s minimum
+    assert one_instance_on_demand_usd(20, 30, 3.6) == 0.0  # 30 s more: still inside the minimum already charged
+    assert one_instance_on_demand_usd(50, 20, 3.6) == pytest.approx(0.010)  # 20 s more: 10 s past it
+    assert sum(one_instance_on_demand_usd(20.0 * n, 20, 3.6) for n in range(10)) == pytest.approx(0.200)  # ten shares: 200 s, one bill
+    assert one_instance_on_demand_usd(0, 7200, 3.06) == pytest.approx(6.12)
+    assert one_instance_on_demand_usd(0, 0, 3.6) == 0.0  # no work yet, nothing owed

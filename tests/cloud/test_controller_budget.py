@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from cloud.local import LocalProvider, SpotAvailability
+from cloud.provider import PricePoint
 from runner.controller import Controller, ControllerSettings
 from runner.database import default_database_url
-from runner.ledger import summarize
-from runner.store import JobState, Outcome, StateStore
+from runner.ledger import summarize, usd_per_hour_at
+from runner.store import Job, JobState, Outcome, StateStore
 
 DOLLAR_PER_SECOND = 3600.0  # USD per hour: spend moves fast enough to cross thresholds in seconds
 SETTINGS = ControllerSettings(poll_interval_s=0.2, stop_grace_s=1.0)
@@ -50,7 +51,7 @@ def test_spend_stops_before_the_budget_and_thresholds_are_announced(
 
     assert job.state is JobState.BUDGET_EXHAUSTED
     [attempt] = store.attempts("job")
-    assert attempt.outcome is Outcome.STOPPED and attempt.end_reason == "terminated-by-user"
+    assert attempt.outcome is Outcome.STOPPED and attempt.end_reason == "stop-timeout"  # killed for not stopping in time
     spent = summarize(store.intervals("job"), time.time()).spent_usd
     # One polling interval at most beyond the cap; the terminate itself takes a moment more on a busy machine.
     assert spent <= max_usd + DOLLAR_PER_SECOND / 3600 * (SETTINGS.poll_interval_s + 0.5), spent
@@ -60,6 +61,31 @@ def test_spend_stops_before_the_budget_and_thresholds_are_announced(
     assert any("checkpoint and stop requested" in message for message in messages)
     assert any("terminating" in message for message in messages)
     assert provider.poll([attempt.instance_id])[attempt.instance_id].state.value == "terminated"
+
+
+def test_a_spot_price_that_triples_after_the_launch_is_counted_before_the_budget_runs_out(
+    home: Path, tmp_path: Path, make_provider: Callable[..., LocalProvider], fake_agent: Callable[[str], Any]
+) -> None:
+    """Launched at $1/s, then $3/s: priced at its launch price, the job would have ended near $8 on its $3 budget."""
+    tripled = 3 * DOLLAR_PER_SECOND
+    provider = make_provider(spot_price_usd_per_hour=DOLLAR_PER_SECOND, on_demand_price_usd_per_hour=4 * DOLLAR_PER_SECOND)
+    store, controller = _controller(home, provider, fake_agent("agent").command())
+    max_usd = 3.0
+    store.create_job("job", spec_json=json.dumps(_spec(tmp_path, max_usd=max_usd)), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    controller.cycle("job")
+    [launched] = store.intervals("job")
+    provider.spot_price_changes = (PricePoint(time.time() + 0.3, tripled),)  # the market moves once the instance runs
+    readers_saw: list[float] = []  # what a reader without the provider (status, reports) prices the running row at, from the ledger alone
+
+    def read_ledger(_job: Job) -> None:
+        readers_saw.extend(usd_per_hour_at(row, time.time()) for row in StateStore(default_database_url(home)).intervals("job") if row.end is None)
+
+    job = controller.drive("job", on_cycle=read_ledger)
+
+    assert job.state is JobState.BUDGET_EXHAUSTED and launched.price_usd_per_hour == DOLLAR_PER_SECOND
+    spent = summarize(store.intervals("job"), time.time()).spent_usd
+    assert spent <= max_usd + tripled / 3600 * (SETTINGS.poll_interval_s + 0.5), spent  # one polling interval at the new price, and a moment
+    assert tripled in readers_saw
 
 
 def test_no_instance_is_launched_when_the_budget_cannot_pay_for_its_start(
