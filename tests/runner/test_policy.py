@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from cloud.provider import Market
 from runner.errors import SpecError
 from runner.policy import POLICIES, Greedy, Situation, UniformProgress, policy_named
+from runner.simulate import Optimum, Trace, simulate
 
 H = 3600.0
 SPOT, ON_DEMAND = Market.SPOT, Market.ON_DEMAND
@@ -84,9 +86,12 @@ def test_greedy(elapsed_h: float, done_h: float, running: Market | None, spot: b
         (4, 1.9, SPOT, False, ON_DEMAND),  # (a spot instance is never held without capacity, but the rule is the same)
         (4, 6.9, ON_DEMAND, False, ON_DEMAND),  # 4.9 h ahead on on-demand: inside the band, keep it
         (4, 7.1, ON_DEMAND, False, None),  # 5.1 h ahead: drop it and wait
-        (4, 2, ON_DEMAND, True, SPOT),  # spare slack 7.25 h >= one overhead: back to spot
+        (4, 2, ON_DEMAND, True, SPOT),  # spare slack 7.25 h >= two overheads: back to spot
         (10, 1.2, ON_DEMAND, True, ON_DEMAND),  # slack 1.2, spare 0.45 < 0.5: a spot start could strand the job
-        (10, 1.3, ON_DEMAND, True, SPOT),  # spare 0.55 >= 0.5
+        (10, 1.3, ON_DEMAND, True, ON_DEMAND),  # spare 0.55: pays the spot start, but leaves no margin above the net
+        (10, 1.74, ON_DEMAND, True, ON_DEMAND),  # spare 0.99 < 1.0
+        (10, 1.76, ON_DEMAND, True, SPOT),  # spare 1.01 >= 1.0: the start, and a restart of margin
+        (10, 1.3, None, True, SPOT),  # the margin is the price of leaving on-demand only: holding nothing, spot
         (10.8, 1.54, SPOT, True, ON_DEMAND),  # the safety net before anything else
     ],
 )
@@ -95,4 +100,18 @@ def test_auto(elapsed_h: float, done_h: float, running: Market | None, spot: boo
 
 
 def test_auto_is_registered_with_its_tuned_settings() -> None:
-    assert policy_named("auto") == UniformProgress(back_to_spot_spare_overheads=1.0, keep_on_demand_overheads=10.0)
+    assert policy_named("auto") == UniformProgress(back_to_spot_spare_overheads=2.0, keep_on_demand_overheads=10.0)
+
+
+def test_in_the_simulator_a_short_return_of_spot_no_longer_costs_two_restarts() -> None:
+    """On on-demand with 20 min of spare slack when spot comes back for 20 min (restarts of 15 min): one restart, not three.
+
+    Leaving on-demand pays the spot start out of that slack and ends on the net: the spot
+    instance is lost, and on-demand starts again; with a restart of margin the job stays.
+    """
+    trace = Trace(300.0, np.array([0] * 12 + [1] * 4 + [0] * 200))  # 5 min ticks: spot from 1 h to 1 h 20
+    result = simulate(trace, policy_named("auto"), work_s=8 * H, deadline_s=9 * H, restart_overhead_s=900.0, spot_price=1.0,
+                      on_demand_price=3.0, optimum=Optimum(None, False, None))
+
+    assert result.deadline_met
+    assert (result.instance_starts, result.preemptions, result.spot_hours) == (1, 0, 0.0)
