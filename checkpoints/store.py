@@ -400,7 +400,7 @@ class CheckpointStore:
             self._remove_manifest(directory)
         data_path = f"{directory}/{DATA_NAME}"
         try:
-            self._io("create", directory, lambda: self.fs.makedirs(directory, exist_ok=True))
+            self._make_directory(directory)
             self._io(
                 "upload checkpoint to",
                 data_path,
@@ -456,10 +456,19 @@ class CheckpointStore:
             self.fs.mv(temporary, path)
 
         try:
-            self._io("create", path, lambda: self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True))
+            self._make_directory(path.rsplit("/", 1)[0])
             self._io("write", path, write_then_move)
         except FileNotFoundError as error:
             raise CheckpointError(f"could not write {self._url(path)}: {error!r}") from error
+
+    def _make_directory(self, directory: str) -> None:
+        """Where directories exist (a local disk), make ``directory``; object stores need none.
+
+        On S3 (and GCS) ``makedirs`` would create a missing *bucket*: a typo in checkpoint.url
+        would make a new bucket in the user's account instead of failing.
+        """
+        if isinstance(self.fs, LocalFileSystem):
+            self._io("create", directory, lambda: self.fs.makedirs(directory, exist_ok=True))
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         """Atomically write a bookkeeping JSON object under ``_spotrun/``."""

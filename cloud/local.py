@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cloud.billing import constant_price
+from cloud.billing import constant_price, price_at
 from cloud.errors import CapacityError, InstanceNotFoundError, ProviderError
 from cloud.local_files import (
     HostState,
@@ -61,6 +61,7 @@ from cloud.local_files import (
 from cloud.local_host import TERM_GRACE_S
 from cloud.processes import is_alive, kill_group, signal_process, wait_for_exit
 from cloud.provider import (
+    TAG_NODE,
     EndReason,
     Instance,
     InstanceState,
@@ -71,6 +72,7 @@ from cloud.provider import (
     OfferRequest,
     PricePoint,
 )
+from cloud.rendezvous import local_gang_env
 
 DEFAULT_INSTANCE_TYPE = "local"
 LOOPBACK = "127.0.0.1"  # every local instance's private address
@@ -143,9 +145,14 @@ class LocalProvider:
         spot_availability: SpotAvailability | None = None,
         capacity: Mapping[str, int] | None = None,
         rebalance_lead_s: float | None = None,
+        spot_price_changes: Sequence[PricePoint] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``preempt_every_s`` 0 never interrupts; ``rebalance_lead_s`` (default ``notice_s``) 0 sends no rebalance."""
+        """``preempt_every_s`` 0 never interrupts; ``rebalance_lead_s`` (default ``notice_s``) 0 sends no rebalance.
+
+        ``spot_price_changes`` moves the spot price as a spot market does: from each point's time on,
+        spot costs its price (offers, and the price history running instances are billed by).
+        """
         rebalance_lead_s = notice_s if rebalance_lead_s is None else rebalance_lead_s
         for label, value in (
             ("preempt_every_s", preempt_every_s),
@@ -166,6 +173,7 @@ class LocalProvider:
         self.gpus = gpus
         self.cpus = cpus
         self.spot_availability = spot_availability
+        self.spot_price_changes = tuple(sorted(spot_price_changes, key=lambda point: point.time))
         self.capacity = dict(capacity or {})
         self._clock = clock
         # Hosts this object started: kept only to reap them, so none lingers as a zombie while we live.
@@ -180,15 +188,21 @@ class LocalProvider:
         """
         if request.market is Market.SPOT and self.spot_availability and not self.spot_availability.available_at(self._clock()):
             return []
-        price = self.spot_price_usd_per_hour if request.market is Market.SPOT else self.on_demand_price_usd_per_hour
+        price = self._spot_price_at(self._clock()) if request.market is Market.SPOT else self.on_demand_price_usd_per_hour
         return [
             Offer(self.name, instance_type, ZONE, request.market, price, self.on_demand_price_usd_per_hour, self.gpus)
             for instance_type in request.instance_types or (DEFAULT_INSTANCE_TYPE,)
         ]
 
     def price_history(self, offer: Offer, start: float, end: float) -> tuple[PricePoint, ...]:
-        """The configured prices never change."""
-        return constant_price(offer.price_usd_per_hour, start)
+        """As EC2 answers: the price in effect at ``start`` and every change until ``end``; on-demand prices never change."""
+        if offer.market is Market.ON_DEMAND or not self.spot_price_changes:
+            return constant_price(offer.price_usd_per_hour, start)
+        changes = tuple(point for point in self.spot_price_changes if start < point.time <= end)
+        return (PricePoint(start, self._spot_price_at(start)), *changes)
+
+    def _spot_price_at(self, when: float) -> float:
+        return price_at((PricePoint(0.0, self.spot_price_usd_per_hour), *self.spot_price_changes), when)
 
     def rendezvous_port(self) -> int:
         """A port free on this machine now: every gang shares the loopback address, so each needs its own port."""
@@ -211,7 +225,8 @@ class LocalProvider:
             attempt=request.attempt,
             offer=offer,
             agent_command=tuple(request.agent_command),
-            env={**self._thread_limits(), **request.env},
+            # A gang's nodes meet on loopback (cloud.rendezvous): its rendezvous port is on this machine only.
+            env={**self._thread_limits(), **request.env, **(local_gang_env() if TAG_NODE in request.tags else {})},
             # The directory spotrun was started from, as `python train.py` would expect on this machine.
             workdir=request.workdir or os.getcwd(),
             tags=dict(request.tags),

@@ -20,6 +20,8 @@ TAG_TOKEN = "spotrun:token"
 TAG_STORE = "spotrun:store"
 TAG_NODE = "spotrun:node"  # rank of the instance in its gang
 TAG_RENDEZVOUS = "spotrun:rendezvous"  # rank 0's private address:port (MASTER_ADDR, MASTER_PORT)
+TAG_SPEC = "spotrun:spec-sha256"  # the digest of the spec the instance must run
+TAG_KEY = "spotrun:key"  # the job's key: an instance reads only its own tags (its role has no ec2:Describe*)
 
 
 class Market(str, enum.Enum):
@@ -44,6 +46,9 @@ class EndReason(str, enum.Enum):
     HOST_LOST = "host-lost"  # vanished with no notice and no exit code: a crashed host
     AGENT_EXITED = "agent-exited"  # the agent process ended by itself; see exit_code
     TERMINATED_BY_USER = "terminated-by-user"  # spotrun (or a person) terminated it
+    # Asked to checkpoint and stop, it had not when its time ran out, and the controller terminated
+    # it. Providers report that as TERMINATED_BY_USER; the controller, which knows, records this.
+    STOP_TIMEOUT = "stop-timeout"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,14 @@ It polls the instance metadata service (IMDSv2) for the spot interruption notice
 rebalance recommendation; on a notice it asks training for an emergency checkpoint and leaves
 with PREEMPTED_EXIT_CODE once that checkpoint is durable. It never takes the training process's
 exit code 0 for success: "finished" means the callback reported that training reached its end.
-Object storage is its only channel to the controller: a heartbeat and the log go next to the
-checkpoints.
+Object storage is its only channel to the controller (``runner.protocol``): a heartbeat and the
+log go next to the checkpoints. It runs the spec its launch names by digest, signs what it writes
+with the job's key, and ignores stop requests and spending horizons the key did not sign.
+
+A budgeted job's instance runs only as long as its controller's spending horizon
+(``SpendingHorizon``) allows: when the grant lapses unrenewed (the controller died, the laptop
+was closed), the agent asks training for a checkpoint and a stop, ends it if it does not stop
+in time, and leaves, and the instance shuts down with it.
 
 It also notes when this attempt's training first made progress (``training_started_at`` in the
 heartbeat: the time of the first progress report, which the callback writes right after the first
@@ -20,28 +26,38 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from checkpoints import environment
+from checkpoints import environment, signing
 from checkpoints.control import CHECKPOINT, STOP, ControlWriter, read_json, write_json_atomically
 from checkpoints.environment import RENDEZVOUS_ENV
 from checkpoints.store import CheckpointStore
 from cloud.imds import MetadataClient
 from cloud.local_host import TRAINING_STARTED_FILE_ENV
+from cloud.rendezvous import GangRendezvous, hold_gang_rendezvous
+from runner.protocol import (
+    JOB_NAME,
+    JobChannel,
+    LaunchCredentials,
+    ProtocolError,
+    SpecTamperedError,
+    SpendingHorizon,
+    StopRequest,
+    read_spec,
+)
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_NAME = "heartbeat.json"
-JOB_NAME = "job.json"
-STOP_REQUEST_NAME = "stop.json"  # the controller's "checkpoint and stop" (budget spent, market switch), per attempt
 FAILED_EXIT_CODE = 1
+REFUSED_EXIT_CODE = 3  # the spec in the prefix is not the launch's: nothing ran
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254"
+HORIZON_FIRST_GRANT_S = 60.0  # how long a budgeted attempt may run before it has seen its first spending horizon
 
 
 # The last line of a Python traceback: "ValueError: ...", "lightning.fabric...MisconfigurationException: ...".
@@ -66,11 +82,6 @@ def log_name(attempt: int, node: int = 0) -> str:
     return f"logs/attempt-{attempt:04d}.log" if node == 0 else f"logs/attempt-{attempt:04d}-node-{node}.log"
 
 
-def heartbeat_name(node: int) -> str:
-    """Each node's heartbeat; rank 0's, which carries the training progress, is ``heartbeat.json``."""
-    return HEARTBEAT_NAME if node == 0 else f"heartbeat-node-{node}.json"
-
-
 @dataclass(frozen=True)
 class AgentSettings:
     """How often the agent looks and reports: under a second locally, 5 s on EC2."""
@@ -79,6 +90,7 @@ class AgentSettings:
     attempt: int
     node: int = 0  # rank of this instance in its gang
     rendezvous: str | None = None  # rank 0's private address:port, for a gang
+    credentials: LaunchCredentials | None = None  # None: launched by a spotrun before digests and keys
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
     poll_interval_s: float = 5.0
     heartbeat_interval_s: float = 5.0
@@ -90,11 +102,13 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.store = CheckpointStore(settings.checkpoint_url)
-        job = self.store.read_json(JOB_NAME)
-        if job is None:
-            raise FileNotFoundError(f"no job description at {self.store.url}/_spotrun/{JOB_NAME}")
-        self.job: dict[str, Any] = job
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"spotrun-{job['name']}-{settings.attempt}-"))
+        credentials = settings.credentials
+        self.job = read_spec(self.store, credentials)
+        self.key = credentials.key_bytes if credentials else None
+        self.channel = JobChannel(self.store, self.job["name"], self.key)
+        budget = self.job.get("budget") or {}
+        self.budgeted = budget.get("max_usd") is not None and "horizon_s" in budget  # specs from before horizons have none
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"spotrun-{self.job['name']}-{settings.attempt}-"))
         self.control = ControlWriter(self.scratch / "control.json")
         self.progress_file = self.scratch / "progress.json"
         self.log_file = self.scratch / "train.log"
@@ -106,22 +120,32 @@ class Agent:
         self.training_started_at: float | None = None
         started_file = os.environ.get(TRAINING_STARTED_FILE_ENV)
         self._training_started_file = Path(started_file) if started_file else None
+        self._started = time.time()
+        self._horizon: SpendingHorizon | None = None  # the newest authentic grant for this attempt
+        self._horizon_seen_at = 0.0
+        self._end_training_at: float | None = None  # set when a lapsed horizon's stop must happen by then
+        self._rendezvous = GangRendezvous({})  # a local gang's loopback-only store, held by rank 0's agent while training runs
 
     def run(self) -> int:
-        """Train until finished, preempted or failed; returns the agent's exit code."""
-        process = self._start_training()
-        self._note(f"attempt {self.settings.attempt}: training started (pid {process.pid})")
-        self._heartbeat("running", force=True)
-        while (exit_code := process.poll()) is None:
-            self._watch_training_start()
-            self._watch_metadata()
-            self._watch_stop_request()
-            self._heartbeat("running")
-            time.sleep(self.settings.poll_interval_s)
-        status, message, agent_code = self._outcome(exit_code)
-        self._note(message)
-        self._heartbeat(status, force=True, exit_code=exit_code, message=message)
-        return agent_code
+        """Train until finished, preempted or failed; returns the agent's exit code. The scratch folder goes with it."""
+        try:
+            process = self._start_training()
+            self._note(f"attempt {self.settings.attempt}: training started (pid {process.pid})")
+            self._heartbeat("running", force=True)
+            while (exit_code := process.poll()) is None:
+                self._watch_training_start()
+                self._watch_metadata()
+                self._watch_stop_request()
+                self._watch_horizon(process)
+                self._heartbeat("running")
+                time.sleep(self.settings.poll_interval_s)
+            status, message, agent_code = self._outcome(exit_code)
+            self._note(message)
+            self._heartbeat(status, force=True, exit_code=exit_code, message=message)
+            return agent_code
+        finally:
+            self._rendezvous.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _start_training(self) -> subprocess.Popen[bytes]:
         train = self.job["train"]
@@ -135,6 +159,7 @@ class Agent:
                 environment.PROGRESS_FILE: str(self.progress_file),
                 environment.JOB_NAME: self.job["name"],
                 environment.ATTEMPT: str(self.settings.attempt),
+                signing.KEY_ENV: self.key.hex() if self.key else "",
                 "PYTHONUNBUFFERED": "1",
                 # `python` in a command line means the interpreter spotrun itself runs on.
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
@@ -171,7 +196,9 @@ class Agent:
         if self.settings.rendezvous is None:
             raise ValueError(f"node {self.settings.node} of a {nodes}-node job started without a rendezvous ({RENDEZVOUS_ENV})")
         address, port = self.settings.rendezvous.rsplit(":", 1)
+        self._rendezvous = hold_gang_rendezvous(self.settings.node, int(port))
         return {
+            **self._rendezvous.env,
             "NODE_RANK": str(self.settings.node),
             "MASTER_ADDR": "127.0.0.1" if self.settings.node == 0 else address,
             "MASTER_PORT": port,
@@ -188,8 +215,8 @@ class Agent:
             started = progress.get("time") if progress.get("status") == "training" else None
         elif self._training_started_file is not None:  # rank 0's agent noted it; read it only where someone waits for it
             try:
-                heartbeat = self.store.read_json(HEARTBEAT_NAME) or {}
-            except Exception as error:  # noqa: BLE001 - the next poll retries
+                heartbeat = self.channel.read_heartbeat(0) or {}
+            except Exception as error:  # noqa: BLE001 - the next poll retries (a forged one is ignored the same way)
                 log.warning("could not read rank 0's heartbeat: %s", error)
                 return
             started = heartbeat.get("training_started_at") if heartbeat.get("attempt") == self.settings.attempt else None
@@ -230,7 +257,7 @@ class Agent:
         if self.job["resources"].get("nodes", 1) == 1:
             return
         try:
-            self.store.write_json(STOP_REQUEST_NAME, {"attempt": self.settings.attempt, "kind": "gang", "reason": reason, "time": time.time()})
+            self.channel.write_stop(StopRequest(attempt=self.settings.attempt, kind="gang", reason=reason, time=time.time()))
         except Exception as error:  # noqa: BLE001 - the collective still carries the stop
             log.warning("could not tell the gang: %s", error)
 
@@ -239,16 +266,56 @@ class Agent:
         if self.stop_reason is not None or self.interruption_at is not None:
             return
         try:
-            request = self.store.read_json(STOP_REQUEST_NAME)
+            request = self.channel.read_stop()
+        except ProtocolError as error:  # another job's (or a damaged) request: not this job's to obey
+            log.warning("%s", error)
+            return
         except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; the next poll retries
             log.warning("could not read the stop request: %s", error)
             return
-        if request is None or request.get("attempt") != self.settings.attempt:
+        if request is None or request.attempt != self.settings.attempt:
             return
-        self.stop_reason = str(request.get("reason") or "the controller asked")
-        self.control.request(STOP, reason=self.stop_reason)
-        self._note(f"stop requested by the controller ({self.stop_reason}); checkpointing")
+        self._stop(request.reason or "the controller asked", f"stop requested by the controller ({request.reason}); checkpointing")
+
+    def _stop(self, reason: str, note: str) -> None:
+        self.stop_reason = reason
+        self.control.request(STOP, reason=reason)
+        self._note(note)
         self._heartbeat("running", force=True)
+
+    def _watch_horizon(self, process: subprocess.Popen[bytes]) -> None:
+        """A budgeted attempt runs while its controller keeps renewing the spending horizon; past it, stop, then end training."""
+        if not self.budgeted:
+            return
+        now = time.time()
+        if self._end_training_at is not None:
+            if now >= self._end_training_at:
+                self._note("training did not stop in the time the lapsed spending horizon gave it; ending it")
+                process.terminate()
+                self._end_training_at = now + 30.0  # and again, until it is gone
+            return
+        try:
+            granted = self.channel.read_horizon()
+        except ProtocolError as error:  # a forged grant extends nothing; the last authentic one stands
+            log.warning("%s", error)
+            granted = None
+        except Exception as error:  # noqa: BLE001 - unreadable now: the grant already held still runs out on time
+            log.warning("could not read the spending horizon: %s", error)
+            granted = None
+        if granted is not None and granted.attempt == self.settings.attempt and granted != self._horizon:
+            self._horizon, self._horizon_seen_at = granted, now
+        if self._horizon is None:
+            lapsed = now - self._started >= HORIZON_FIRST_GRANT_S
+            why = f"no spending horizon from the controller within {HORIZON_FIRST_GRANT_S:.0f}s"
+            grace_s = HORIZON_FIRST_GRANT_S
+        else:
+            lapsed = self._horizon.lapsed(now, self._horizon_seen_at)
+            why = f"the controller's spending horizon ran out unrenewed ({self._horizon.reason})"
+            grace_s = self._horizon.stop_grace_s
+        if not lapsed or self.stop_reason is not None or self.interruption_at is not None:
+            return
+        self._end_training_at = now + grace_s
+        self._stop(f"spending horizon lapsed: {why}", f"{why}: no controller is watching the budget; checkpointing and stopping")
 
     def _outcome(self, exit_code: int) -> tuple[str, str, int]:
         progress = read_json(self.progress_file) or {}
@@ -260,6 +327,8 @@ class Agent:
             return "preempted", f"emergency checkpoint at step {checkpoint.get('step')} is durable; leaving", environment.PREEMPTED_EXIT_CODE
         if exit_code == 0 and progress.get("status") == "finished":
             return "finished", f"training finished at step {progress.get('step')}", 0
+        if self._end_training_at is not None and self.interruption_at is None:  # the horizon lapsed; training had to be ended
+            return "stopped", f"training ended (exit code {exit_code}) without a checkpoint after {self.stop_reason}", environment.PREEMPTED_EXIT_CODE
         if exit_code == 0 and self.settings.node > 0:
             return "exited", "training exited 0 (rank 0 reports how the gang's training ended)", 0
         if self.interruption_at is not None:
@@ -294,7 +363,7 @@ class Agent:
             "message": message,
         }
         try:
-            self.store.write_json(heartbeat_name(self.settings.node), heartbeat)
+            self.channel.write_heartbeat(self.settings.node, heartbeat)
             self.store.write_bytes(log_name(self.settings.attempt, self.settings.node), self.log_file.read_bytes())
         except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; next beat retries
             log.warning("heartbeat upload failed: %s", error)
@@ -306,3 +375,18 @@ class Agent:
             handle.write(line)
         sys.stdout.write(line)
         sys.stdout.flush()
+
+
+def refuse(settings: AgentSettings, error: SpecTamperedError) -> int:
+    """Tell the controller (in a heartbeat signed with the job's key) that this instance ran nothing, and why."""
+    message = str(error)
+    sys.stderr.write(f"spotrun agent: {message}\n")
+    credentials = settings.credentials
+    if credentials is not None:
+        channel = JobChannel(CheckpointStore(settings.checkpoint_url), credentials.job, credentials.key_bytes)
+        heartbeat = {"status": "refused", "attempt": settings.attempt, "node": settings.node, "time": time.time(), "message": message}
+        try:
+            channel.write_heartbeat(settings.node, heartbeat)
+        except Exception as upload_error:  # noqa: BLE001 - the controller still sees the instance end with this exit code
+            log.warning("could not report the refusal: %s", upload_error)
+    return REFUSED_EXIT_CODE

@@ -1,20 +1,23 @@
 """The ``spotrun`` command line: thin commands over the store, the controller and the checkpoint store.
 
 Known errors become one line on stderr and an exit code (0 ok, 1 a known failure, 2 bad input,
-130 Ctrl-C); ``SPOTRUN_DEBUG=1`` shows the traceback instead.
+130 Ctrl-C, and 128 + the signal when SIGTERM or SIGHUP stops a controller as Ctrl-C would); ``SPOTRUN_DEBUG=1`` shows
+the traceback instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,8 +28,7 @@ from typer.core import TyperGroup
 
 from checkpoints.durations import format_duration, parse_duration
 from checkpoints.environment import NODE_ENV, RENDEZVOUS_ENV
-from checkpoints.errors import CheckpointError
-from cloud.provider import TAG_ATTEMPT, TAG_NODE, TAG_RENDEZVOUS, TAG_URL, Market, OfferRequest, Provider
+from cloud.provider import TAG_ATTEMPT, TAG_JOB, TAG_KEY, TAG_NODE, TAG_RENDEZVOUS, TAG_SPEC, TAG_URL, Market, OfferRequest, Provider
 from runner.commands import command_for
 from runner.errors import BudgetError, JobStateError, SpecError
 from runner.infra_outputs import stored_infra_outputs
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from typer._click import Command
 
     from cloud.aws import AwsProvider
+    from runner.protocol import LaunchCredentials
     from runner.store import Interval, StateStore
 
 # Commands defined in other modules, imported when one of them runs (or `--help` lists them):
@@ -95,6 +98,22 @@ out = Console()
 err = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as strict JSON for scripts: NaN and infinities (a diverged loss, say) become null, since JSON has no such
+    numbers and strict parsers (``jq``, JavaScript) refuse the ``NaN`` that Python's json writes."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float):
+            return item if math.isfinite(item) else None
+        if isinstance(item, dict):
+            return {key: finite(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(inner) for inner in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False)
 JobArgument = Annotated[str, typer.Argument(help="Job name (the spec's `name`).")]
 _FOLLOW_INTERVAL_S = 1.0
 command = command_for(app)
@@ -134,30 +153,30 @@ def _submit(spec_file: Path, *, force: bool) -> tuple[StateStore, str]:
 
     The spec is checked before the store is opened: a bad spec writes nothing, not even a new store.
     """
-    from checkpoints.store import CheckpointStore
-    from runner.agent import JOB_NAME
     from runner.providers import provider_for
     from runner.spec import load_spec
-    from runner.store import JobState
+    from runner.submission import record_job
     from runner.user_config import current_user
 
     spec = load_spec(spec_file)
+    _check_checkpoint_access(spec_file, spec.checkpoint.url)
     store = _store()
     spec_json = spec.model_dump(mode="json")
     _check_forecast(spec_json, {}, [], provider_for(spec_json, spotrun_home(), store), force=force)
-    job = store.create_job(
-        spec.name, spec_json=json.dumps(spec_json), spec_path=str(spec_file), checkpoint_url=spec.checkpoint.url, launched_by=current_user(spotrun_home())
-    )
-    checkpoints = CheckpointStore(job.checkpoint_url)
+    job, checkpoints = record_job(store, spec_json, spec_path=str(spec_file), launched_by=current_user(spotrun_home()))
     newest = checkpoints.latest()
     if newest is not None:
         err.print(f"[yellow]{job.checkpoint_url} already holds checkpoints (newest: step {newest.step}); the job resumes from them[/]")
-    try:
-        checkpoints.write_json(JOB_NAME, spec_json)
-    except CheckpointError as error:
-        store.set_state(job.name, JobState.FAILED, f"could not write the job description: {error}")
-        raise
     return store, job.name
+
+
+def _check_checkpoint_access(spec_file: Path, url: str) -> None:
+    """Refuse (SpecError, exit 2) a checkpoint URL spotrun cannot use, before anything is recorded."""
+    from runner.submission import checkpoint_access_problem
+
+    problem = checkpoint_access_problem(url)
+    if problem is not None:
+        raise SpecError(f"{spec_file}: checkpoint.url: expected storage spotrun can list, write, read and delete in, got {problem}")
 
 
 @command
@@ -172,8 +191,14 @@ def resume(
     """Drive an unfinished job again: after its controller stopped or was killed, or with more budget."""
     from runner import ledger
     from runner.providers import provider_for
+    from runner.spec import check_budget
     from runner.store import JobState
 
+    if budget is not None:
+        try:
+            check_budget(budget)
+        except ValueError as error:
+            raise SpecError(f"--budget: {error}") from None
     store = _store()
     found = store.job(job)
     if found.state is JobState.BUDGET_EXHAUSTED and budget is None:
@@ -265,6 +290,7 @@ def _drive(store: StateStore, name: str) -> None:
     from rich.spinner import Spinner
     from rich.text import Text
 
+    from checkpoints.store import CheckpointStore
     from runner import views
     from runner.controller import Controller
     from runner.providers import agent_command, controller_settings, provider_for
@@ -303,19 +329,50 @@ def _drive(store: StateStore, name: str) -> None:
         with Live("", console=out, refresh_per_second=4, transient=True) as live:
             return run(lambda job: render(live, job))
 
+    received: list[signal.Signals] = []
     try:
-        final = shown(lambda on_cycle: controller.drive(name, on_cycle=on_cycle))
+        with _interrupting(received):
+            final = shown(lambda on_cycle: controller.drive(name, on_cycle=on_cycle))
     except KeyboardInterrupt:
+        stopped_by = received[0] if received else signal.SIGINT
         err.print(
-            f"controller stopped; job {name}'s instance keeps running. "
-            f"`spotrun resume {name}` picks it up again, `spotrun cancel {name}` stops it."
+            f"controller stopped ({stopped_by.name}); job {name}'s instance keeps running. "
+            f"`spotrun resume {name}` picks it up again, `spotrun cancel {name}` stops it.",
+            markup=False, highlight=False, soft_wrap=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + stopped_by) from None
     summary = views.job_summary(final, store.attempts(name), store.intervals(name))
-    for line in views.final_report(summary, store.attempts(name)):
+    for line in views.final_report(summary, store.attempts(name), CheckpointStore(final.checkpoint_url)):
         out.print(line, highlight=False, soft_wrap=True)
     if final.state is not JobState.SUCCEEDED:
         raise typer.Exit(1)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _interrupting(received: list[signal.Signals]) -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a foreground controller as Ctrl-C does: a KeyboardInterrupt, the signal noted in ``received``.
+
+    Their default is to end the process on the spot, and the job's lease then blocks every other
+    controller until it lapses (without a word to the user). As a KeyboardInterrupt they unwind
+    through ``Controller.drive``, which releases the lease. Once one has come, more are ignored:
+    the release must not be cut short.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        for each in _STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        received.append(signal.Signals(signum))
+        raise KeyboardInterrupt
+
+    previous = {each: signal.signal(each, interrupt) for each in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 AllUsersOption = Annotated[bool, typer.Option("--all-users", help="Everyone's jobs in a shared store, not only yours.")]
@@ -328,8 +385,10 @@ def status(
     all_users: AllUsersOption = False,
 ) -> None:
     """State, progress, spend and preemptions of one job (or of your jobs)."""
+    from checkpoints.errors import CheckpointError
     from checkpoints.store import CheckpointStore
     from runner import views
+    from runner.protocol import JobChannel
 
     store = _store()
     if job is None:
@@ -339,9 +398,13 @@ def status(
     attempts = store.attempts(job)
     intervals = store.intervals(job)
     summary = views.job_summary(found, attempts, intervals)
-    nodes = views.node_summaries(intervals, CheckpointStore(found.checkpoint_url)) if attempts else []
+    try:
+        nodes = views.node_summaries(intervals, JobChannel(CheckpointStore(found.checkpoint_url), found.name, found.key_bytes)) if attempts else []
+    except CheckpointError as error:  # the checkpoint URL became unreachable: what the store knows is still worth showing
+        err.print(f"warning: no heartbeats, {error}", markup=False, highlight=False, soft_wrap=True)
+        nodes = []
     if as_json:
-        print(json.dumps({**summary, "nodes": nodes}))
+        print(_json_text({**summary, "nodes": nodes}))
         return
     out.print(views.status_line(summary), highlight=False, soft_wrap=True)
     if summary["message"]:
@@ -371,7 +434,7 @@ def jobs(as_json: JsonOption = False, all_users: AllUsersOption = False) -> None
         intervals[interval.job].append(interval)
     summaries = [views.job_summary(job, attempts[job.name], intervals[job.name]) for job in store.jobs(launched_by=user)]
     if as_json:
-        print(json.dumps(summaries))
+        print(_json_text(summaries))
     elif summaries:
         out.print(views.jobs_table(summaries, show_user=all_users))
     elif user is not None and store.jobs():
@@ -388,19 +451,24 @@ def logs(
     node: Annotated[int, typer.Option("--node", help="Which node of a multi-node job (its rank).")] = 0,
 ) -> None:
     """Every attempt's agent and training output, in order, attempt boundaries marked."""
+    from checkpoints.errors import CheckpointError
+    from checkpoints.retry import STORAGE_ERRORS
     from checkpoints.store import CheckpointStore
     from runner.logs import print_logs
 
     store = _store()
     found = store.job(job)
-    print_logs(
-        CheckpointStore(found.checkpoint_url),
-        out,
-        only_attempt=attempt,
-        node=node,
-        keep_following=(lambda: not store.job(job).state.is_final) if follow else None,
-        interval_s=_FOLLOW_INTERVAL_S,
-    )
+    try:
+        print_logs(
+            CheckpointStore(found.checkpoint_url),
+            out,
+            only_attempt=attempt,
+            node=node,
+            keep_following=(lambda: not store.job(job).state.is_final) if follow else None,
+            interval_s=_FOLLOW_INTERVAL_S,
+        )
+    except STORAGE_ERRORS as error:  # logs are read from the checkpoint URL, which may have become unreachable
+        raise CheckpointError(f"cannot read the logs of job {job!r} at {found.checkpoint_url}: {' '.join(repr(error).split())}") from None
 
 
 @command
@@ -431,9 +499,9 @@ def checkpoints(job: JobArgument, as_json: JsonOption = False) -> None:
     from checkpoints.store import CheckpointStore
 
     found = _store().job(job)
-    infos = CheckpointStore(found.checkpoint_url).list()
+    infos = CheckpointStore(found.checkpoint_url, key=found.key_bytes).list()  # a forged manifest is not listed
     if as_json:
-        print(json.dumps([info.to_json() for info in infos]))
+        print(_json_text([info.to_json() for info in infos]))  # manifests from older spotruns hold NaN losses
         return
     if not infos:
         out.print(f"no committed checkpoint at {found.checkpoint_url} yet")
@@ -519,11 +587,11 @@ def gc(
     as_json: JsonOption = False,
 ) -> None:
     """Find spotrun instances that cost money for nothing (no live job needs them) and terminate them with --yes."""
-    from runner.gc import needed_by, orphans
+    from runner.gc import find_orphans
 
     store = _store()
     provider = _aws_provider(region, store.store_id())
-    found = orphans(provider.tagged_instances(), needed_by(store), store_id=provider.settings.store_id, all_stores=all_stores)
+    found = find_orphans(provider, store, all_stores=all_stores)
     if yes and found:
         provider.terminate([instance.instance_id for instance in found])
     if as_json:
@@ -571,21 +639,28 @@ def agent(
 ) -> None:
     """Run on an instance: train, watch for the interruption notice, report through object storage."""
     from runner import agent as agent_module
+    from runner.protocol import LaunchCredentials, SpecTamperedError
 
+    credentials = LaunchCredentials.from_env(os.environ)
     if from_instance_tags:
-        checkpoint_url, attempt, node, rendezvous = _job_from_instance_tags(metadata_endpoint)
+        checkpoint_url, attempt, node, rendezvous, credentials = _job_from_instance_tags(metadata_endpoint)
     if checkpoint_url is None or attempt is None:
         raise SpecError("agent: give --checkpoint-url and --attempt, or --from-instance-tags on an instance spotrun launched")
     settings = agent_module.AgentSettings(
-        checkpoint_url=checkpoint_url, attempt=attempt, node=node, rendezvous=rendezvous, metadata_endpoint=metadata_endpoint,
-        poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
+        checkpoint_url=checkpoint_url, attempt=attempt, node=node, rendezvous=rendezvous, credentials=credentials,
+        metadata_endpoint=metadata_endpoint, poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
     )
-    raise typer.Exit(agent_module.Agent(settings).run())
+    try:
+        running = agent_module.Agent(settings)
+    except SpecTamperedError as error:
+        raise typer.Exit(agent_module.refuse(settings, error)) from None
+    raise typer.Exit(running.run())
 
 
-def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int, int, str | None]:
-    """The job's URL and attempt, and the instance's rank and rendezvous in a gang, from its tags."""
+def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int, int, str | None, LaunchCredentials | None]:
+    """The job's URL and attempt, the instance's rank and rendezvous in a gang, and its launch credentials, from its tags."""
     from cloud.imds import MetadataClient
+    from runner.protocol import LaunchCredentials
 
     metadata = MetadataClient(metadata_endpoint)
     url, attempt = metadata.tag(TAG_URL), metadata.tag(TAG_ATTEMPT)
@@ -597,7 +672,9 @@ def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int, int, str 
     node = metadata.tag(TAG_NODE) or "0"
     if not node.isdigit():
         raise SpecError(f"agent: this instance's {TAG_NODE} tag is {node!r}; expected a rank such as 0 or 1")
-    return url, int(attempt), int(node), metadata.tag(TAG_RENDEZVOUS)
+    job, digest = metadata.tag(TAG_JOB), metadata.tag(TAG_SPEC)
+    credentials = LaunchCredentials(job=job, spec_sha256=digest, key=metadata.tag(TAG_KEY)) if job and digest else None
+    return url, int(attempt), int(node), metadata.tag(TAG_RENDEZVOUS), credentials
 
 
 @command

@@ -4,7 +4,8 @@ Each cycle reads everything it needs from the state store, the provider (one bat
 the heartbeat in object storage, so the controller can be killed at any moment and started
 again: the next one carries on from the store. An attempt is recorded with its idempotency token
 *before* the launch call, and a new attempt starts only once the previous instance is reported
-terminated, so one job never has two instances at once.
+terminated, so one job never has two instances at once. Terminated means shown to be: a poll
+that fails, or one answer that misses an instance, relaunches nothing (``Controller._gone``).
 
 A controller acts only on jobs whose lease it holds (``StateStore.acquire_leases``), renewed at
 the start of every cycle; a killed controller's jobs are adopted by another once its leases
@@ -18,20 +19,23 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from checkpoints.durations import format_duration
 from checkpoints.environment import NODE_ENV, PREEMPTED_EXIT_CODE, RENDEZVOUS_ENV
 from checkpoints.store import CheckpointStore
-from cloud.billing import BilledInterval, interval_cost_usd, on_demand_equivalent_usd
-from cloud.errors import CapacityError
+from cloud.billing import BilledInterval, interval_cost_usd, price_at
+from cloud.errors import CapacityError, ProviderError
+from cloud.launch_tokens import node_token
 from cloud.provider import (
     TAG_ATTEMPT,
     TAG_JOB,
+    TAG_KEY,
     TAG_NODE,
     TAG_RENDEZVOUS,
+    TAG_SPEC,
     TAG_URL,
     EndReason,
     Instance,
@@ -41,12 +45,13 @@ from cloud.provider import (
     Market,
     Offer,
     OfferRequest,
+    PricePoint,
     Provider,
 )
 from runner import forecast, ledger
-from runner.agent import HEARTBEAT_NAME, STOP_REQUEST_NAME
 from runner.errors import LeaseLostError
 from runner.policy import Situation, policy_named
+from runner.protocol import JobChannel, LaunchCredentials, ProtocolError, SpendingHorizon, StopRequest, write_spec
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
 
 SPOT_CHECK_INTERVAL_S = 30.0  # how long the deadline policy trusts a look at spot availability
@@ -54,6 +59,7 @@ GANG_RETRY_MAX_S = 60.0  # the longest wait between tries to fill a partial gang
 STOP_FOR_BUDGET = "budget"
 STOP_FOR_MARKET = "market"
 BUDGET_ALERTS_PCT = (50, 80, 100)
+LOSS_CONFIRM_POLLS = 3  # polls in a row that must report an instance gone or unknown before it counts as lost
 DEADLINE_POLICY = policy_named("auto")  # the same policy `spotrun simulate` evaluates
 
 
@@ -77,6 +83,15 @@ class ControllerSettings:
     def stop_reserve_s(self) -> float:
         """Running time a budget keeps back: the next polling interval, and the grace to checkpoint and stop."""
         return self.poll_interval_s + self.stop_grace_s
+
+    @property
+    def loss_confirm_s(self) -> float:
+        """How long an instance must be reported gone or unknown, and its agent silent, before it counts as lost.
+
+        Three polling intervals: half a minute on EC2, where the agent reports every 5 s, so its
+        heartbeat is then six beats late; 3 s on this machine, where it reports every second.
+        """
+        return LOSS_CONFIRM_POLLS * self.poll_interval_s
 
 
 CONTROLLER_NAME_ENV = "SPOTRUN_CONTROLLER_NAME"
@@ -114,15 +129,23 @@ def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None, *, stop_r
     """How an attempt whose instance is gone ended: the agent's word first, then the provider's.
 
     An instance the controller itself asked to stop (``stop_requested``) and then ended, by
-    itself or by a terminate after the grace period, was stopped, not preempted.
+    itself or by a terminate once its time to stop ran out (``STOP_TIMEOUT``, see
+    :func:`_labelled`), was stopped, not preempted.
+
+    Only the agent's own report that training failed is a failure of the user's code, counted
+    against ``max_restarts_on_errors``. An agent that died without a word (see
+    :func:`_died_unreported`) says nothing about the training: its host counts as lost, and the
+    attempt is relaunched like a preempted one.
     """
     agent_status = heartbeat.get("status") if heartbeat else None
     if agent_status == "finished":
         return Outcome.FINISHED, heartbeat.get("message") or "training finished"
     if agent_status == "stopped":
         return Outcome.STOPPED, heartbeat.get("message") or "stopped"
-    if stop_requested and status.end_reason is EndReason.TERMINATED_BY_USER:
-        return Outcome.STOPPED, f"terminated after the stop request ({stop_requested}) without a reported checkpoint"
+    if agent_status == "refused":  # someone rewrote the spec in the prefix; the next launch writes it again
+        return Outcome.PREEMPTED, heartbeat.get("message") or "the agent refused a spec that was not its launch's"
+    if status.end_reason is EndReason.STOP_TIMEOUT:
+        return Outcome.STOPPED, f"terminated when the stop request ({stop_requested}) ran out of time, without a reported checkpoint"
     if status.end_reason is EndReason.SPOT_INTERRUPTION:
         return Outcome.PREEMPTED, "spot interruption"
     if agent_status == "preempted":
@@ -131,7 +154,55 @@ def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None, *, stop_r
         return Outcome.PREEMPTED, f"instance lost without notice ({status.end_reason.value})"
     if agent_status == "failed":
         return Outcome.FAILED, heartbeat.get("message") or "training failed"
+    if _died_unreported(status, heartbeat):
+        return Outcome.PREEMPTED, f"{_agent_death(status)}: the host counts as lost"
     return Outcome.FAILED, f"the agent exited with code {status.exit_code} without reporting an outcome"
+
+
+# What an agent reports as it leaves; without one of these, it left without a word.
+_AGENT_VERDICTS = frozenset({"finished", "stopped", "preempted", "failed", "exited", "refused"})
+
+
+def _killed(status: InstanceStatus) -> bool:
+    """Whether the agent process was killed by a signal (the exit code reads 128 + the signal, as shells report it)."""
+    return status.end_reason is EndReason.AGENT_EXITED and status.exit_code is not None and status.exit_code > 128
+
+
+def _died_unreported(status: InstanceStatus, heartbeat: dict[str, Any] | None) -> bool:
+    """Whether rank 0's agent ended without its verdict: killed by a signal, or with no exit code (EC2) after reporting it ran.
+
+    An agent that exits by itself with a code of its own (an agent that never started, one that
+    crashed at start-up) keeps counting as a failure: relaunched without a bound it would repeat.
+    """
+    if status.end_reason is not EndReason.AGENT_EXITED or (heartbeat or {}).get("status") in _AGENT_VERDICTS:
+        return False
+    return _killed(status) or (status.exit_code is None and heartbeat is not None)
+
+
+def _agent_death(status: InstanceStatus) -> str:
+    if status.exit_code is None:
+        return "the agent ended without reporting how its training did"
+    return f"the agent was killed (exit code {status.exit_code}) without reporting how its training did"
+
+
+def _labelled(status: InstanceStatus, stop_requested: str | None) -> InstanceStatus:
+    """An ended instance with its end as the ledger records it: the provider's, but STOP_TIMEOUT for the controller's own kill.
+
+    The controller terminates an instance it asked to stop when its time to stop runs out (the
+    grace period, or the budget); providers report that as any terminate, ``terminated-by-user``,
+    which would read as if someone had cancelled it.
+    """
+    if stop_requested and status.end_reason is EndReason.TERMINATED_BY_USER:
+        return replace(status, end_reason=EndReason.STOP_TIMEOUT)
+    return status
+
+
+@dataclass
+class _Unseen:
+    """An instance the provider has reported gone or unknown on ``polls`` polls in a row, the first at ``since``."""
+
+    since: float
+    polls: int = 0
 
 
 class Controller:
@@ -158,6 +229,11 @@ class Controller:
         self.clock = clock
         self.sleep = sleep
         self._spot_checked: dict[tuple[str, ...], tuple[float, bool]] = {}  # instance types -> (when, any spot offer)
+        self._horizons: dict[str, SpendingHorizon] = {}  # job -> the spending horizon this controller last granted
+        self._fetched_prices: dict[tuple[str, str, str, str], _FetchedPrices] = {}  # (provider, type, zone, market) -> its price history
+        self._unseen: dict[str, _Unseen] = {}  # instance id -> since when the provider reports it gone or unknown
+        self._known_progress: dict[str, dict[str, Any]] = {}  # job -> the last step and throughput it reported
+        self._poll_failures = 0  # provider polls failed in a row
 
     def drive(self, name: str, *, on_cycle: Callable[[Job], None] | None = None) -> Job:
         """Run cycles until the job reaches a final state; returns it.
@@ -203,7 +279,15 @@ class Controller:
             current = attempts[-1] if attempts and attempts[-1].is_open else None
             work.append((job, attempts, current, self.store.intervals(name)))
         watched = [row.instance_id for job, _, current, rows in work if not job.cancel_requested for row in _of_attempt(rows, current)]
-        statuses = self.provider.poll(watched) if watched else {}
+        statuses: dict[str, InstanceStatus] | None
+        poll_error: ProviderError | None = None
+        recovered_after = self._poll_failures
+        try:
+            statuses = self.provider.poll(watched) if watched else {}
+            self._poll_failures = 0
+        except ProviderError as error:  # an outage of the provider is no news about the instances: nothing is relaunched on it
+            statuses, poll_error, recovered_after = None, error, 0
+            self._poll_failures += 1
         for job, attempts, current, rows in work:
             if time.monotonic() - renewed_at > self.settings.lease_s / 3:  # a long cycle (many launches) keeps its leases
                 held = self.store.acquire_leases(sorted(held), self.settings.lease_s)
@@ -211,6 +295,11 @@ class Controller:
             if job.name not in held:
                 continue
             try:
+                if _of_attempt(rows, current) and not job.cancel_requested:
+                    if poll_error is not None and self._poll_failures == 1:
+                        self.store.event(job.name, "provider", f"the provider's poll failed ({poll_error}); looking again next cycle")
+                    elif poll_error is None and recovered_after:
+                        self.store.event(job.name, "provider", f"the provider answers again, after {recovered_after} failed polls")
                 self._step(job, attempts, current, rows, statuses)
             except LeaseLostError:
                 continue  # adopted by another controller while this one was stalled: its job now
@@ -219,7 +308,7 @@ class Controller:
         return jobs
 
     def _step(
-        self, job: Job, attempts: list[Attempt], current: Attempt | None, rows: list[Interval], statuses: dict[str, InstanceStatus]
+        self, job: Job, attempts: list[Attempt], current: Attempt | None, rows: list[Interval], statuses: dict[str, InstanceStatus] | None
     ) -> None:
         nodes = _of_attempt(rows, current)
         if job.cancel_requested:
@@ -228,7 +317,7 @@ class Controller:
             self._launch(job, len(attempts) + 1, rows)
         elif current.instance_id is None:
             self._finish_launch(job, current)
-        else:
+        elif statuses is not None:  # None: the provider did not answer this cycle's poll
             self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes}, rows)
 
     # ---------------------------------------------------------------- launch
@@ -294,12 +383,13 @@ class Controller:
         return self._policy_choice(job, intervals, running=None)
 
     def _policy_choice(self, job: Job, intervals: list[Interval], *, running: Market | None) -> tuple[Market | None, str]:
-        """What the deadline policy wants now; with no estimate of the work yet, spot when it can be had, else on-demand."""
+        """What the deadline policy wants now; with no estimate of the work yet, the market held, else spot when it can be had."""
         spec = job.spec
         spot_available = running is Market.SPOT or self._spot_offered(tuple(spec["resources"]["instance_types"]), forecast.nodes(spec))
-        left = forecast.work(spec, job.progress)
+        left = forecast.work(spec, self._steady_progress(job))
         if left is None:
-            return (Market.SPOT if spot_available else Market.ON_DEMAND), "no estimate of the work yet: set budget.expected_runtime"
+            held = running or (Market.SPOT if spot_available else Market.ON_DEMAND)
+            return held, "no estimate of the work yet: set budget.expected_runtime"
         now = self.clock()
         deadline = datetime.fromisoformat(spec["budget"]["deadline_at"]).timestamp()
         situation = Situation(
@@ -314,6 +404,31 @@ class Controller:
         )
         choice = DEADLINE_POLICY.choose(situation)
         return choice, f"deadline policy: {format_duration(situation.slack_s)} of slack, spot {'available' if spot_available else 'unavailable'}"
+
+    def _steady_progress(self, job: Job) -> dict[str, Any]:
+        """The job's progress as the deadline policy reads it: the newest report, with the last step and throughput known.
+
+        A new attempt reports no step until its training has made one, and no throughput until its
+        second report. Read as they come, those first reports make the job look back at its start
+        (with ``budget.expected_runtime``) or without any estimate at every restart, and the policy
+        switched markets on them: spot, on-demand, spot within seconds. Until the attempt reports its
+        own, the step it resumes from (the last checkpoint reported) and the last throughput stand in.
+        """
+        progress = dict(job.progress)
+        known = self._known_progress.get(job.name)
+        if progress.get("step") is None:
+            if known is not None:
+                progress.update(step=known["resumes_at"], total_steps=known["total_steps"], steps_per_s=known["steps_per_s"])
+            return progress
+        if known is not None and not progress.get("steps_per_s"):
+            progress["steps_per_s"] = known["steps_per_s"]
+        checkpoint = progress.get("checkpoint") or {}
+        self._known_progress[job.name] = {
+            "resumes_at": checkpoint.get("step") or progress.get("resumed_from_step") or 0,
+            "total_steps": progress.get("total_steps"),
+            "steps_per_s": progress.get("steps_per_s"),
+        }
+        return progress
 
     def _spot_offered(self, instance_types: tuple[str, ...], nodes: int) -> bool:
         """Whether any spot offer exists, asked of the provider at most every SPOT_CHECK_INTERVAL_S (on EC2 it is API calls)."""
@@ -355,6 +470,10 @@ class Controller:
         """
         launched = {row.node: row for row in self.store.intervals(job.name) if row.attempt == attempt.number}
         nodes = forecast.nodes(job.spec)
+        # The spec is written again before every launch (what another job's instance overwrote is put
+        # back), and the launch names it by digest: the agent runs this spec or nothing.
+        credentials = LaunchCredentials(job=job.name, spec_sha256=write_spec(CheckpointStore(job.checkpoint_url), job.spec), key=job.key)
+        self._grant_horizon(job, attempt, self.store.intervals(job.name))
         port = None
         if nodes > 1:
             port = int(launched[0].address.rsplit(":", 1)[1]) if 0 in launched else self.provider.rendezvous_port()
@@ -366,11 +485,11 @@ class Controller:
             request = LaunchRequest(
                 job=job.name,
                 attempt=attempt.number,
-                token=attempt.token if node == 0 else f"{attempt.token}-n{node}",
+                token=node_token(attempt.token, node),
                 agent_command=self.agent_command(job, attempt.number),
-                env={**self.agent_env, **_gang_env(gang)},
+                env={**self.agent_env, **_gang_env(gang), **credentials.to_env()},
                 workdir=job.spec["workdir"],
-                tags={**_launch_tags(job, attempt.number), **gang},
+                tags={**_launch_tags(job, attempt.number), **gang, **_credential_tags(credentials)},
                 placement_group=job.spec["resources"].get("placement_group"),
             )
             try:
@@ -412,14 +531,17 @@ class Controller:
 
         A gang lives and ends as one: once any node is gone the others are stopped (at once if it
         was lost, after the grace period if it exited by itself, so a finishing rank 0 can commit
-        its final checkpoint), and the attempt ends when every node has.
+        its final checkpoint), and the attempt ends when every node has. Which nodes are gone is
+        :meth:`_gone`'s answer, not one poll's.
         """
         heartbeat = self._heartbeat(job, attempt)
         if heartbeat:
             self._note_heartbeat(job, attempt, heartbeat)
             job = self.store.job(job.name)
-        ended = {node: status for node, (_, status) in nodes.items() if status.state is InstanceState.TERMINATED}
+        ended = self._gone(job, attempt, nodes, heartbeat)
         if not ended:
+            intervals = self._refresh_running_prices(job, attempt, intervals)
+            self._grant_horizon(job, attempt, intervals)
             if len(nodes) < forecast.nodes(job.spec):
                 self._fill_gang(job, attempt, nodes)
                 return
@@ -433,7 +555,7 @@ class Controller:
         if len(ended) < len(nodes):
             self._stop_the_rest(job, attempt, nodes, ended)
             return
-        statuses = {node: status for node, (_, status) in nodes.items()}
+        statuses = ended
         outcome, message = _gang_outcome(statuses, heartbeat, stop_requested=job.stop_requested)
         if len(nodes) < forecast.nodes(job.spec) and outcome is not Outcome.FINISHED:
             outcome, message = Outcome.RELEASED, message
@@ -442,10 +564,63 @@ class Controller:
         node_outcomes = _node_outcomes(outcome, statuses)
         end_reason = rank0.end_reason.value if rank0.end_reason else "unknown"
         self.store.end_attempt(job.name, attempt.number, ended_at=ended_at, end_reason=end_reason, outcome=outcome, exit_code=rank0.exit_code)
-        for node, (row, status) in nodes.items():
-            self._close_interval(job, attempt, row, status, node_outcomes[node], heartbeat)
+        for node, (row, _) in nodes.items():
+            self._close_interval(job, attempt, row, statuses[node], node_outcomes[node], heartbeat)
         self.store.event(job.name, "exit", f"attempt {attempt.number} {outcome.value}: {message}", attempt=attempt.number)
         self._decide_after(job, attempt, outcome, message)
+
+    def _gone(
+        self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], heartbeat: dict[str, Any] | None
+    ) -> dict[int, InstanceStatus]:
+        """The nodes whose end the evidence shows, each with how it ended (see :func:`_labelled`).
+
+        The provider's word that an instance ended (a spot interruption, the agent's exit, a
+        terminate) is taken at once. Its word that one is gone or unknown (``HOST_LOST``: missing
+        from a ``describe_instances`` answer, or a host found dead) is not, since one answer can
+        miss an instance that runs, and a relaunch then makes two: that loss counts once
+        LOSS_CONFIRM_POLLS polls in a row have reported it over ``loss_confirm_s`` and the node's
+        agent has been silent as long. Until then the attempt runs on, and an instance seen again
+        is forgotten. (A poll that fails outright never reaches here: see ``cycle_many``.)
+        """
+        now = self.clock()
+        window_s = self.settings.loss_confirm_s
+        gone = {}
+        for node, (row, status) in nodes.items():
+            if status.end_reason is not EndReason.HOST_LOST:
+                unseen = self._unseen.pop(row.instance_id, None)
+                if unseen is not None and status.state is not InstanceState.TERMINATED:
+                    self.store.event(
+                        job.name, "provider", f"attempt {attempt.number}: {_node_label(job, node)}instance {row.instance_id} is "
+                        f"{status.state.value} after all ({unseen.polls} polls without it)", attempt=attempt.number,
+                    )
+                if status.state is InstanceState.TERMINATED:
+                    gone[node] = _labelled(status, job.stop_requested)
+                continue
+            unseen = self._unseen.setdefault(row.instance_id, _Unseen(since=now))
+            unseen.polls += 1
+            heard = self._last_heard(job, attempt, node, heartbeat)
+            if unseen.polls >= LOSS_CONFIRM_POLLS and now - unseen.since >= window_s and (heard is None or now - heard >= window_s):
+                del self._unseen[row.instance_id]
+                gone[node] = replace(status, ended_at=min(status.ended_at or now, unseen.since))
+            elif unseen.polls == 1:
+                self.store.event(
+                    job.name, "provider", f"attempt {attempt.number}: {_node_label(job, node)}the provider reports instance "
+                    f"{row.instance_id} {status.end_reason.value}; it counts as lost once that holds for {format_duration(window_s)} "
+                    "with its agent silent", attempt=attempt.number,
+                )
+        return gone
+
+    def _last_heard(self, job: Job, attempt: Attempt, node: int, heartbeat: dict[str, Any] | None) -> float | None:
+        """When the node's agent last reported for ``attempt`` (rank 0's heartbeat is the one ``_watch`` read), if ever."""
+        if node != 0:
+            try:
+                heartbeat = _channel(job).read_heartbeat(node)
+            except ProtocolError:  # a forged heartbeat says nothing of this agent
+                heartbeat = None
+            if heartbeat is not None and heartbeat.get("attempt") != attempt.number:
+                heartbeat = None
+        when = heartbeat.get("time") if heartbeat else None
+        return float(when) if isinstance(when, (int, float)) else None
 
     def _fill_gang(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
         """Launch the nodes a partial gang still lacks, or, past ``gang_timeout``, release what it holds."""
@@ -472,10 +647,21 @@ class Controller:
             self.provider.terminate(running)
 
     def _heartbeat(self, job: Job, attempt: Attempt) -> dict[str, Any] | None:
-        heartbeat = CheckpointStore(job.checkpoint_url).read_json(HEARTBEAT_NAME)
+        """Rank 0's heartbeat of this attempt; one another job forged (or a damaged one) is ignored, with an event once."""
+        try:
+            heartbeat = _channel(job).read_heartbeat(0)
+        except ProtocolError as error:
+            self._event_once(job, "forged", f"attempt {attempt.number}: {error}", attempt.number)
+            return None
         if heartbeat is None or heartbeat.get("attempt") != attempt.number:
             return None
         return heartbeat
+
+    def _event_once(self, job: Job, kind: str, message: str, attempt: int) -> None:
+        """An event, unless the job's newest event of that kind already says the same."""
+        same_kind = [event for _, event in self.store.events(job.name) if event.kind == kind]
+        if not same_kind or same_kind[-1].message != message:
+            self.store.event(job.name, kind, message, attempt=attempt)
 
     def _note_heartbeat(self, job: Job, attempt: Attempt, heartbeat: dict[str, Any]) -> None:
         previous = job.progress
@@ -490,19 +676,71 @@ class Controller:
     def _close_interval(
         self, job: Job, attempt: Attempt, row: Interval, status: InstanceStatus, outcome: Outcome, heartbeat: dict[str, Any] | None
     ) -> None:
-        """Price one node's ended interval by the provider's billing rules over the price series it ran under."""
+        """Price one node's ended interval by the provider's billing rules over the price series it ran under.
+
+        Its on-demand figure is its share of the job's on-demand equivalent (``runner.ledger``): the
+        work it did and kept, after what the job's earlier intervals did on the node. The training
+        since the last checkpoint is lost when the instance is taken away or stopped (a node stopped
+        with its preempted gang loses it as well), so it is not counted.
+        """
         ended_at = status.ended_at if status.ended_at is not None else self.clock()
         offer = _offer_of(attempt)
         prices = self.provider.price_history(offer, row.start, ended_at)
         interval = BilledInterval(offer.market, row.start, ended_at, prices, status.end_reason)
+        rows = self.store.intervals(job.name)
+        row = next(stored for stored in rows if (stored.attempt, stored.node) == (row.attempt, row.node))  # training may have begun this cycle
         training_from = row.productive_at if row.productive_at is not None else row.start
-        lost_s, lost_steps = _work_lost(heartbeat, training_from, ended_at) if outcome is Outcome.PREEMPTED else (None, None)
+        lost_s, lost_steps = _work_lost(heartbeat, training_from, ended_at) if outcome in (Outcome.PREEMPTED, Outcome.STOPPED) else (None, None)
         self.store.close_interval(
             job.name, attempt.number, node=row.node, end=ended_at, end_reason=status.end_reason.value if status.end_reason else "unknown",
-            outcome=outcome, cost_usd=interval_cost_usd(interval),
-            on_demand_usd=on_demand_equivalent_usd(interval, attempt.on_demand_price_usd_per_hour),
+            outcome=outcome, cost_usd=interval_cost_usd(interval), on_demand_usd=ledger.share_at_close_usd(rows, row, ended_at, lost_s),
             prices=tuple((point.time, point.usd_per_hour) for point in prices), work_lost_s=lost_s, steps_lost=lost_steps,
         )
+
+    def _refresh_running_prices(self, job: Job, attempt: Attempt, intervals: list[Interval]) -> list[Interval]:
+        """Store in the attempt's running rows their price series so far; returns the job's rows as they now stand.
+
+        Every reader of a running row (this cycle's budget check, status, the forecast, cost
+        reports) prices it alone from that series, the way a closed one is priced, so a price that
+        rises after the launch is counted as it rises. The provider is asked at most once per
+        polling interval per (provider, instance type, zone, market), for all the jobs this
+        controller drives; a row is written only when what it holds changes. It also holds the work
+        its node did in the job's earlier intervals, where its share of the on-demand equivalent begins.
+        """
+        now = self.clock()
+        running = [row for row in intervals if row.attempt == attempt.number and row.end is None]
+        if not running:
+            return intervals
+        try:
+            history = self._price_history(job.name, _offer_of(attempt), min(row.start for row in running), now)
+        except ProviderError as error:  # an outage of the price API: the rows keep the series they hold, the next cycle asks again
+            self._event_once(job, "provider", f"attempt {attempt.number}: no price history now ({error}); spend counted at the prices last seen", attempt.number)
+            return intervals
+        current: dict[int, Interval] = {}
+        for row in running:
+            prices = _series_for(row, history)
+            earlier_usd = ledger.open_row_on_demand_usd(row, ledger.worked_before_s(intervals, row, now))
+            if prices != row.prices or earlier_usd != (row.on_demand_usd or 0.0):  # a row holds no earlier work until told
+                self.store.refresh_open_interval(job.name, row.attempt, row.node, prices=prices, on_demand_usd=earlier_usd)
+            current[row.node] = replace(row, prices=prices, on_demand_usd=earlier_usd)
+        return [current.get(row.node, row) if row.attempt == attempt.number else row for row in intervals]
+
+    def _price_history(self, job: str, offer: Offer, since: float, now: float) -> tuple[PricePoint, ...]:
+        """The offer's price history from ``since`` for ``job``, fetched again once per cycle, and a polling interval apart at most.
+
+        A job asking again after it was served the last fetch starts a new cycle; the jobs after
+        it in the same cycle share what it fetched, however long the cycle takes. A fetch reaches
+        back to the earliest start asked for since the previous one, so one call covers the open
+        intervals of every job on the offer.
+        """
+        key = (offer.provider, offer.instance_type, offer.zone, offer.market.value)
+        fetched = self._fetched_prices.get(key)
+        if fetched is None or (job in fetched.served and now - fetched.fetched_at >= self.settings.poll_interval_s):
+            window = since if fetched is None else min(since, fetched.asked_since)
+            fetched = _FetchedPrices(now, tuple(self.provider.price_history(offer, window, now)), asked_since=since, served=frozenset())
+        fetched = replace(fetched, asked_since=min(fetched.asked_since, since), served=fetched.served | {job})
+        self._fetched_prices[key] = fetched
+        return fetched.points
 
     def _decide_after(self, job: Job, attempt: Attempt, outcome: Outcome, message: str) -> None:
         if job.stop_requested:
@@ -519,7 +757,7 @@ class Controller:
                 attempt=attempt.number,
             )
         elif outcome is Outcome.STOPPED:
-            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} stopped to change market ({message})", attempt=attempt.number)
+            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} stopped ({message}); relaunching", attempt=attempt.number)
         elif outcome is Outcome.RELEASED:
             self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number}: the gang never filled; trying another offer", attempt=attempt.number)
         elif outcome is Outcome.PREEMPTED:
@@ -544,8 +782,9 @@ class Controller:
     ) -> bool:
         """Announce 50/80/100 % and stop the instance before the next interval would cross the cap; True once stopping.
 
-        Spend is priced as if the instance were stopped now (no refund assumed), so the cap holds
-        whatever the cloud does next. The stop is asked for while the budget still pays for the
+        Spend is priced as if the instance were stopped now (no refund assumed), over the price
+        history its rows hold (refreshed this cycle), and what comes next at the price in effect now,
+        so the cap holds whatever the cloud does next. The stop is asked for while the budget still pays for the
         grace period; if the instance has not stopped when one more interval would cross the
         cap, it is terminated: the job never overspends by more than one polling interval.
         """
@@ -555,7 +794,7 @@ class Controller:
         now = self.clock()
         spent = ledger.summarize(intervals, now).spent_usd
         self._announce_budget(job, spent, max_usd)
-        per_s = len(nodes) * attempt.price_usd_per_hour / 3600.0
+        per_s = _running_usd_per_s(attempt, intervals, now)
         next_interval = spent + per_s * self.settings.poll_interval_s
         if job.stop_requested == STOP_FOR_BUDGET:
             if next_interval >= max_usd:
@@ -566,6 +805,32 @@ class Controller:
             self._request_stop(job, attempt, STOP_FOR_BUDGET, f"budget: ${spent:.4f} of ${max_usd:.2f} spent")
             return True
         return False
+
+    def _grant_horizon(self, job: Job, attempt: Attempt, intervals: list[Interval]) -> None:
+        """Renew a budgeted attempt's spending horizon: how long its instances may run if this controller goes silent.
+
+        The grant is the spec's ``budget.horizon``, cut to what the budget still pays for at the
+        attempt's price less the time to checkpoint and stop, so that a job left without any
+        controller stops within its budget. It is written when it would move by a tenth of a
+        horizon or more (a write per cycle would be one PUT every few seconds per job).
+        """
+        budget = job.spec.get("budget") or {}
+        if budget.get("max_usd") is None or "horizon_s" not in budget:  # specs recorded before horizons run without one
+            return
+        now = self.clock()
+        usd_per_s = _running_usd_per_s(attempt, intervals, now) or forecast.nodes(job.spec) * attempt.price_usd_per_hour / 3600.0
+        left_s = (budget["max_usd"] - ledger.summarize(intervals, now).spent_usd) / usd_per_s if usd_per_s > 0 else float("inf")
+        duration_s = max(0.0, min(budget["horizon_s"], left_s - self.settings.stop_grace_s))
+        until = now + duration_s
+        granted = self._horizons.get(job.name)
+        if granted is not None and granted.attempt == attempt.number and abs(until - granted.until) < budget["horizon_s"] / 10:
+            return
+        horizon = SpendingHorizon(
+            attempt=attempt.number, until=until, duration_s=duration_s, granted_at=now, stop_grace_s=self.settings.stop_grace_s,
+            reason=f"granted for {format_duration(duration_s)} by controller {self.owner}",
+        )
+        _channel(job).write_horizon(horizon)
+        self._horizons[job.name] = horizon
 
     def _announce_budget(self, job: Job, spent: float, max_usd: float) -> None:
         crossed = [pct for pct in BUDGET_ALERTS_PCT if spent >= max_usd * pct / 100 and pct > job.budget_alerted_pct]
@@ -603,9 +868,7 @@ class Controller:
 
     def _request_stop(self, job: Job, attempt: Attempt, kind: str, reason: str) -> None:
         """Ask the agent, through object storage, for a checkpoint and a stop."""
-        CheckpointStore(job.checkpoint_url).write_json(
-            STOP_REQUEST_NAME, {"attempt": attempt.number, "kind": kind, "reason": reason, "time": self.clock()}
-        )
+        _channel(job).write_stop(StopRequest(attempt=attempt.number, kind=kind, reason=reason, time=self.clock()))
         self.store.request_stop(job.name, kind, f"attempt {attempt.number}: checkpoint and stop requested ({reason})", attempt=attempt.number)
 
     def _terminate_after_grace(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
@@ -637,9 +900,42 @@ class Controller:
         self.store.set_state(job.name, JobState.CANCELLED, "cancelled by request")
 
 
+def _running_usd_per_s(attempt: Attempt, intervals: list[Interval], now: float) -> float:
+    """What the attempt's running instances cost per second now, by the price series their rows hold (0 before any runs)."""
+    return sum(ledger.usd_per_hour_at(row, now) for row in intervals if row.attempt == attempt.number and row.end is None) / 3600.0
+
+
+def _channel(job: Job) -> JobChannel:
+    """The job's signed mailbox in its checkpoint prefix."""
+    return JobChannel(CheckpointStore(job.checkpoint_url), job.name, job.key_bytes)
+
+
 def _of_attempt(intervals: list[Interval], attempt: Attempt | None) -> list[Interval]:
     """The ledger rows of ``attempt``: one per node launched for it."""
     return [row for row in intervals if attempt is not None and row.attempt == attempt.number]
+
+
+@dataclass(frozen=True)
+class _FetchedPrices:
+    """A price history as the controller last fetched it, shared by every open interval on the same offer."""
+
+    fetched_at: float
+    points: tuple[PricePoint, ...]
+    asked_since: float  # the earliest start asked for since this fetch: the next one reaches back to it
+    served: frozenset[str]  # the jobs given this fetch: one of them asking again is the next cycle
+
+
+def _series_for(row: Interval, history: Sequence[PricePoint]) -> tuple[tuple[float, float], ...]:
+    """``row``'s price series out of a fetched history: the price in effect at its start, then every change.
+
+    A history that begins after the row's start (fetched for later rows) keeps the points the row
+    already held before it; the next fetch reaches back to the row's start.
+    """
+    if history[0].time <= row.start:
+        later = tuple((point.time, point.usd_per_hour) for point in history if point.time > row.start)
+        return ((row.start, price_at(history, row.start)), *later)
+    held = tuple((time, price) for time, price in row.prices if time < history[0].time)
+    return (*held, *((point.time, point.usd_per_hour) for point in history))
 
 
 def _offer_of(attempt: Attempt) -> Offer:
@@ -681,7 +977,17 @@ def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
     return {**tags, TAG_JOB: job.name, TAG_ATTEMPT: str(attempt), TAG_URL: job.checkpoint_url}
 
 
+def _credential_tags(credentials: LaunchCredentials) -> dict[str, str]:
+    """The launch credentials as EC2 instance tags, which only the instance itself reads (through its metadata)."""
+    return {TAG_SPEC: credentials.spec_sha256, **({TAG_KEY: credentials.key} if credentials.key else {})}
+
+
 _LOST = (EndReason.SPOT_INTERRUPTION, EndReason.HOST_LOST)
+
+
+def _host_lost(status: InstanceStatus) -> bool:
+    """Whether a node went with its host: taken back, vanished, or its agent killed (a node's own verdict is rank 0's to give)."""
+    return status.end_reason in _LOST or _killed(status)
 
 
 def _node_label(job: Job, node: int) -> str:
@@ -698,11 +1004,11 @@ def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: dict[str, Any]
     outcome, message = classify(statuses[0], heartbeat, stop_requested=stop_requested)
     if len(statuses) == 1 or outcome is Outcome.FINISHED:
         return outcome, message
-    lost = sorted(node for node, status in statuses.items() if status.end_reason in _LOST)
+    lost = sorted(node for node, status in statuses.items() if _host_lost(status))
     if lost:
         reason = statuses[lost[0]].end_reason
         assert reason is not None
-        return Outcome.PREEMPTED, f"node {lost[0]}: {reason.value}"
+        return Outcome.PREEMPTED, f"node {lost[0]}: {_agent_death(statuses[lost[0]]) if _killed(statuses[lost[0]]) else reason.value}"
     failed = sorted(
         node for node, status in statuses.items()
         if status.end_reason is EndReason.AGENT_EXITED and status.exit_code not in (0, PREEMPTED_EXIT_CODE)
@@ -716,5 +1022,5 @@ def _node_outcomes(outcome: Outcome, statuses: dict[int, InstanceStatus]) -> dic
     """Each node's ledger outcome: a preempted gang counts one preemption per node actually lost, the rest stopped with it."""
     if outcome is not Outcome.PREEMPTED or len(statuses) == 1:
         return dict.fromkeys(statuses, outcome)
-    lost = [node for node, status in statuses.items() if status.end_reason in _LOST] or [0]
+    lost = [node for node, status in statuses.items() if _host_lost(status)] or [0]
     return {node: Outcome.PREEMPTED if node in lost else Outcome.STOPPED for node in statuses}

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ jobs_table = sa.Table(
     sa.Column("budget_alerted_pct", sa.Integer, nullable=False, default=0),  # the highest budget threshold announced
     sa.Column("lease_owner", sa.String(128), nullable=True),  # the controller driving the job
     sa.Column("lease_expires_at", sa.Float, nullable=True),  # by the database's clock where it has one (PostgreSQL)
+    sa.Column("secret", sa.String(64), nullable=True),  # hex key signing the job's messages (runner.protocol); never shown
 )
 
 attempts_table = sa.Table(
@@ -186,6 +187,12 @@ class Job:
     budget_alerted_pct: int = 0
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    key: str | None = field(default=None, repr=False)  # hex; signs the job's messages; None for jobs recorded before keys
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        """The job's key as bytes, for signing and verifying its messages."""
+        return bytes.fromhex(self.key) if self.key else None
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -323,16 +330,29 @@ class StateStore:
 
     # -------------------------------------------------------------- jobs
 
-    def create_job(self, name: str, *, spec_json: str, spec_path: str, checkpoint_url: str, launched_by: str = "") -> Job:
-        """Record a new PENDING job (and who submitted it); a name already in the store is an error."""
+    def create_job(
+        self, name: str, *, spec_json: str, spec_path: str, checkpoint_url: str, launched_by: str = "", key: str | None = None
+    ) -> Job:
+        """Record a new PENDING job (who submitted it, and its key); a name already in the store is an error.
+
+        The name's primary key decides, not a look first: of two submissions of one name at the same
+        instant (on one SQLite file or one PostgreSQL server) both would look and find nothing, so
+        the insert itself is the check. Exactly one records the job, whole with its first event,
+        and the other gets the "already exists" error.
+        """
         now = self.clock()
+        try:
+            self._insert_job(name, now, spec_json=spec_json, spec_path=spec_path, checkpoint_url=checkpoint_url, launched_by=launched_by, key=key)
+        except sa.exc.IntegrityError:
+            raise JobStateError(
+                f"a job named {name!r} already exists ({self.job(name).state.value}); "
+                f"see `spotrun status {name}`, resume it with `spotrun resume {name}`, or give the new job another name"
+            ) from None
+        return self.job(name)
+
+    def _insert_job(self, name: str, now: float, *, spec_json: str, spec_path: str, checkpoint_url: str, launched_by: str, key: str | None) -> None:
+        """The job's row and its "submitted" event, in one transaction: IntegrityError when the name is taken."""
         with self._transaction() as db:
-            existing = db.execute(sa.select(jobs_table.c.state).where(jobs_table.c.name == name)).first()
-            if existing is not None:
-                raise JobStateError(
-                    f"a job named {name!r} already exists ({existing.state}); "
-                    f"see `spotrun status {name}`, resume it with `spotrun resume {name}`, or give the new job another name"
-                )
             db.execute(
                 jobs_table.insert().values(
                     name=name,
@@ -347,10 +367,10 @@ class StateStore:
                     cancel_requested=False,
                     budget_alerted_pct=0,
                     launched_by=launched_by,
+                    secret=key,
                 )
             )
             self._event(db, name, "submitted", f"job submitted from {spec_path}")
-        return self.job(name)
 
     def job(self, name: str) -> Job:
         """The job named ``name``; JobNotFoundError lists what exists."""
@@ -543,6 +563,22 @@ class StateStore:
             if exists is None:
                 db.execute(intervals_table.insert().values(**_interval_values(interval)))
 
+    def refresh_open_interval(
+        self, name: str, attempt: int, node: int, *, prices: tuple[tuple[float, float], ...], on_demand_usd: float
+    ) -> None:
+        """Bring a running interval's row up to date, so that every reader prices it alone (``runner.ledger.priced``).
+
+        ``prices`` is its price series so far. Until the interval closes, ``on_demand_usd`` holds the
+        work its node did in the job's earlier intervals (``runner.ledger.open_row_on_demand_usd``),
+        where its share of the on-demand equivalent begins. A closed row is left as it was billed.
+        """
+        with self._transaction(name) as db:
+            db.execute(
+                intervals_table.update()
+                .where(*_interval_key(name, attempt, node), intervals_table.c.end.is_(None))
+                .values(prices_json=json.dumps(prices), on_demand_usd=on_demand_usd)
+            )
+
     def end_attempt(
         self, name: str, number: int, *, ended_at: float, end_reason: str, outcome: Outcome, exit_code: int | None
     ) -> None:
@@ -702,6 +738,7 @@ def _job_from_row(row: Any) -> Job:
         budget_alerted_pct=row.budget_alerted_pct or 0,
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
+        key=row.secret,
     )
 
 

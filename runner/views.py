@@ -8,10 +8,17 @@ from typing import Any
 from rich.table import Table
 
 from checkpoints.durations import format_duration
+from checkpoints.errors import CheckpointError
 from checkpoints.store import CheckpointStore
-from runner.agent import heartbeat_name
 from runner.ledger import summarize
-from runner.store import Attempt, Interval, Job, Outcome
+from runner.logs import attempt_logs
+from runner.protocol import JobChannel, ProtocolError
+from runner.store import Attempt, Interval, Job, JobState, Outcome
+
+_FAILURE_LOG_LINES = 12  # a traceback's last frames and its exception
+_LOG_TAIL_BYTES = 16 * 1024
+_LOG_LINE_CHARS = 300
+_AGENT_NOTE = "[spotrun agent "  # how the agent's own lines in a training log start (runner.agent's _note)
 
 
 def job_summary(job: Job, attempts: list[Attempt], intervals: list[Interval], now: float | None = None) -> dict[str, Any]:
@@ -29,6 +36,8 @@ def job_summary(job: Job, attempts: list[Attempt], intervals: list[Interval], no
         "state": job.state.value,
         "step": step,
         "total_steps": total,
+        "step_reported_at": progress.get("time"),  # when, and by which attempt, the step was reported
+        "step_attempt": progress.get("attempt"),
         "epoch": progress.get("epoch"),
         "loss": progress.get("loss"),
         "steps_per_s": rate,
@@ -124,15 +133,18 @@ def attempts_table(attempts: list[Attempt], now: float | None = None) -> Table:
     return table
 
 
-def node_summaries(intervals: list[Interval], checkpoints: CheckpointStore) -> list[dict[str, Any]]:
-    """Every node of the newest attempt: its instance, address, state, and its own newest heartbeat."""
+def node_summaries(intervals: list[Interval], channel: JobChannel) -> list[dict[str, Any]]:
+    """Every node of the newest attempt: its instance, address, state, and its own newest heartbeat (forged ones left out)."""
     if not intervals:
         return []
     newest = max(interval.attempt for interval in intervals)
     rows = sorted((interval for interval in intervals if interval.attempt == newest), key=lambda interval: interval.node)
     summaries = []
     for row in rows:
-        heartbeat = checkpoints.read_json(heartbeat_name(row.node)) or {}
+        try:
+            heartbeat = channel.read_heartbeat(row.node) or {}
+        except ProtocolError:
+            heartbeat = {}
         current = heartbeat if heartbeat.get("attempt") == newest else {}
         summaries.append({
             "node": row.node, "attempt": newest, "instance_id": row.instance_id, "address": row.address, "zone": row.zone,
@@ -153,14 +165,23 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     return table
 
 
-def final_report(summary: dict[str, Any], attempts: list[Attempt]) -> list[str]:
-    """The lines `spotrun run` ends with: outcome, training result, and the cost summary."""
+def final_report(summary: dict[str, Any], attempts: list[Attempt], checkpoints: CheckpointStore | None = None) -> list[str]:
+    """The lines `spotrun run` ends with: outcome, training result, and the cost summary.
+
+    A job that did not succeed says where its training got to without a stale step: the last
+    step reported, when and by which attempt, and the step the newest checkpoint holds (what a
+    resume starts from), read from ``checkpoints``. A failed one also shows the end of its
+    failed attempt's training log and how to see all of it.
+    """
     preempted = sum(1 for attempt in attempts if attempt.outcome is Outcome.PREEMPTED)
-    lines = [
-        f"job {summary['name']}: {summary['state']}" + (f" — {summary['message']}" if summary["message"] else ""),
-        f"  training   step {_cell(summary['step'])}, epoch {_cell(summary['epoch'])}, "
-        f"{summary['attempts']} attempts, {preempted} preempted, {summary['restarts_on_errors']} restarts after errors",
-    ]
+    counts = f"{summary['attempts']} attempts, {preempted} preempted, {summary['restarts_on_errors']} restarts after errors"
+    lines = [f"job {summary['name']}: {summary['state']}" + (f" — {summary['message']}" if summary["message"] else "")]
+    if summary["state"] == JobState.SUCCEEDED.value or checkpoints is None:
+        lines.append(f"  training   step {_cell(summary['step'])}, epoch {_cell(summary['epoch'])}, {counts}")
+    else:
+        lines += [f"  training   {_where_training_got(summary, checkpoints)}", f"             {counts}"]
+    if summary["state"] == JobState.FAILED.value and checkpoints is not None and attempts:
+        lines += _failure_lines(summary["name"], attempts[-1].number, checkpoints)
     metrics = {name: value for name, value in summary["metrics"].items() if name.startswith("val")}
     if metrics:
         lines.append("  validation " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items())))
@@ -175,6 +196,37 @@ def final_report(summary: dict[str, Any], attempts: list[Attempt]) -> list[str]:
         )
     lines.append(f"  checkpoints {summary['checkpoint_url']}")
     return lines
+
+
+def _where_training_got(summary: dict[str, Any], checkpoints: CheckpointStore) -> str:
+    """The last step reported, with its time and attempt, and the newest checkpoint's step."""
+    if summary["step"] is None:
+        reported = "no step reported"
+    else:
+        at = summary["step_reported_at"]
+        when = f" at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))}" if at else ""
+        by = f" by attempt {summary['step_attempt']}" if summary["step_attempt"] is not None else ""
+        reported = f"last reported step {summary['step']}{when}{by}"
+    try:
+        newest = checkpoints.latest()
+    except CheckpointError as error:
+        return f"{reported}; the newest checkpoint could not be read ({error})"
+    return f"{reported}; " + (f"the newest checkpoint holds step {newest.step}" if newest else "no checkpoint was committed")
+
+
+def _failure_lines(name: str, attempt: int, checkpoints: CheckpointStore) -> list[str]:
+    """The end of the failed attempt's training output (the agent's own notes left out), and where the whole log is."""
+    hint = f"  logs       all of it: `spotrun logs {name}` (`--attempt {attempt}` for this attempt only)"
+    try:
+        path = attempt_logs(checkpoints).get(attempt)
+        tail = checkpoints.fs.tail(path, _LOG_TAIL_BYTES).decode(errors="replace") if path else ""
+    except (CheckpointError, OSError) as error:
+        return [f"  error      the log of attempt {attempt} could not be read ({error})", hint]
+    output = [line.rstrip() for line in tail.splitlines() if line.strip() and not line.startswith(_AGENT_NOTE)]
+    if not output:
+        return [f"  error      attempt {attempt}'s training printed nothing before it failed", hint]
+    shown = [f"               {line[:_LOG_LINE_CHARS]}" for line in output[-_FAILURE_LOG_LINES:]]
+    return [f"  error      the training output of attempt {attempt} ends with:", *shown, hint]
 
 
 def _progress_cell(summary: dict[str, Any]) -> str:

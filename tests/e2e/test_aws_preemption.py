@@ -14,7 +14,7 @@ from fault_proxy import FaultProxy
 
 from checkpoints.store import CheckpointStore
 from cloud.provider import TAG_JOB, TAG_STORE
-from runner.agent import HEARTBEAT_NAME
+from runner.protocol import HEARTBEAT_NAME
 from runner.providers import POLL_INTERVAL_ENV
 from runner.store import JobState, Outcome
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from checkpoints.store import CheckpointStore
-from runner.agent import HEARTBEAT_NAME
 from runner.errors import JobNotFoundError
+from runner.protocol import HEARTBEAT_NAME
 from runner.store import JobState, Outcome
 
 from .conftest import Harness, assert_bit_identical, final_weights, uninterrupted_weights, wait_until

@@ -83,18 +83,18 @@ def test_a_store_made_before_migrations_is_upgraded_in_place_with_its_jobs(tmp_p
 def test_a_shared_database_behind_is_refused_until_spotrun_db_upgrade(postgres_server, tmp_path: Path) -> None:
     url = _fresh_postgres(postgres_server)
     _at_revision(url, "0002")
-    with pytest.raises(DatabaseError, match=r"revision 0002, this spotrun needs 0003; run `spotrun db upgrade`"):
+    with pytest.raises(DatabaseError, match=r"revision 0002, this spotrun needs 0004; run `spotrun db upgrade`"):
         StateStore(url)
     assert schema.status(_engine(url)).current == "0002"  # refused, not upgraded behind the team's back
 
     env = {"SPOTRUN_DB": url, "SPOTRUN_HOME": str(tmp_path / "home")}
     upgraded = _spotrun("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "upgraded from schema revision 0002 to 0003" in upgraded.stdout
+    assert "upgraded from schema revision 0002 to 0004" in upgraded.stdout
     again = _spotrun("db", "upgrade", env=env)
-    assert "already at schema revision 0003" in again.stdout
+    assert "already at schema revision 0004" in again.stdout
     status = json.loads(_spotrun("db", "status", "--json", env=env).stdout)
-    assert (status["revision"], status["status"], status["source"]) == ("0003", "current", "SPOTRUN_DB")
+    assert (status["revision"], status["status"], status["source"]) == ("0004", "current", "SPOTRUN_DB")
     assert "secret" not in json.dumps(status) and postgres_server.password not in status["url"]
 
 
