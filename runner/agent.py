@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -127,7 +128,14 @@ class Agent:
         self._rendezvous = GangRendezvous({})  # a local gang's loopback-only store, held by rank 0's agent while training runs
 
     def run(self) -> int:
-        """Train until finished, preempted or failed; returns the agent's exit code. The scratch folder goes with it."""
+        """Train until finished, preempted or failed; returns the agent's exit code. The scratch folder goes with it.
+
+        A SIGTERM (the instance being terminated or shut down) reaches training too, in the same
+        process group. The agent waits for training to end, uploads its log, removes its scratch
+        folder, and then dies of the signal after all, so that its end reads as the kill it was.
+        """
+        terminated: list[int] = []
+        previous = signal.signal(signal.SIGTERM, lambda signum, _: terminated.append(signum))
         try:
             process = self._start_training()
             self._note(f"attempt {self.settings.attempt}: training started (pid {process.pid})")
@@ -137,15 +145,22 @@ class Agent:
                 self._watch_metadata()
                 self._watch_stop_request()
                 self._watch_horizon(process)
-                self._heartbeat("running")
+                self._heartbeat("running", force=bool(terminated))
                 time.sleep(self.settings.poll_interval_s)
+            if terminated:
+                self._note(f"terminated; training ended (exit code {exit_code})")
+                self._heartbeat("running", force=True)
+                return 128 + signal.SIGTERM
             status, message, agent_code = self._outcome(exit_code)
             self._note(message)
             self._heartbeat(status, force=True, exit_code=exit_code, message=message)
             return agent_code
         finally:
+            signal.signal(signal.SIGTERM, previous)
             self._rendezvous.close()
             shutil.rmtree(self.scratch, ignore_errors=True)
+            if terminated:
+                os.kill(os.getpid(), signal.SIGTERM)  # the default action now: end as killed
 
     def _start_training(self) -> subprocess.Popen[bytes]:
         train = self.job["train"]

@@ -32,6 +32,7 @@ from cloud.provider import TAG_ATTEMPT, TAG_JOB, TAG_KEY, TAG_NODE, TAG_RENDEZVO
 from runner.commands import command_for
 from runner.errors import BudgetError, JobStateError, SpecError
 from runner.infra_outputs import stored_infra_outputs
+from runner.money import format_usd
 from runner.paths import infra_outputs_file, spotrun_home
 
 # Every command, and the agent on every instance, starts by importing this module, so it imports
@@ -203,20 +204,20 @@ def resume(
     found = store.job(job)
     if found.state is JobState.BUDGET_EXHAUSTED and budget is None:
         limit = found.spec["budget"]["max_usd"]
-        raise BudgetError(f"job {job!r} spent its ${limit:.2f} budget; give it a larger one: `spotrun resume {job} --budget USD`")
+        raise BudgetError(f"job {job!r} spent its {format_usd(limit)} budget; give it a larger one: `spotrun resume {job} --budget USD`")
     if found.state.is_final and found.state is not JobState.BUDGET_EXHAUSTED:
         raise JobStateError(f"job {job!r} already ended ({found.state.value}); nothing to resume")
     if budget is not None:
         spent = ledger.summarize(store.intervals(job), time.time()).spent_usd
         if budget <= spent:
-            raise BudgetError(f"--budget: job {job!r} already spent ${spent:.4f}; give a total budget above that, got ${budget:.2f}")
+            raise BudgetError(f"--budget: job {job!r} already spent ${spent:.4f}; give a total budget above that, got {format_usd(budget)}")
         spec = {**found.spec, "budget": {**found.spec["budget"], "max_usd": budget}}
         _check_forecast(spec, found.progress, store.intervals(job), provider_for(spec, spotrun_home(), store), force=force)
         store.set_budget(job, budget)
         if found.state is JobState.BUDGET_EXHAUSTED:
-            store.set_state(job, JobState.RECOVERING, f"resumed with a ${budget:.2f} budget (${spent:.4f} spent)")
+            store.set_state(job, JobState.RECOVERING, f"resumed with a {format_usd(budget)} budget (${spent:.4f} spent)")
         elif (lease := store.lease(job)) is not None:
-            out.print(f"job {job}: budget set to ${budget:.2f}; controller {lease.owner}, which drives it, applies it on its next cycle", soft_wrap=True)
+            out.print(f"job {job}: budget set to {format_usd(budget)}; controller {lease.owner}, which drives it, applies it on its next cycle", soft_wrap=True)
             return
     _drive_or_detach(store, job, detach)
 
@@ -244,12 +245,12 @@ def _check_forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: l
         start_usd = forecast.start_cost_usd(spec, intervals, price, reserve_s=reserve_s)
         if spent + start_usd >= max_usd and not force:
             raise BudgetError(
-                f"the ${max_usd:.2f} budget does not pay for starting an instance (${start_usd:.4f} at ${price:.3f}/h before training "
+                f"the {format_usd(max_usd)} budget does not pay for starting an instance (${start_usd:.4f} at ${price:.3f}/h before training "
                 f"makes progress, and to checkpoint and stop){f' on top of ${spent:.4f} spent' if spent else ''}; raise budget.max_usd"
             )
         err.print(
             "no cost forecast before training has run: set budget.expected_runtime for one; "
-            f"the budget of ${max_usd:.2f} is enforced either way", markup=False, soft_wrap=True,
+            f"the budget of {format_usd(max_usd)} is enforced either way", markup=False, soft_wrap=True,
         )
         return
     total = spent + predicted.cost_usd + reserve_usd
@@ -260,14 +261,14 @@ def _check_forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: l
         + f", and ${reserve_usd:.4f} kept to checkpoint and stop"
     )
     if total <= max_usd:
-        out.print(f"{detail}: ${total:.4f} of the ${max_usd:.2f} budget", highlight=False, soft_wrap=True)
+        out.print(f"{detail}: ${total:.4f} of the {format_usd(max_usd)} budget", highlight=False, soft_wrap=True)
     elif force:
         err.print(
-            f"warning: {detail} exceeds the ${max_usd:.2f} budget; going ahead (--force); it stops when the budget is spent",
+            f"warning: {detail} exceeds the {format_usd(max_usd)} budget; going ahead (--force); it stops when the budget is spent",
             markup=False, soft_wrap=True,
         )
     else:
-        raise BudgetError(f"{detail} exceeds the ${max_usd:.2f} budget; raise budget.max_usd, or run with --force to stop when it is spent")
+        raise BudgetError(f"{detail} exceeds the {format_usd(max_usd)} budget; raise budget.max_usd, or run with --force to stop when it is spent")
 
 
 def _drive_or_detach(store: StateStore, name: str, detach: bool) -> None:
@@ -682,12 +683,13 @@ def controller(
     once: Annotated[bool, typer.Option("--once", help="One cycle over every live job, then exit (e.g. from cron).")] = False,
 ) -> None:
     """Drive every live job in the state store, adopting those whose controller died: what a team runs on one always-on machine."""
+    from runner.database import shown_url
     from runner.service import ControllerService
 
     store = _store()
     service = ControllerService(store, spotrun_home(), report=lambda line: out.print(line, highlight=False, soft_wrap=True))
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
-    out.print(f"controller {service.owner} driving the live jobs of {store.engine.url.render_as_string(hide_password=True)}", highlight=False, soft_wrap=True)
+    out.print(f"controller {service.owner} driving the live jobs of {shown_url(store.engine.url)}", highlight=False, soft_wrap=True)
     try:
         service.run(once=once)
     except KeyboardInterrupt:

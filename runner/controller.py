@@ -50,6 +50,7 @@ from cloud.provider import (
 )
 from runner import forecast, ledger
 from runner.errors import LeaseLostError
+from runner.money import format_usd
 from runner.policy import Situation, policy_named
 from runner.protocol import JobChannel, LaunchCredentials, ProtocolError, SpendingHorizon, StopRequest, write_spec
 from runner.store import Attempt, Interval, Job, JobState, Outcome, StateStore
@@ -515,6 +516,10 @@ class Controller:
             tags={str(key): str(value) for key, value in (spec.get("tags") or {}).items()}, launched_by=job.launched_by,
             address=address,
         )
+        # From its first moment the row holds its node's earlier work (as each refresh keeps it), so its share of the
+        # on-demand equivalent continues the one instance's bill instead of starting a second 60 s minimum.
+        earlier_s = ledger.worked_before_s(self.store.intervals(job.name), interval, self.clock())
+        interval = replace(interval, on_demand_usd=ledger.open_row_on_demand_usd(interval, earlier_s))
         self.store.set_launched(interval)
         return interval
 
@@ -752,7 +757,7 @@ class Controller:
             max_usd = job.spec["budget"]["max_usd"]
             self.store.set_state(
                 job.name, JobState.BUDGET_EXHAUSTED,
-                f"spent ${spent:.4f} of the ${max_usd:.2f} budget ({message}); "
+                f"spent ${spent:.4f} of the {format_usd(max_usd)} budget ({message}); "
                 f"`spotrun resume {job.name} --budget USD` continues from the checkpoint",
                 attempt=attempt.number,
             )
@@ -802,7 +807,7 @@ class Controller:
                 self.provider.terminate([row.instance_id for row, _ in nodes.values()])
             return True
         if spent + per_s * self.settings.stop_reserve_s >= max_usd:
-            self._request_stop(job, attempt, STOP_FOR_BUDGET, f"budget: ${spent:.4f} of ${max_usd:.2f} spent")
+            self._request_stop(job, attempt, STOP_FOR_BUDGET, f"budget: ${spent:.4f} of {format_usd(max_usd)} spent")
             return True
         return False
 
@@ -837,7 +842,7 @@ class Controller:
         if crossed:
             pct = crossed[-1]
             self.store.alert_budget(
-                job.name, pct, f"budget: {pct}% used (${spent:.4f} of ${max_usd:.2f})", {"pct": pct, "spent_usd": spent, "max_usd": max_usd}
+                job.name, pct, f"budget: {pct}% used (${spent:.4f} of {format_usd(max_usd)})", {"pct": pct, "spent_usd": spent, "max_usd": max_usd}
             )
 
     def _budget_cannot_start(self, job: Job, offer: Offer, intervals: list[Interval]) -> bool:
@@ -851,7 +856,7 @@ class Controller:
             return False
         self.store.set_state(
             job.name, JobState.BUDGET_EXHAUSTED,
-            f"spent ${spent:.4f} of the ${max_usd:.2f} budget; another instance needs about ${needed_usd:.4f} before it makes progress. "
+            f"spent ${spent:.4f} of the {format_usd(max_usd)} budget; another instance needs about ${needed_usd:.4f} before it makes progress. "
             f"`spotrun resume {job.name} --budget USD` continues from the newest checkpoint",
         )
         return True

@@ -92,8 +92,8 @@ def connect(location: DatabaseLocation) -> Engine:
                 connection.exec_driver_sql("PRAGMA schema_version")  # reads the header: a file that is not SQLite fails here
     except sa.exc.DBAPIError as error:
         engine.dispose()
-        raise DatabaseError(f"cannot open the state database {_safe(url)} ({location.source}): {_first_line(error)}") from None
-    sa.event.listen(engine, "handle_error", functools.partial(_explain_failures, f"{_safe(url)} ({location.source})"))
+        raise DatabaseError(f"cannot open the state database {shown_url(url)} ({location.source}): {_first_line(error)}") from None
+    sa.event.listen(engine, "handle_error", functools.partial(_explain_failures, f"{shown_url(url)} ({location.source})"))
     _engines[location.url] = engine
     return engine
 
@@ -112,6 +112,9 @@ def _explain_failures(database: str, context: sa.engine.ExceptionContext) -> Non
         raise DatabaseError(f"the state database {database} failed: {_first_line(error)}") from None
 
 
+_PASSWORD_QUERY = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
+
+
 def hide_password(url: str) -> str:
     """``url`` fit to show: its password replaced by ``***``, whether or not it parses as a URL.
 
@@ -120,14 +123,14 @@ def hide_password(url: str) -> str:
     everything after the first ``:`` that follows the scheme (up to its slashes) is hidden.
     """
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
     except (sa.exc.ArgumentError, ValueError):
-        pass
-    credentials, at, rest = url.rpartition("@")
-    scheme = _SCHEME.match(credentials)
-    prefix = scheme.group(0) if scheme else ""
-    user, colon, _ = credentials[len(prefix):].partition(":")
-    return f"{prefix}{user}:***@{rest}" if at and colon else url
+        credentials, at, rest = url.rpartition("@")
+        scheme = _SCHEME.match(credentials)
+        prefix = scheme.group(0) if scheme else ""
+        user, colon, _ = credentials[len(prefix):].partition(":")
+        shown = f"{prefix}{user}:***@{rest}" if at and colon else url
+    return _PASSWORD_QUERY.sub(r"\1***", shown)  # libpq also takes ?password=...
 
 
 def _parse(location: DatabaseLocation) -> URL:
@@ -144,8 +147,9 @@ def _parse(location: DatabaseLocation) -> URL:
     return url
 
 
-def _safe(url: URL) -> str:
-    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+def shown_url(url: URL) -> str:
+    """A database URL fit to show: the backend's name, no password (in the user part or the query)."""
+    return hide_password(url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False))
 
 
 def _first_line(error: sa.exc.DBAPIError) -> str:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from runner import schema
 from runner.commands import command_for
-from runner.database import connect, database_location
+from runner.database import connect, database_location, shown_url
 from runner.paths import spotrun_home
 
 db_app = typer.Typer(help="The state database: its schema version and upgrades.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def upgrade() -> None:
     location = database_location(spotrun_home())
     engine = connect(location)
     before = schema.upgrade(engine)
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine.url)
     if before.is_current:
         out.print(f"{where}: already at schema revision {before.head}", highlight=False, soft_wrap=True)
     else:
@@ -37,7 +37,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     location = database_location(spotrun_home())
     engine = connect(location)
     found = schema.status(engine)
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine.url)
     verdict = "current" if found.is_current else "ahead of this spotrun" if found.is_ahead else "needs `spotrun db upgrade`"
     if as_json:
         print(json.dumps({"url": where, "source": location.source, "revision": found.current, "head": found.head, "status": verdict}))

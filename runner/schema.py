@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from runner.database import shown_url
 from runner.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def _ahead_message(engine: Engine, found: SchemaStatus) -> str:
 
 
 def _safe_url(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
+    return shown_url(engine.url)
 
 
 def _revision(connection: Connection) -> str | None:

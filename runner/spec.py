@@ -522,10 +522,15 @@ def _checkpoint_url(url: str | None, name: str, provider: str, workdir: Path) ->
             raise _Problem(f"expected a URL the instances can reach, such as s3://bucket/spotrun/{name}", "nothing", "checkpoint", "url")
         return f"file://{spotrun_home() / 'checkpoints' / name}"
     protocol, separator, rest = url.partition("://")
-    if not separator:
+    if not separator and url.startswith("file:"):  # RFC 8089's file:/abs/path
+        protocol, rest = "file", url.removeprefix("file:")
+    elif not separator:
         protocol, rest = "file", url
     if protocol == "file":
-        path = _expand(rest)
+        host, slash, local = rest.partition("/")
+        if separator and host not in ("", "localhost"):  # file://HOST/path: a path on another machine
+            raise _Problem("expected a path on this machine, file:///path or file://localhost/path", _show(url), "checkpoint", "url")
+        path = _expand("/" + local if separator else rest)
         if provider != "local":
             raise _Problem(f"expected a URL the {provider} instances can reach, such as s3://bucket/prefix", _show(url), "checkpoint", "url")
         return f"file://{os.path.normpath(workdir / path)}"

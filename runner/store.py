@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from runner import schema
 from runner.database import DatabaseLocation, connect, database_location
 from runner.errors import JobNotFoundError, JobStateError, LeaseLostError
+from runner.money import format_usd
 
 
 class JobState(str, enum.Enum):
@@ -600,7 +601,7 @@ class StateStore:
             db.execute(
                 jobs_table.update().where(jobs_table.c.name == name).values(spec_json=json.dumps(spec), updated_at=self.clock(), budget_alerted_pct=0)
             )
-            self._event(db, name, "budget", f"budget set to ${max_usd:.2f} (was {'none' if previous is None else f'${previous:.2f}'})")
+            self._event(db, name, "budget", f"budget set to {format_usd(max_usd)} (was {'none' if previous is None else format_usd(previous)})")
 
     # ------------------------------------------------------------ ledger
 

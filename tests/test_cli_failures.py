@@ -149,6 +149,16 @@ def test_a_malformed_database_url_is_shown_without_its_password(spotrun_home: Pa
 
 
 @pytest.mark.parametrize(
+    "url", ["postgresql://spotrun@127.0.0.1:9/spotrun?password=PASSWORD", "postgresql://:PASSWORD@/spotrun?host=/nowhere&Password=PASSWORD"]
+)
+def test_a_password_in_the_query_of_a_database_url_is_hidden_too(spotrun_home: Path, url: str) -> None:
+    line = one_error_line(spotrun("jobs", env={"SPOTRUN_DB": url}))
+
+    assert "SPOTRUN_DB" in line or "database" in line, line
+    assert "PASSWORD" not in line and "***" in line, line
+
+
+@pytest.mark.parametrize(
     "config",
     ['db: {url: "postgresql://spotrun:PASSWORD@db.internal/spotrun"}\n', 'user: ana\ndb: "postgresql://spotrun:PASSWORD@db.internal/spotrun\n'],
 )

@@ -199,11 +199,18 @@ def test_default_checkpoint_url_follows_spotrun_home(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("url", "resolved"),
-    [("ckpts/run1", "file://{tmp}/ckpts/run1"), ("/data/ckpts/", "file:///data/ckpts"), ("file:///data/x", "file:///data/x")],
+    [
+        ("ckpts/run1", "file://{tmp}/ckpts/run1"), ("/data/ckpts/", "file:///data/ckpts"), ("file:///data/x", "file:///data/x"),
+        ("file:/data/x", "file:///data/x"), ("file://localhost/data/x/", "file:///data/x"),  # RFC 8089's other spellings of one path
+    ],
 )
 def test_plain_paths_become_absolute_file_urls(tmp_path, url, resolved):
     spec = load(tmp_path, job(COMMAND_JOB, checkpoint={"url": url}))
     assert spec.checkpoint.url == resolved.format(tmp=tmp_path)
+
+
+def test_a_file_url_naming_another_host_is_refused(tmp_path):
+    problem(tmp_path, job(COMMAND_JOB, checkpoint={"url": "file://fileserver/data/x"}), "checkpoint.url: expected a path on this machine")
 
 
 def test_s3_url_on_aws(tmp_path):

@@ -49,6 +49,8 @@ def test_a_preempted_and_relaunched_job_is_compared_with_one_on_demand_minimum_n
             taken_back.add(launched)
         controller.cycle("job")
         time.sleep(SETTINGS.poll_interval_s)
+    # Launched in this very cycle, the replacement's row already continues the one instance's bill: no second minimum.
+    assert summarize(store.intervals("job"), time.time()).on_demand_usd == pytest.approx(60.0)
     store.request_cancel("job")
     assert controller.cycle("job").state is JobState.CANCELLED
 

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 PRICES = {("g5.xlarge", "us-east-1a"): 0.40, ("g5.xlarge", "us-east-1b"): 0.42, ("g5.xlarge", "us-east-1c"): 0.55}
 NOTICE_S = 2.0
+EPOCHS = 4  # 180 steps: room for two interruptions between checkpoints (every 40 steps), at half the digits job's cost
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
     runner = aws_job
     reference_url = f"{s3_bucket}/reference"
     reference = {**digits_spec("reference"), "checkpoint": {"url": reference_url, "every_steps": 40, "keep": 2}}
+    reference["train"] = {**reference["train"], "trainer": {**TRAINER, "max_epochs": EPOCHS}}
     reference["resources"] = {"provider": "aws", "instance_types": ["g5.xlarge"], "market": "spot"}
     del reference["local"]
     process = harness.start("run", str(harness.write_spec(reference, "reference.yaml")))
@@ -67,7 +69,7 @@ def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
     url = f"{s3_bucket}/digits"
     spec = {**reference, "name": "digits", "team": "vision", "tags": {"project": "e2e"}, "checkpoint": {**reference["checkpoint"], "url": url}}
     process = harness.start("run", str(harness.write_spec(spec)))
-    total = TRAINER["max_epochs"] * STEPS_PER_EPOCH
+    total = EPOCHS * STEPS_PER_EPOCH
     for at_step in (total // 4, total // 2):
         instance = wait_until(
             lambda at_step=at_step: next((i for i in runner.running() if i.tags[TAG_JOB] == "digits" and _step(url) >= at_step), None),

@@ -54,7 +54,12 @@ def _training(harness: Harness, name: str, attempt: int, step: int = 1) -> bool:
     return beat.get("attempt") == attempt and (beat.get("step") or 0) >= step
 
 
-def test_another_jobs_instance_cannot_finish_stop_or_reprogram_a_job(harness: Harness, s3_bucket: str, tmp_path: Path) -> None:
+def test_another_jobs_instance_cannot_finish_stop_or_reprogram_a_job(
+    harness: Harness, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where the agents' scratch folders go
     marker = tmp_path / "hostile-command-ran"
     assert harness.cli("submit", str(harness.write_spec(_spec("a", f"{s3_bucket}/a"), "a.yaml"))).exit_code == 0
     victim = harness.start("run", str(harness.write_spec(_spec("b", f"{s3_bucket}/b"), "b.yaml")))
@@ -83,8 +88,11 @@ def test_another_jobs_instance_cannot_finish_stop_or_reprogram_a_job(harness: Ha
     assert not marker.exists()
     assert CheckpointStore(b_url).read_json(JOB_NAME) == spec_b
     assert harness.job("b").preemptions == 1 and harness.job("b").restarts_on_errors == 0
+    assert list(scratch.glob("spotrun-b-2-*"))
     assert harness.cli("cancel", "b").exit_code == 0
     assert harness.wait_for_exit(victim, 60) == 1
+    # Terminated (SIGTERM), the agent still cleans up; attempt 1's, killed outright, could not.
+    wait_until(lambda: not list(scratch.glob("spotrun-b-2-*")), timeout_s=20, what="the cancelled agent's scratch folder to go")
 
 
 def test_a_budgeted_job_whose_controller_is_killed_stops_within_one_horizon(harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
