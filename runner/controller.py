@@ -469,12 +469,13 @@ class Controller:
         other node's MASTER_ADDR and MASTER_PORT. A CapacityError for rank 0 moves the attempt to
         the next offer; for another node the gang waits, partial, until ``gang_timeout``.
         """
-        launched = {row.node: row for row in self.store.intervals(job.name) if row.attempt == attempt.number}
+        rows = self.store.intervals(job.name)  # read once: this launch adds rows of this attempt only
+        launched = {row.node: row for row in rows if row.attempt == attempt.number}
         nodes = forecast.nodes(job.spec)
         # The spec is written again before every launch (what another job's instance overwrote is put
         # back), and the launch names it by digest: the agent runs this spec or nothing.
         credentials = LaunchCredentials(job=job.name, spec_sha256=write_spec(CheckpointStore(job.checkpoint_url), job.spec), key=job.key)
-        self._grant_horizon(job, attempt, self.store.intervals(job.name))
+        self._grant_horizon(job, attempt, rows)
         port = None
         if nodes > 1:
             port = int(launched[0].address.rsplit(":", 1)[1]) if 0 in launched else self.provider.rendezvous_port()
@@ -501,10 +502,11 @@ class Controller:
                 self._note_partial(job, attempt, len(launched), error)
                 return
             address = f"{instance.private_address}:{port}" if node == 0 and port is not None else instance.private_address
-            launched[node] = self._open_interval(job, attempt, node, instance, address)
+            launched[node] = self._open_interval(job, attempt, node, instance, address, rows)
             self.store.event(job.name, "launch", f"attempt {attempt.number}: {_node_label(job, node)}instance {instance.instance_id} launched", attempt=attempt.number)
 
-    def _open_interval(self, job: Job, attempt: Attempt, node: int, instance: Instance, address: str) -> Interval:
+    def _open_interval(self, job: Job, attempt: Attempt, node: int, instance: Instance, address: str, rows: list[Interval]) -> Interval:
+        """Record the node's launched instance as an open ledger row; ``rows`` are the job's rows before this launch."""
         spec = job.spec
         interval = Interval(
             job=job.name, attempt=attempt.number, node=node, instance_id=instance.instance_id, provider=attempt.provider,
@@ -518,7 +520,7 @@ class Controller:
         )
         # From its first moment the row holds its node's earlier work (as each refresh keeps it), so its share of the
         # on-demand equivalent continues the one instance's bill instead of starting a second 60 s minimum.
-        earlier_s = ledger.worked_before_s(self.store.intervals(job.name), interval, self.clock())
+        earlier_s = ledger.worked_before_s(rows, interval, self.clock())
         interval = replace(interval, on_demand_usd=ledger.open_row_on_demand_usd(interval, earlier_s))
         self.store.set_launched(interval)
         return interval

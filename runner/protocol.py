@@ -59,8 +59,8 @@ def heartbeat_name(node: int) -> str:
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
-    """The sha256 of a spec's canonical JSON: what a launch carries to name the spec it runs."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The sha256 of a spec's canonical JSON (the form MACs cover too): what a launch carries to name the spec it runs."""
+    return hashlib.sha256(signing.canonical(spec)).hexdigest()
 
 
 @dataclass(frozen=True)
