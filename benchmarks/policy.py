@@ -1,6 +1,6 @@
 """How close each market policy gets to the omniscient optimum, and whether it meets the deadline.
 
-Every policy of ``runner.policy`` is simulated (``runner.simulate``) on two sets of traces:
+Every policy of ``runner.control.policy`` is simulated (``runner.control.simulate``) on two sets of traces:
 
 - ``synthetic-markov``: two-state Markov chains (seeded), one tick = 120 s, at spot availability
   20, 50, 80 and 95 % and mean runs of availability of 1, 4 and 16 h (the runs without capacity
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from runner.policy import POLICIES, MarketPolicy
-from runner.simulate import Trace, load_trace, optimal_cost, simulate
+from runner.control.policy import POLICIES, MarketPolicy
+from runner.control.simulate import Trace, load_trace, optimal_cost, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "policy.json"

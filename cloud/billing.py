@@ -14,7 +14,7 @@ A running interval is priced as if its user stopped it now: the most it can have
 which is what a budget must count, since nobody knows yet whether the cloud will interrupt it.
 
 Savings are measured against one on-demand instance that would have done the same productive
-work without interruption (``runner.ledger`` says what that work is): it is billed by the same
+work without interruption (``runner.cost.ledger`` says what that work is): it is billed by the same
 rules, so its 60 s minimum is charged once for all of that work, never once per spot interval.
 """
 

@@ -1,5 +1,5 @@
 """``python -m runner`` is the ``spotrun`` command (used to start agents with the same interpreter)."""
 
-from runner.cli import main
+from runner.cli.app import main
 
 main()

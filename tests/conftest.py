@@ -107,8 +107,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty state store at the newest schema: a SQLite file, or a fresh database on the session's PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db' / 'state.db'}"
-    from runner import schema
-    from runner.database import DatabaseLocation, connect
+    from runner.state import schema
+    from runner.state.database import DatabaseLocation, connect
 
     server: PostgresServer = request.getfixturevalue("postgres_server")
     url = server.create_database(f"test_{uuid.uuid4().hex[:12]}")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from checkpoints import latest
-from runner.loading import load_object
+from runner.spec.loading import load_object
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits.py"

@@ -118,7 +118,7 @@ def test_poll_reads_spot_interruptions_and_unknown_ids(moto_endpoint: str, fault
 def test_prices_command_shows_discount_per_zone(fault_proxy: FaultProxy, spotrun_home, monkeypatch) -> None:  # noqa: ANN001
     from typer.testing import CliRunner
 
-    from runner.cli import app
+    from runner.cli.app import app
 
     fault_proxy.ec2_rewrite("DescribeSpotPriceHistory", spot_price_answer(PRICES), for_s=60)
     monkeypatch.setenv("AWS_ENDPOINT_URL", fault_proxy.url)

@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from checkpoints import latest
-from runner.cli import app
-from runner.store import Job, JobState, StateStore, open_store
+from runner.cli.app import app
+from runner.state.store import Job, JobState, StateStore, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,9 +14,9 @@ from fault_proxy import FaultProxy
 
 from checkpoints.store import CheckpointStore
 from cloud.provider import TAG_JOB, TAG_STORE
-from runner.protocol import HEARTBEAT_NAME
-from runner.providers import POLL_INTERVAL_ENV
-from runner.store import JobState, Outcome
+from runner.control.providers import POLL_INTERVAL_ENV
+from runner.instance.protocol import HEARTBEAT_NAME
+from runner.state.store import JobState, Outcome
 
 from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, wait_until
 from .instance_runner import InstanceRunner

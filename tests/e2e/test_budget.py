@@ -9,10 +9,10 @@ import pytest
 from checkpoints import latest
 from checkpoints.store import CheckpointStore
 from cloud.local import LocalProvider
+from runner.cost.ledger import summarize
 from runner.errors import JobNotFoundError
-from runner.ledger import summarize
-from runner.protocol import HEARTBEAT_NAME
-from runner.store import JobState, Outcome
+from runner.instance.protocol import HEARTBEAT_NAME
+from runner.state.store import JobState, Outcome
 
 from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, final_weights, wait_until
 

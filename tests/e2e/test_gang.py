@@ -9,8 +9,8 @@ import pytest
 
 from checkpoints.store import CheckpointStore
 from runner.errors import JobNotFoundError
-from runner.protocol import HEARTBEAT_NAME
-from runner.store import JobState, Outcome
+from runner.instance.protocol import HEARTBEAT_NAME
+from runner.state.store import JobState, Outcome
 
 from .conftest import Harness, assert_bit_identical, final_weights, uninterrupted_weights, wait_until
 

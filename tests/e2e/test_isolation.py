@@ -16,8 +16,8 @@ import pytest
 from checkpoints.store import CheckpointStore
 from cloud.local import LocalProvider
 from cloud.provider import InstanceState
-from runner.protocol import JOB_NAME, JobChannel, ProtocolError, StopRequest
-from runner.store import JobState
+from runner.instance.protocol import JOB_NAME, JobChannel, ProtocolError, StopRequest
+from runner.state.store import JobState
 
 from .conftest import REPO, Harness, wait_until
 

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from checkpoints.store import CheckpointStore
-from runner.protocol import HEARTBEAT_NAME
-from runner.store import JobState, Outcome
+from runner.instance.protocol import HEARTBEAT_NAME
+from runner.state.store import JobState, Outcome
 
 from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, final_weights, wait_until
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from runner.store import JobState
+from runner.state.store import JobState
 
 from .conftest import Harness, wait_until
 from .test_local_preemption import _running_attempt_at

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from runner.store import Event, JobState, StateStore
+from runner.state.store import Event, JobState, StateStore
 from tests.e2e.conftest import Harness, assert_bit_identical, digits_spec, final_weights, wait_until
 
 TINY_TRAINING = Path(__file__).parent / "tiny_training.py"
@@ -91,8 +91,8 @@ def test_a_killed_controllers_jobs_are_adopted_within_the_lease_and_resume_exact
     harness: Harness, postgres_server: Any, monkeypatch: pytest.MonkeyPatch, reference_weights: dict
 ) -> None:
     lease_s = 4.0
-    from runner import schema
-    from runner.database import DatabaseLocation, connect
+    from runner.state import schema
+    from runner.state.database import DatabaseLocation, connect
 
     url = postgres_server.create_database("adoption")
     schema.upgrade(connect(DatabaseLocation(url, "test")))

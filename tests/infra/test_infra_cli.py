@@ -11,11 +11,11 @@ import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
-import runner.infra_cli
+import runner.cli.infra
 from cloud.running_wheel import sha256_of
 from cloud.terraform import REQUIRED_OUTPUTS, VARIABLES_FILE, WHEEL_DIR, WHEEL_VARIABLE
-from runner.infra_cli import infra_app
-from runner.providers import aws_settings
+from runner.cli.infra import infra_app
+from runner.control.providers import aws_settings
 
 from .conftest import needs_terraform
 
@@ -76,7 +76,7 @@ def test_up_show_down_on_a_stand_in_module(spotrun_home: Path, terraform_config:
     assert outputs["spotrun_wheel_sha256"] == sha256_of(wheel)
     assert json.loads((wheel.parent.parent / VARIABLES_FILE).read_text())[WHEEL_VARIABLE] == str(wheel)  # kept for `down`
     with zipfile.ZipFile(wheel) as archive:
-        assert archive.read("runner/infra_cli.py") == Path(runner.infra_cli.__file__).read_bytes()
+        assert archive.read("runner/infra_cli.py") == Path(runner.cli.infra.__file__).read_bytes()
 
     again = _spotrun("up", "--module", str(stand_in_module))
     assert again.exit_code == 0, again.output

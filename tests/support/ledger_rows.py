@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from runner.store import Interval, Outcome, StateStore
+from runner.state.store import Interval, Outcome, StateStore
 
 
 def at(text: str) -> float:

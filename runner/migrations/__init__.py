@@ -1,1 +1,0 @@
-"""Alembic migrations of the state store's schema; ``runner.schema`` runs them and checks versions."""

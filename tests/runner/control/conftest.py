@@ -1,0 +1,3 @@
+"""Controller tests drive real local instances: the fixtures shared with the provider tests (tests/support/local_instances.py)."""
+
+from local_instances import fake_agent, home, make_provider, wait_until  # noqa: F401  (pytest finds fixtures by name here)
