@@ -1,11 +1,11 @@
-# Two entry points: `make demo` and `make test`. Both create .venv and install from the lock first.
+# Entry points: `make demo`, `make test` (the whole suite) and `make check` (lint, types, fast tests). Each creates .venv and installs from the lock first.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEMO_HOME := $(CURDIR)/.spotrun-demo
 
-.PHONY: demo test install clean
+.PHONY: demo test check install clean
 
 install: $(INSTALLED)
 
@@ -26,6 +26,14 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q
+
+# Before every push, in under 3 minutes on 2 cores: lint, formatting, types (mypy's files and strictness come from
+# pyproject.toml) and the tests marked neither `slow` nor `e2e` (pyproject.toml says what each mark means).
+check: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -m "not slow and not e2e"
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME)

@@ -17,9 +17,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from runner.instance.protocol import Heartbeat
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "preemption_recovery.json"
@@ -47,6 +50,8 @@ def spotrun(home: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
 def run_job(home: Path, name: str, plan: list[tuple[float, str]]) -> dict[str, Any]:
     """Run one job, injecting ``plan``; returns a timeline of heartbeats and interruptions."""
     from checkpoints.store import CheckpointStore
+    from runner.instance.mailbox import Mailbox
+    from runner.instance.protocol import HEARTBEAT_NAME, AgentStatus, Heartbeat
 
     spec_file = home / f"{name}.yaml"
     home.mkdir(parents=True, exist_ok=True)
@@ -54,17 +59,20 @@ def run_job(home: Path, name: str, plan: list[tuple[float, str]]) -> dict[str, A
     started = time.time()
     controller = spotrun(home, "run", str(spec_file), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = CheckpointStore(f"file://{home}/checkpoints/{name}")
-    beats: list[dict[str, Any]] = []
+    mailbox = Mailbox(store)
+    beats: list[Heartbeat] = []
     interruptions: list[dict[str, Any]] = []
     pending = list(plan)
     while controller.poll() is None:
-        beat = store.read_json("heartbeat.json")
-        if beat and (not beats or beat["time"] != beats[-1]["time"]):
+        written = mailbox.read(HEARTBEAT_NAME)
+        beat = None if written is None else Heartbeat.from_json(written, where=HEARTBEAT_NAME)
+        if beat and (not beats or beat.time != beats[-1].time):
             beats.append(beat)
-        if pending and beat and beat.get("status") == "running" and (beat.get("step") or 0) >= pending[0][0] * EPOCHS * STEPS_PER_EPOCH:
+        progress = beat.progress if beat else None
+        if pending and beat and progress and beat.status is AgentStatus.RUNNING and progress.step >= pending[0][0] * EPOCHS * STEPS_PER_EPOCH:
             fraction, kind = pending.pop(0)
             committed = store.latest()
-            interruptions.append({"kind": kind, "at": time.time(), "attempt": beat["attempt"], "step_seen": beat["step"],
+            interruptions.append({"kind": kind, "at": time.time(), "attempt": beat.attempt, "step_seen": progress.step,
                                   "committed_step": committed.step if committed else 0})
             spotrun(home, "interrupt", name, *(["--no-notice"] if kind == "kill" else []), stdout=subprocess.DEVNULL).wait()
         time.sleep(0.05)
@@ -73,33 +81,33 @@ def run_job(home: Path, name: str, plan: list[tuple[float, str]]) -> dict[str, A
             "interruptions": interruptions, "checkpoints": checkpoints}
 
 
-def resumed_step(beats: list[dict[str, Any]], attempt: int) -> int:
+def resumed_step(beats: list[Heartbeat], attempt: int) -> int:
     """The step ``attempt`` resumed from, as its training reported it (0: from scratch)."""
-    own = (beat.get("resumed_from_step") for beat in beats if beat.get("attempt") == attempt and beat.get("step") is not None)
+    own = (beat.progress.resumed_from_step for beat in beats if beat.attempt == attempt and beat.progress is not None)
     return next((step for step in own if step is not None), 0)
 
 
 def analyse(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Per interruption: emergency checkpoint latency, steps lost, time until training moves again."""
     figures = []
-    beats = job["beats"]
+    beats: list[Heartbeat] = job["beats"]
     for event in job["interruptions"]:
         attempt = event["attempt"]
-        own = [beat for beat in beats if beat.get("attempt") == attempt and beat.get("step") is not None]
-        reached = max([event["step_seen"], *(beat["step"] for beat in own)])
+        own = [beat.progress for beat in beats if beat.attempt == attempt and beat.progress is not None]
+        reached = max([event["step_seen"], *(progress.step for progress in own)])
         resumed = resumed_step(beats, attempt + 1)
         # On a kill the newest heartbeat may be up to a second old: steps_lost is then a lower bound.
         entry = {"kind": event["kind"], "at_step": event["step_seen"], "reached_step": reached, "resumed_from_step": resumed,
                  "steps_lost": reached - resumed}
         emergency = [
-            beat["checkpoint"] for beat in own
-            if (beat.get("checkpoint") or {}).get("reason") == "emergency" and beat["checkpoint"]["time"] >= event["at"]
+            progress.checkpoint for progress in own
+            if progress.checkpoint is not None and progress.checkpoint.reason == "emergency" and progress.checkpoint.time >= event["at"]
         ]
         if event["kind"] == "notice" and emergency:
-            entry["checkpoint_durable_after_notice_s"] = round(emergency[0]["time"] - event["at"], 3)
-        moving = next((beat for beat in beats if beat.get("attempt") == attempt + 1 and (beat.get("step") or 0) > resumed), None)
+            entry["checkpoint_durable_after_notice_s"] = round(emergency[0].time - event["at"], 3)
+        moving = next((beat for beat in beats if beat.attempt == attempt + 1 and beat.progress is not None and beat.progress.step > resumed), None)
         if moving is not None:
-            entry["interruption_to_training_again_s"] = round(moving["time"] - event["at"], 2)
+            entry["interruption_to_training_again_s"] = round(moving.time - event["at"], 2)
         figures.append(entry)
     return figures
 

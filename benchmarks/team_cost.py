@@ -50,7 +50,7 @@ from postgres_server import PostgresServer, find_postgres_bindir  # noqa: E402
 
 from cloud.billing import BilledInterval, interval_cost_usd, one_instance_on_demand_usd  # noqa: E402
 from cloud.provider import EndReason, Market, PricePoint  # noqa: E402
-from runner.cli.cost import report_for  # noqa: E402
+from runner.cost.queries import report_for  # noqa: E402
 from runner.cost.reports import GroupReport, render_table  # noqa: E402
 from runner.state import schema  # noqa: E402
 from runner.state.database import DatabaseLocation, connect  # noqa: E402

@@ -17,6 +17,7 @@ import signal
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import Future
 from importlib import metadata
 from pathlib import Path
@@ -25,13 +26,13 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.types import _Stateful
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader
 
 from checkpoints import epoch_metrics
-from checkpoints.control import STOP, ControlReader, write_json_atomically
+from checkpoints.control import STOP, ControlReader
 from checkpoints.durations import parse_duration
 from checkpoints.environment import PREEMPTED_EXIT_CODE
 from checkpoints.errors import CheckpointError
@@ -39,6 +40,7 @@ from checkpoints.loaders import FetchRecorder, LoaderKind, plan_for, seed_genera
 from checkpoints.loggers import LoggerContinuity
 from checkpoints.numerics import Numerics
 from checkpoints.persist import BackgroundPersister, SaveRequest, Superseded, snapshot_to_host
+from checkpoints.progress import CheckpointReport, EmergencyReport, Progress, TrainingStatus, write_progress
 from checkpoints.resumable import ResumableSampler, capture_rng_states, make_resumable, restore_rng_states
 from checkpoints.signing import key_from_environment
 from checkpoints.store import CheckpointInfo, CheckpointStore
@@ -100,7 +102,7 @@ class SpotCheckpoint(Callback):
         self.newest: CheckpointInfo | None = None
         self._staging: Path | None = None
         self._persister: BackgroundPersister | None = None
-        self._emergency: dict[str, Any] | None = None  # how the emergency save went, for the agent
+        self._emergency: EmergencyReport | None = None  # how the emergency save went, for the agent
         self._restored_state: dict[str, Any] | None = None
         self._trainer: pl.Trainer | None = None
         self._data_seed: int | None = None
@@ -220,7 +222,9 @@ class SpotCheckpoint(Callback):
             self._resume_loaders(trainer, restored)
         # Lightning created the first iterator before any callback hook ran; make it again so it
         # draws from the resumable samplers (and, on resume, starts where the checkpoint left off).
-        iter(trainer.fit_loop._data_fetcher)
+        data_fetcher = trainer.fit_loop._data_fetcher
+        assert data_fetcher is not None  # fit sets it up before the first train hook
+        iter(data_fetcher)
         self._last_save_step = trainer.global_step
         self._last_save_final = self.resumed_from is not None and self.resumed_from.final
         self._last_save_time = time.monotonic()
@@ -262,7 +266,8 @@ class SpotCheckpoint(Callback):
     def _plan_loaders(self, trainer: pl.Trainer) -> None:
         """Make every train loader resumable its own way (``checkpoints.loaders``); note those that cannot be."""
         assert self._data_seed is not None
-        epoch = trainer.fit_loop.epoch_progress.current.processed
+        # Lightning types fit's progress trackers as _ReadyCompletedTracker; they are _ProcessedTrackers, which count `processed`.
+        epoch: int = trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]
         loaders: list[Any] = []
         apply_to_collection(trainer.train_dataloader, (DataLoader, _Stateful), loaders.append)
         seed_generators(loaders, self._data_seed, epoch)
@@ -348,14 +353,12 @@ class SpotCheckpoint(Callback):
         """Save at this step on every rank, wait until it is committed, and leave with the preempted code."""
         self._save(trainer, reason="emergency", blocking=True, deadline=deadline)
         durable = self.newest is not None and self.newest.step == trainer.global_step
-        self._emergency = {
-            "step": trainer.global_step,
-            "durable": durable,
-            "before_deadline": durable and (deadline is None or time.time() <= deadline),
-        }
+        self._emergency = EmergencyReport(
+            step=trainer.global_step, durable=durable, before_deadline=durable and (deadline is None or time.time() <= deadline)
+        )
         if trainer.is_global_zero:
             log.warning("emergency checkpoint of step %d: %s", trainer.global_step, self._emergency)
-        self._write_progress(trainer, status="preempted", force=True)
+        self._write_progress(trainer, status=TrainingStatus.PREEMPTED, force=True)
         raise Preempted()
 
     def _periodic_save_due(self, trainer: pl.Trainer) -> bool:
@@ -370,12 +373,12 @@ class SpotCheckpoint(Callback):
         if trainer.enable_validation:  # a validation may follow this batch: ~90 us, spent only where one can
             self._rng_before_validation = capture_rng_states(cuda=False)
         self._epoch_metrics.apply(trainer.fit_loop.epoch_loop._results)
-        self._write_progress(trainer, status="training")
+        self._write_progress(trainer, status=TrainingStatus.TRAINING)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._training_ended = True
         self._save(trainer, reason="final", final=True, blocking=True)
-        self._write_progress(trainer, status="finished", force=True)
+        self._write_progress(trainer, status=TrainingStatus.FINISHED, force=True)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -497,7 +500,7 @@ class SpotCheckpoint(Callback):
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         self._stop_signalled = True
 
-    def _write_progress(self, trainer: pl.Trainer, *, status: str, force: bool = False) -> None:
+    def _write_progress(self, trainer: pl.Trainer, *, status: TrainingStatus, force: bool = False) -> None:
         if self._progress_file is None or not trainer.is_global_zero:
             return
         now = time.monotonic()
@@ -510,23 +513,23 @@ class SpotCheckpoint(Callback):
         self._last_progress = (now, trainer.global_step)
         metrics = _float_metrics(trainer)
         total = _total_steps(trainer)
-        write_json_atomically(
+        write_progress(
             self._progress_file,
-            {
-                "status": status,
-                "time": time.time(),
-                "step": trainer.global_step,
-                "epoch": trainer.current_epoch,
-                "total_steps": total,
-                "loss": metrics.get("train_loss", metrics.get("loss")),
-                "steps_per_s": round(self._steps_per_s, 3),
-                "metrics": metrics,
-                "checkpoint": self.newest.to_json() if self.newest else None,
-                "resumed_from_step": self.resumed_from.step if self.resumed_from else None,
-                "emergency": self._emergency,
-                "resume_exact": not self.inexact_reasons,
-                "resume_inexact_reason": "; ".join(self.inexact_reasons) or None,
-            },
+            Progress(
+                status=status,
+                time=time.time(),
+                step=trainer.global_step,
+                epoch=trainer.current_epoch,
+                total_steps=total,
+                loss=metrics.get("train_loss", metrics.get("loss")),
+                steps_per_s=round(self._steps_per_s, 3),
+                metrics=metrics,
+                checkpoint=CheckpointReport.of(self.newest) if self.newest else None,
+                resumed_from_step=self.resumed_from.step if self.resumed_from else None,
+                emergency=self._emergency,
+                resume_exact=not self.inexact_reasons,
+                resume_inexact_reason="; ".join(self.inexact_reasons) or None,
+            ),
         )
 
 
@@ -555,7 +558,8 @@ def _total_steps(trainer: pl.Trainer) -> int | None:
         return None
     if trainer.lightning_module.automatic_optimization:
         return int(estimated)
-    batches_done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+    # Lightning types fit's progress trackers as _ReadyCompletedTracker; they are _ProcessedTrackers, which count `processed`.
+    batches_done: int = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # type: ignore[attr-defined]
     if batches_done <= 0 or trainer.global_step <= 0:
         return None
     batches = trainer.num_training_batches * max(trainer.max_epochs or 1, 1)
@@ -572,7 +576,8 @@ def _job_seed() -> int:
 
 def _float_metrics(trainer: pl.Trainer) -> dict[str, float]:
     metrics = {}
-    for name, value in trainer.callback_metrics.items():
+    values: Mapping[str, object] = trainer.callback_metrics  # typed as tensors, but anyone may put a plain number there
+    for name, value in values.items():
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             metrics[name] = float(value)
         elif isinstance(value, (int, float)):

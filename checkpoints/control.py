@@ -23,11 +23,14 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object at ``path``, or None if it does not exist (yet)."""
+    """The JSON object at ``path``, or None if it does not exist (yet); ValueError when it holds something else."""
     try:
-        return json.loads(path.read_text())
+        value: object = json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 class ControlWriter:

@@ -17,8 +17,6 @@ CONTROL_FILE = "SPOTRUN_CONTROL_FILE"  # JSON {"seq": n, "action": "checkpoint"|
 PROGRESS_FILE = "SPOTRUN_PROGRESS_FILE"  # JSON written by the callback; the agent turns it into heartbeats
 JOB_NAME = "SPOTRUN_JOB"
 ATTEMPT = "SPOTRUN_ATTEMPT"
-NODE_ENV = "SPOTRUN_NODE"  # the instance's rank in its gang (the agent's, from the controller)
-RENDEZVOUS_ENV = "SPOTRUN_RENDEZVOUS"  # rank 0's private address:port
 
 # Exit code of a training process that stopped because it was asked to, after its emergency
 # checkpoint became durable (75 is EX_TEMPFAIL: "try again later").

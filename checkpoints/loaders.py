@@ -93,7 +93,7 @@ def seed_generators(loaders: list[Any], job_seed: int, epoch: int) -> None:
             continue
         if getattr(loader, "_spotrun_owns_generator", loader.generator is None):
             loader.generator = torch.Generator().manual_seed((job_seed * _SEED_STRIDE + index) * _SEED_STRIDE + epoch)
-            loader._spotrun_owns_generator = True  # type: ignore[attr-defined]
+            loader._spotrun_owns_generator = True
 
 
 class FetchRecorder:
@@ -138,7 +138,8 @@ class FetchRecorder:
         Once training has ended there is no such batch, and the loader's state now is the one to keep.
         """
         if training_ended:
-            return self.source.state_dict()
+            state: dict[str, Any] = self.source.state_dict()
+            return state
         for fetched, state in self.states:
             if fetched == self.consumed - 1:
                 return state
@@ -204,4 +205,5 @@ def _copy_of_state(source: Any) -> dict[str, Any]:
 
 def _recorded_iter(self: Any) -> Iterator[Any]:
     iterator = super(type(self), self).__iter__()
-    return self._spotrun_recorder.wrap(iterator)
+    recorder: FetchRecorder = self._spotrun_recorder
+    return recorder.wrap(iterator)

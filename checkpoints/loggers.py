@@ -85,8 +85,9 @@ class LoggerContinuity:
         identity = trainer.strategy.broadcast(identity, src=0)
         if not trainer.is_global_zero:
             for logger, entry in zip(trainer.loggers, identity or [], strict=False):
-                if entry is not None:
-                    _adapter_for(logger).apply_identity(entry)
+                adapter = _adapter_for(logger)
+                if entry is not None and adapter is not None:  # rank 0 records no entry for a logger without an adapter
+                    adapter.apply_identity(entry)
 
     def _continue_on_rank_zero(self, trainer: pl.Trainer, checkpoint: dict[str, Any] | None, *, cut: bool) -> list[dict[str, Any] | None]:
         recorded = (self.store.read_json(IDENTITY_NAME) or {}).get("loggers", [])
@@ -234,7 +235,8 @@ class _TensorBoardAdapter(_Adapter):
         logger = self.logger
         fresh = logger._experiment
         if fresh is not None:
-            fresh_file, fresh_dir = fresh.file_writer.event_writer._file_name, fresh.log_dir
+            # torch sets SummaryWriter.file_writer in an unannotated method: mypy sees only its initial None.
+            fresh_file, fresh_dir = fresh.file_writer.event_writer._file_name, fresh.log_dir  # type: ignore[attr-defined]
             fresh.close()
             with contextlib.suppress(FileNotFoundError):
                 logger._fs.rm_file(fresh_file)  # holds only the file-version event this process wrote
@@ -308,7 +310,7 @@ def _mlflow_file_run_dir(logger: MLFlowLogger, entry: dict[str, Any]) -> Path | 
     if uri.startswith("file:"):
         from mlflow.utils.file_utils import local_file_uri_to_path
 
-        root = Path(local_file_uri_to_path(uri))
+        root = Path(local_file_uri_to_path(uri))  # type: ignore[no-untyped-call]  # mlflow leaves it unannotated
     elif uri and ":" not in uri:
         root = Path(uri)
     else:

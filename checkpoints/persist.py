@@ -55,7 +55,7 @@ def snapshot_to_host(checkpoint: dict[str, Any]) -> dict[str, Any]:
             return host
         return tensor.detach().clone()
 
-    snapshot = apply_to_collection(checkpoint, torch.Tensor, to_host)
+    snapshot: dict[str, Any] = apply_to_collection(checkpoint, torch.Tensor, to_host)
     if copied_from_cuda:
         torch.cuda.synchronize()
     return snapshot
@@ -73,7 +73,7 @@ class SaveRequest:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class _CancellableUpload(Callback):
+class _CancellableUpload(Callback):  # type: ignore[misc]  # fsspec has no type information: Callback is Any to mypy
     """Ends an upload at its next part once the persist is superseded (fsspec reports every part here)."""
 
     def __init__(self, cancelled: threading.Event) -> None:
@@ -153,15 +153,11 @@ class BackgroundPersister:
         if not self.busy:
             return self.take_finished()
         whole = self.last_persist_s
-        remaining = None if whole is None else max(whole - (time.monotonic() - self._in_flight_started), 0.0)
-        fresh_misses_deadline = deadline is not None and whole is not None and time.time() + whole > deadline
-        finish = (
-            self._in_flight_committed
-            or remaining is None
-            or remaining <= FINISH_IF_REMAINING_BELOW * whole
-            or (fresh_misses_deadline and time.time() + remaining <= deadline)
-        )
-        if not finish:
+        if self._in_flight_committed or whole is None:
+            return self.wait_if_busy()
+        remaining = max(whole - (time.monotonic() - self._in_flight_started), 0.0)
+        only_finishing_meets_deadline = deadline is not None and time.time() + whole > deadline >= time.time() + remaining
+        if remaining > FINISH_IF_REMAINING_BELOW * whole and not only_finishing_meets_deadline:
             log.info("superseding the checkpoint upload in flight (about %.1f s left of %.1f s)", remaining, whole)
             self._cancelled.set()
         return self.wait_if_busy()

@@ -14,7 +14,7 @@ Exactness covers what runs in the training process's global RNGs and map-style d
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -42,7 +42,7 @@ def capture_rng_states(*, cuda: bool = True) -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
+    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
@@ -69,7 +69,8 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 class ResumableSampler(Sampler[int]):
     """Wraps a sampler so its order per epoch is reproducible and a resumed epoch starts mid-way."""
 
-    def __init__(self, inner: Sampler[int], seed: int) -> None:
+    def __init__(self, inner: Iterable[int], seed: int) -> None:
+        """``inner`` is what the batch sampler drew from: a ``Sampler``, or any sized iterable a DataLoader accepts."""
         self.inner = inner
         self.seed = seed
         self.epoch = 0
@@ -109,7 +110,7 @@ class ResumableSampler(Sampler[int]):
         return {"epoch": self.epoch, "generator_state": self._epoch_start_generator_state}
 
 
-def make_resumable(loader: DataLoader, seed: int) -> ResumableSampler:
+def make_resumable(loader: DataLoader[object], seed: int) -> ResumableSampler:
     """Install a ``ResumableSampler`` into ``loader`` (idempotent).
 
     For the loaders ``checkpoints.loaders.plan_for`` plans as ``SAMPLER`` (the standard

@@ -172,7 +172,8 @@ def filesystem_for(url: str) -> tuple[AbstractFileSystem, str]:
     """The fsspec filesystem and root path for ``url``, with the retry layers above set for S3."""
     protocol = split_protocol(url)[0] or "file"
     if protocol not in ("s3", "s3a"):
-        return url_to_fs(url)
+        fs, root = url_to_fs(url)
+        return fs, root
     fs, root = url_to_fs(url, config_kwargs=S3_CONFIG_KWARGS)
     fs.retries = S3FS_RETRIES  # an s3fs attribute, not a constructor option; this cached instance is ours
     return fs, root

@@ -28,7 +28,9 @@ read back and matched.
 
 from __future__ import annotations
 
+import builtins
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -347,7 +349,8 @@ class CheckpointStore:
         return "/".join((self.root, *parts))
 
     def _url(self, path: str) -> str:
-        return self.fs.unstrip_protocol(path)
+        url: str = self.fs.unstrip_protocol(path)
+        return url
 
     def _warn_once(self, message: str) -> None:
         """Discovery runs at every prune: say each thing it passes over once per store, not once per checkpoint."""
@@ -387,7 +390,7 @@ class CheckpointStore:
         entry = FileEntry(size_bytes=data_file.stat().st_size, sha256=sha256_of_file(data_file))
         for link in self._symlinks(directory):
             log.warning("removing symlink %s in the way of checkpoint step %d (its target is left alone)", self._url(link), step)
-            self._io("delete", link, lambda link=link: self.fs.rm_file(link))
+            self._io("delete", link, functools.partial(self.fs.rm_file, link))
         try:
             existing = self._read_manifest(directory, step)
             unfit = None if existing is None else self._unlike(existing, entry)
@@ -479,15 +482,19 @@ class CheckpointStore:
         self._write_atomically(self.spotrun_path(name), payload)
 
     def read_json(self, name: str) -> dict[str, Any] | None:
-        """A bookkeeping JSON object under ``_spotrun/``, or None when absent or unreadable."""
+        """A bookkeeping JSON object under ``_spotrun/``, or None when absent, unreadable or not a JSON object."""
+        path = self.spotrun_path(name)
         try:
-            path = self.spotrun_path(name)
-            return json.loads(self._io("read", path, lambda: self.fs.cat_file(path)))
+            value: object = json.loads(self._io("read", path, lambda: self.fs.cat_file(path)))
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            log.warning("ignoring unreadable %s: %s", self._url(self.spotrun_path(name)), error)
+            log.warning("ignoring unreadable %s: %s", self._url(path), error)
             return None
+        if not isinstance(value, dict):
+            log.warning("ignoring %s: a JSON %s, not an object", self._url(path), type(value).__name__)
+            return None
+        return value
 
     def _read_manifest(self, directory: str, step: int) -> CheckpointInfo | None:
         """The checkpoint committed in ``directory``, None when it has no manifest; ``ManifestError`` when it cannot be used."""
@@ -559,10 +566,10 @@ class CheckpointStore:
         for name, entry in info.files.items():
             path = f"{directory}/{name}"
             try:
-                size = self._io("read the size of", path, lambda path=path: self.fs.size(path))
+                size = self._io("read the size of", path, functools.partial(self.fs.size, path))
                 if size != entry.size_bytes:
                     return f"{name} has {size} bytes, manifest says {entry.size_bytes}"
-                if check_sha256 and self._io("hash", path, lambda path=path: self._sha256_of_object(path)) != entry.sha256:
+                if check_sha256 and self._io("hash", path, functools.partial(self._sha256_of_object, path)) != entry.sha256:
                     return f"{name} does not match its sha256"
             except FileNotFoundError:
                 return f"{name} is missing"
@@ -599,7 +606,7 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint {info.url} changed or was damaged while it was being downloaded")
         return local
 
-    def _survey(self) -> list[_StepDirectory]:
+    def _survey(self) -> builtins.list[_StepDirectory]:  # builtins: ``list`` in this class is the method above
         """Every step directory discovery follows, newest first, with its standing (sizes checked, not sha256)."""
         surveyed = []
         for step, directory in self._step_directories():
@@ -615,7 +622,7 @@ class CheckpointStore:
             surveyed.append(_StepDirectory(step, directory, standing, has_manifest=found is not None))
         return surveyed
 
-    def prune(self, keep: int, *, keep_every: int | None = None, protect: frozenset[str] = frozenset()) -> list[str]:
+    def prune(self, keep: int, *, keep_every: int | None = None, protect: frozenset[str] = frozenset()) -> builtins.list[str]:
         """Delete what retention does not keep; returns the URLs deleted.
 
         Only SOUND checkpoints (valid manifest, with this job's MAC when the store has a key, and
@@ -659,7 +666,7 @@ class CheckpointStore:
             try:
                 if found.has_manifest:
                     self._remove_manifest(found.path)
-                self._io("delete", found.path, lambda path=found.path: self.fs.rm(path, recursive=True))
+                self._io("delete", found.path, functools.partial(self.fs.rm, found.path, recursive=True))
             except FileNotFoundError:
                 continue
             if found.standing is not _Standing.SOUND:

@@ -1,14 +1,15 @@
-"""The ``aws`` provider: EC2 spot and on-demand instances through boto3, behind the same protocol as ``local``.
+"""The ``aws`` provider: EC2 spot and on-demand instances through boto3, behind the same base class as ``local``.
 
 Instances start from the launch template the Terraform module made (``spotrun infra up``); its
 user data runs ``spotrun agent --from-instance-tags``, so everything an instance needs to know
-travels in its tags. Every instance is tagged with the job, the attempt, the launch token and the
-state store that launched it, which is what makes launches idempotent, polls batched and
-garbage collection safe:
+travels in its tags, a gang member's rank and rendezvous included. Every instance is tagged with
+the job, the attempt, the launch token and the state store that launched it, which is what makes
+launches idempotent, polls batched and garbage collection safe:
 
 - launch: an instance already tagged with the token is returned instead of launching again
-  (EC2's ``ClientToken`` does the same on AWS; looking first also covers a controller that died
-  between the call and recording its answer);
+  (``Provider.launched_under``, before the call and before each retry of it; EC2's ``ClientToken``
+  does the same on AWS; looking first also covers a controller that died between the call and
+  recording its answer);
 - poll: one paginated ``describe_instances`` filtered on this store's tag, whatever the number of
   jobs and instances;
 - capacity errors put the zone aside for ``avoid_zone_s`` and surface as ``CapacityError`` so the
@@ -18,6 +19,7 @@ garbage collection safe:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -35,7 +37,6 @@ from cloud.aws_prices import OnDemandPrices
 from cloud.billing import constant_price
 from cloud.errors import CapacityError, ProviderError
 from cloud.provider import (
-    TAG_ATTEMPT,
     TAG_JOB,
     TAG_STORE,
     TAG_TOKEN,
@@ -48,10 +49,15 @@ from cloud.provider import (
     Offer,
     OfferRequest,
     PricePoint,
+    Provider,
+    ProviderPriors,
 )
 
 log = logging.getLogger(__name__)
 RENDEZVOUS_PORT = 29500
+# Before a job has measured its own: launch to first progress is boot, install and resume; EC2 gives
+# no interruption rate per pool, and a spot instance in a middling pool lasts about a day.
+PRIORS = ProviderPriors(restart_overhead_s=300.0, spot_s_between_preemptions=24 * 3600.0)
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "Unsupported", "InstanceLimitExceeded",
@@ -121,7 +127,7 @@ def _aws_message(error: BaseException) -> str:
     return str(error)
 
 
-class AwsProvider:
+class AwsProvider(Provider):
     """EC2 through boto3; ``clients`` makes a boto3 client by service name (tests point it at moto)."""
 
     name = "aws"
@@ -180,7 +186,11 @@ class AwsProvider:
         pages = []
         token: str | None = None
         while True:
-            page = self._call(what, lambda token=token: getattr(self._ec2, operation)(**kwargs, **({"NextToken": token} if token else {})))
+            def next_page(token: str | None = token) -> dict[str, Any]:  # token bound now: the loop moves it on
+                response: dict[str, Any] = getattr(self._ec2, operation)(**kwargs, **({"NextToken": token} if token else {}))
+                return response
+
+            page = self._call(what, next_page)
             pages.append(page)
             token = page.get("NextToken")
             if not token:
@@ -254,6 +264,11 @@ class AwsProvider:
         """PyTorch's usual MASTER_PORT: each gang's rank 0 is its own instance."""
         return RENDEZVOUS_PORT
 
+    @property
+    def priors(self) -> ProviderPriors:
+        """EC2's: minutes to boot and resume, about a day of spot between interruptions."""
+        return PRIORS
+
     def on_demand_price(self, instance_type: str) -> float:
         try:
             return self.prices.usd_per_hour(instance_type)
@@ -289,14 +304,9 @@ class AwsProvider:
 
     # ---------------------------------------------------------------- launch
 
-    def launch(self, offer: Offer, request: LaunchRequest) -> Instance:
-        """Run one instance for ``request``; an instance already carrying its token is returned instead."""
-        if offer.provider != self.name:
-            raise ProviderError(f"offer from provider {offer.provider!r} given to the {self.name!r} provider")
-        existing = self._find_by_token(request.token, offer)
-        if existing is not None:
-            return existing
-        tags = {**request.tags, TAG_JOB: request.job, TAG_ATTEMPT: str(request.attempt), TAG_TOKEN: request.token, TAG_STORE: self.settings.store_id}
+    def _start(self, offer: Offer, request: LaunchRequest) -> Instance:
+        """Run one instance for ``request``, tagged with everything its agent reads; a retry first looks for its token's instance."""
+        tags = {**self.instance_tags(request), TAG_STORE: self.settings.store_id}
         tag_list = [{"Key": key, "Value": str(value)[:256]} for key, value in tags.items()]
         parameters: dict[str, Any] = {
             "LaunchTemplate": {"LaunchTemplateId": self.settings.launch_template_id, "Version": "$Latest"},
@@ -323,7 +333,7 @@ class AwsProvider:
         try:
             response = self._call(
                 "run_instances", lambda: self._ec2.run_instances(**parameters),
-                before_retry=lambda: self._find_by_token(request.token, offer),
+                before_retry=lambda: self.launched_under(request.token, offer),
             )
         except ClientError as error:  # only capacity errors reach here
             self._avoided[offer.zone] = self._clock() + self.settings.avoid_zone_s
@@ -347,7 +357,7 @@ class AwsProvider:
                 return subnet
         raise ProviderError(f"none of the subnets {list(self.settings.subnet_ids)} is in {zone}")
 
-    def _find_by_token(self, token: str, offer: Offer) -> Instance | None:
+    def _find_launched(self, token: str, offer: Offer) -> Instance | None:
         """The instance this store already launched for ``token`` (its answer may have been lost), or None."""
         filters = [{"Name": f"tag:{TAG_TOKEN}", "Values": [token]}, {"Name": f"tag:{TAG_STORE}", "Values": [self.settings.store_id]}]
         for described in self._described(Filters=filters):
@@ -411,7 +421,7 @@ class AwsProvider:
         alive = [described["InstanceId"] for described in self._described(Filters=filters)]
         for start in range(0, len(alive), 1000):
             chunk = alive[start : start + 1000]
-            self._call("terminate_instances", lambda chunk=chunk: self._ec2.terminate_instances(InstanceIds=chunk))
+            self._call("terminate_instances", functools.partial(self._ec2.terminate_instances, InstanceIds=chunk))
 
     # -------------------------------------------------------------------- gc
 

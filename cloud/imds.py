@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cloud.provider import LOOPBACK
+
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/latest/api/token"
@@ -127,7 +129,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, metadata: _Metadata) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((LOOPBACK, 0), _Handler)
         self.metadata = metadata
 
 
@@ -156,8 +158,7 @@ class MetadataServer:
         """Base URL of the running server."""
         if self._server is None:
             raise RuntimeError("the MetadataServer is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{LOOPBACK}:{self._server.server_port}"
 
     def schedule_interruption(self, at_unix_s: float) -> None:
         """Serve the spot interruption notice from now on: the instance terminates at ``at_unix_s``."""
@@ -291,7 +292,8 @@ class MetadataClient:
     def _request(self, method: str, path: str, headers: dict[str, str]) -> str:
         request = urllib.request.Request(self.endpoint + path, method=method, headers=headers)
         with self._opener.open(request, timeout=self.timeout_s) as response:
-            return response.read().decode()
+            body: bytes = response.read()
+            return body.decode()
 
     def _failed(self, kind: str, message: str) -> None:
         if kind in self._failing:

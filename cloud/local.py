@@ -61,21 +61,23 @@ from cloud.local_files import (
 from cloud.local_host import TERM_GRACE_S
 from cloud.processes import is_alive, kill_group, signal_process, wait_for_exit
 from cloud.provider import (
-    TAG_NODE,
+    LOOPBACK,
     EndReason,
     Instance,
     InstanceState,
     InstanceStatus,
+    Interruptible,
     LaunchRequest,
     Market,
     Offer,
     OfferRequest,
     PricePoint,
+    Provider,
+    ProviderPriors,
 )
 from cloud.rendezvous import local_gang_env
 
 DEFAULT_INSTANCE_TYPE = "local"
-LOOPBACK = "127.0.0.1"  # every local instance's private address
 ZONE = "local"
 LAUNCH_TIMEOUT_S = 30.0  # from spawning the host to its first state.json
 TERMINATE_TIMEOUT_S = TERM_GRACE_S + 5.0  # the host's own grace period, and time to record the end
@@ -83,6 +85,8 @@ INTERRUPT_ACK_TIMEOUT_S = 5.0
 _POLL_S = 0.02
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]{17}")
 _HOST_LOG_TAIL_LINES = 20
+# Launch to first progress before anything is measured: an interpreter, torch and Lightning start on this machine.
+RESTART_OVERHEAD_PRIOR_S = 15.0
 T = TypeVar("T")
 
 
@@ -126,8 +130,8 @@ def instance_id_for(token: str) -> str:
     return "i-" + hashlib.sha256(token.encode()).hexdigest()[:17]
 
 
-class LocalProvider:
-    """Instances are processes on this machine; spot interruptions are injected on a seeded schedule."""
+class LocalProvider(Provider, Interruptible):
+    """Instances are processes on this machine; spot interruptions are injected on a seeded schedule, or served on request."""
 
     name = "local"
 
@@ -179,7 +183,7 @@ class LocalProvider:
         # Hosts this object started: kept only to reap them, so none lingers as a zombie while we live.
         self._hosts: dict[str, subprocess.Popen[bytes]] = {}
 
-    # -------------------------------------------------------------- protocol
+    # ------------------------------------------------------------ primitives
 
     def offers(self, request: OfferRequest) -> list[Offer]:
         """One offer per requested instance type (``local`` when none is named), in zone ``local`` at the configured price.
@@ -210,10 +214,13 @@ class LocalProvider:
             probe.bind((LOOPBACK, 0))
             return int(probe.getsockname()[1])
 
-    def launch(self, offer: Offer, request: LaunchRequest) -> Instance:
-        """Start a host running ``request.agent_command``; a token seen before returns its instance, starting nothing."""
-        if offer.provider != self.name:
-            raise ProviderError(f"offer from provider {offer.provider!r} given to the {self.name!r} provider")
+    @property
+    def priors(self) -> ProviderPriors:
+        """A process start for a restart, and the configured mean training time between injected interruptions."""
+        return ProviderPriors(restart_overhead_s=RESTART_OVERHEAD_PRIOR_S, spot_s_between_preemptions=self.preempt_every_s or None)
+
+    def _start(self, offer: Offer, request: LaunchRequest) -> Instance:
+        """Start a host running ``request.agent_command``; a launch of the same token that wins a race returns its instance."""
         if not request.agent_command:
             raise ProviderError(f"launch of {request.job!r} attempt {request.attempt}: the agent command is empty")
         instance_id = instance_id_for(request.token)
@@ -225,11 +232,10 @@ class LocalProvider:
             attempt=request.attempt,
             offer=offer,
             agent_command=tuple(request.agent_command),
-            # A gang's nodes meet on loopback (cloud.rendezvous): its rendezvous port is on this machine only.
-            env={**self._thread_limits(), **request.env, **(local_gang_env() if TAG_NODE in request.tags else {})},
+            env={**self._thread_limits(), **request.env, **self._gang_env(request)},
             # The directory spotrun was started from, as `python train.py` would expect on this machine.
             workdir=request.workdir or os.getcwd(),
-            tags=dict(request.tags),
+            tags=self.instance_tags(request),  # what an EC2 instance would carry, kept with the instance
             launched_at=self._clock(),
             interrupt_after_s=self._interrupt_after_s(offer, request),
             notice_s=self.notice_s,
@@ -238,11 +244,19 @@ class LocalProvider:
         )
         files = InstanceFiles.of(self.home, instance_id)
         if not _claim(files, spec):
-            existing = read_spec(files)
+            existing = self.launched_under(request.token, offer)
             assert existing is not None  # a claimed folder always holds its spec
-            return Instance(existing.instance_id, existing.offer, existing.launched_at, LOOPBACK)
+            return existing
         self._start_host(files, spec)
         return Instance(instance_id, offer, spec.launched_at, LOOPBACK)
+
+    def _find_launched(self, token: str, offer: Offer) -> Instance | None:
+        """The instance whose folder the token names, with the offer it was launched on (not ``offer``, a repeat's)."""
+        found = self._lookup(instance_id_for(token))
+        if found is None:
+            return None
+        spec = found[1]
+        return Instance(spec.instance_id, spec.offer, spec.launched_at, LOOPBACK)
 
     def poll(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
         """Each instance's state from its files; a dead host that recorded no end is reported (and recorded) HOST_LOST."""
@@ -329,6 +343,13 @@ class LocalProvider:
                 live += 1
         if live >= limit:
             raise CapacityError(f"InsufficientInstanceCapacity: the local cloud has {limit} {offer.instance_type} and all are in use")
+
+    def _gang_env(self, request: LaunchRequest) -> dict[str, str]:
+        """A gang member's rank and rendezvous as the agent's environment, and loopback for all its collectives (``cloud.rendezvous``).
+
+        Every node of a local gang is on this machine, so nothing they say to each other needs to leave it.
+        """
+        return {} if request.gang is None else {**request.gang.env(), **local_gang_env()}
 
     def _thread_limits(self) -> dict[str, str]:
         """An emulated instance's CPUs, as the thread pools of what it runs see them.

@@ -168,11 +168,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when there is no such file."""
+    """The JSON object in ``path``, or None when there is no such file; ValueError when it holds something else."""
     try:
-        return json.loads(path.read_text())
+        value: object = json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def read_spec(files: InstanceFiles) -> InstanceSpec | None:

@@ -33,8 +33,8 @@ from datetime import timedelta
 from typing import Any
 
 from cloud.errors import ProviderError
+from cloud.provider import LOOPBACK, GangMember
 
-LOOPBACK = "127.0.0.1"
 LOOPBACK_GANG_ENV = "SPOTRUN_LOOPBACK_GANG"  # "1": this node's gang lives on this machine (the local provider)
 # torch.distributed's switch (torch/distributed/rendezvous.py): every rank is a client of a store someone else hosts.
 USE_AGENT_STORE_ENV = "TORCHELASTIC_USE_AGENT_STORE"
@@ -74,19 +74,20 @@ class GangRendezvous:
         self.store = None
 
 
-def hold_gang_rendezvous(node: int, port: int, environ: Mapping[str, str] | None = None) -> GangRendezvous:
+def hold_gang_rendezvous(member: GangMember, environ: Mapping[str, str] | None = None) -> GangRendezvous:
     """The rendezvous of this node of a gang, as its agent must hold it before it starts training.
 
     Nothing for a node the local provider did not mark (a gang on EC2, where rank 0's training
     hosts the store as usual). For a marked one, the training processes are told to use a store
-    hosted for them; rank 0's agent hosts it, bound to ``127.0.0.1:port`` only, and holds it
-    until :meth:`GangRendezvous.close`. One store serves one training run: a second run would
-    meet the keys of the first.
+    hosted for them; rank 0's agent hosts it, bound to ``127.0.0.1`` and the rendezvous port
+    only, and holds it until :meth:`GangRendezvous.close`. One store serves one training run: a
+    second run would meet the keys of the first.
     """
     environ = os.environ if environ is None else environ
     if environ.get(LOOPBACK_GANG_ENV) != "1":
         return GangRendezvous({})
-    return GangRendezvous({USE_AGENT_STORE_ENV: str(True)}, serve_on_loopback(port) if node == 0 else None)
+    store = serve_on_loopback(member.rendezvous.port) if member.node == 0 else None
+    return GangRendezvous({USE_AGENT_STORE_ENV: str(True)}, store)
 
 
 def serve_on_loopback(port: int) -> Any:
@@ -104,7 +105,7 @@ def serve_on_loopback(port: int) -> Any:
             listener.listen(socket.SOMAXCONN)
         except OSError as error:
             raise ProviderError(f"the gang's rendezvous cannot listen on {LOOPBACK}:{port}: {error}") from error
-        from torch.distributed import TCPStore
+        from torch.distributed import TCPStore  # type: ignore[attr-defined]  # its documented home; torch's stubs do not re-export it
 
         # The store owns the descriptor it is given and closes it when it stops; ours closes on leaving.
         return TCPStore(

@@ -102,7 +102,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The PostgreSQL half starts a real server (once per session) and migrates a database per test: `slow`, so
+# `make check` runs every store test on SQLite and needs no PostgreSQL install.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty state store at the newest schema: a SQLite file, or a fresh database on the session's PostgreSQL server."""
     if request.param == "sqlite":

@@ -35,6 +35,7 @@ def fit(tmp_path: Path, epochs: int) -> tuple[pl.Trainer, pl.LightningModule]:
     return trainer, model
 
 
+@pytest.mark.slow  # two Lightning fits
 def test_digits_classifier_learns_deterministically(tmp_path):
     trainer, model = fit(tmp_path, epochs=3)
     assert trainer.current_epoch == 3
@@ -61,6 +62,7 @@ def test_bad_val_fraction():
         DigitsData(val_fraction=1.0)
 
 
+@pytest.mark.slow  # the user's script trains in a process of its own
 def test_command_mode_script_checkpoints_through_spotrun_environment(tmp_path):
     url = f"file://{tmp_path}/ckpt"
     env = {**os.environ, "SPOTRUN_CHECKPOINT_URL": url, "SPOTRUN_CHECKPOINT_EVERY_STEPS": "10"}

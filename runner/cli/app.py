@@ -8,6 +8,7 @@ the traceback instead.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import math
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,11 +28,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from checkpoints.durations import format_duration, parse_duration
-from checkpoints.environment import NODE_ENV, RENDEZVOUS_ENV
-from cloud.provider import TAG_ATTEMPT, TAG_JOB, TAG_KEY, TAG_NODE, TAG_RENDEZVOUS, TAG_SPEC, TAG_URL, Market, OfferRequest, Provider
+from cloud.provider import NODE_ENV, RENDEZVOUS_ENV, TAG_ATTEMPT, TAG_URL
 from runner.cli.commands import command_for
-from runner.errors import BudgetError, JobStateError, SpecError
-from runner.money import format_usd
+from runner.errors import JobStateError, SpecError
 from runner.state.infra_outputs import stored_infra_outputs
 from runner.state.paths import infra_outputs_file, spotrun_home
 
@@ -41,11 +40,11 @@ from runner.state.paths import infra_outputs_file, spotrun_home
 # SQLAlchemy and Alembic (the store) took a second to import, longer than most commands then run.
 if TYPE_CHECKING:
     from rich.live import Live
-    from typer._click import Command
+    from typer._click import Command, Context  # typer vendors click: the types its TyperGroup is declared with
 
     from cloud.aws import AwsProvider
-    from runner.instance.protocol import LaunchCredentials
-    from runner.state.store import Interval, StateStore
+    from runner.control.jobs import Note
+    from runner.state.store import StateStore
 
 # Commands defined in other modules, imported when one of them runs (or `--help` lists them):
 # name -> (module, attribute), a command function or a Typer app of subcommands.
@@ -60,15 +59,15 @@ _ELSEWHERE = {
 class _SpotrunCommands(TyperGroup):
     """spotrun's commands: those named in _ELSEWHERE are built from their modules when first asked for."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return [*super().list_commands(ctx), *(name for name in _ELSEWHERE if name not in self.commands)]
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name in _ELSEWHERE and cmd_name not in self.commands:
             self.add_command(_command_from_elsewhere(cmd_name), cmd_name)
         return super().get_command(ctx, cmd_name)
 
-    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
         if args and args[0] not in self.commands and args[0] not in _ELSEWHERE:  # a typo: suggest from every command
             for name in _ELSEWHERE:
                 self.get_command(ctx, name)
@@ -78,6 +77,7 @@ class _SpotrunCommands(TyperGroup):
 def _command_from_elsewhere(name: str) -> Command:
     module, attribute = _ELSEWHERE[name]
     found = getattr(importlib.import_module(module), attribute)
+    built: Command
     if isinstance(found, typer.Typer):
         built = typer.main.get_group(found)
     else:  # a command function, registered like this module's own
@@ -150,34 +150,23 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).")], 
 
 
 def _submit(spec_file: Path, *, force: bool) -> tuple[StateStore, str]:
-    """Check the spec, then its cost forecast, record the job, and leave its description next to its checkpoints.
+    """Check the spec, submit the job, and say what the submission found.
 
     The spec is checked before the store is opened: a bad spec writes nothing, not even a new store.
     """
-    from runner.control.providers import provider_for
-    from runner.control.submission import record_job
+    from runner.control import jobs as job_requests
     from runner.spec.job_spec import load_spec
     from runner.state.user_config import current_user
 
     spec = load_spec(spec_file)
-    _check_checkpoint_access(spec_file, spec.checkpoint.url)
-    store = _store()
-    spec_json = spec.model_dump(mode="json")
-    _check_forecast(spec_json, {}, [], provider_for(spec_json, spotrun_home(), store), force=force)
-    job, checkpoints = record_job(store, spec_json, spec_path=str(spec_file), launched_by=current_user(spotrun_home()))
-    newest = checkpoints.latest()
-    if newest is not None:
-        err.print(f"[yellow]{job.checkpoint_url} already holds checkpoints (newest: step {newest.step}); the job resumes from them[/]")
-    return store, job.name
-
-
-def _check_checkpoint_access(spec_file: Path, url: str) -> None:
-    """Refuse (SpecError, exit 2) a checkpoint URL spotrun cannot use, before anything is recorded."""
-    from runner.control.submission import checkpoint_access_problem
-
-    problem = checkpoint_access_problem(url)
-    if problem is not None:
-        raise SpecError(f"{spec_file}: checkpoint.url: expected storage spotrun can list, write, read and delete in, got {problem}")
+    submitted = job_requests.submit(
+        spec, spec_path=spec_file, open_store=_store, home=spotrun_home(), launched_by=current_user(spotrun_home()), force=force
+    )
+    _print_notes(submitted.notes)
+    if submitted.resumes_from_step is not None:
+        url = submitted.job.checkpoint_url
+        err.print(f"[yellow]{url} already holds checkpoints (newest: step {submitted.resumes_from_step}); the job resumes from them[/]")
+    return submitted.store, submitted.job.name
 
 
 @command
@@ -190,85 +179,26 @@ def resume(
     force: ForceOption = False,
 ) -> None:
     """Drive an unfinished job again: after its controller stopped or was killed, or with more budget."""
-    from runner.control.providers import provider_for
-    from runner.cost import ledger
-    from runner.spec.job_spec import check_budget
-    from runner.state.store import JobState
+    from runner.control import jobs as job_requests
 
     if budget is not None:
-        try:
-            check_budget(budget)
-        except ValueError as error:
-            raise SpecError(f"--budget: {error}") from None
+        job_requests.checked_budget(budget)  # before the store is opened: a bad --budget writes nothing
     store = _store()
-    found = store.job(job)
-    if found.state is JobState.BUDGET_EXHAUSTED and budget is None:
-        limit = found.spec["budget"]["max_usd"]
-        raise BudgetError(f"job {job!r} spent its {format_usd(limit)} budget; give it a larger one: `spotrun resume {job} --budget USD`")
-    if found.state.is_final and found.state is not JobState.BUDGET_EXHAUSTED:
-        raise JobStateError(f"job {job!r} already ended ({found.state.value}); nothing to resume")
-    if budget is not None:
-        spent = ledger.summarize(store.intervals(job), time.time()).spent_usd
-        if budget <= spent:
-            raise BudgetError(f"--budget: job {job!r} already spent ${spent:.4f}; give a total budget above that, got {format_usd(budget)}")
-        spec = {**found.spec, "budget": {**found.spec["budget"], "max_usd": budget}}
-        _check_forecast(spec, found.progress, store.intervals(job), provider_for(spec, spotrun_home(), store), force=force)
-        store.set_budget(job, budget)
-        if found.state is JobState.BUDGET_EXHAUSTED:
-            store.set_state(job, JobState.RECOVERING, f"resumed with a {format_usd(budget)} budget (${spent:.4f} spent)")
-        elif (lease := store.lease(job)) is not None:
-            out.print(f"job {job}: budget set to {format_usd(budget)}; controller {lease.owner}, which drives it, applies it on its next cycle", soft_wrap=True)
-            return
-    _drive_or_detach(store, job, detach)
+    resumed = job_requests.resume(store, job, home=spotrun_home(), budget=budget, force=force)
+    _print_notes(resumed.notes)
+    if resumed.should_drive:
+        _drive_or_detach(store, job, detach)
 
 
-def _check_forecast(spec: dict[str, Any], progress: dict[str, Any], intervals: list[Interval], provider: Provider, *, force: bool) -> None:
-    """Refuse (or with ``--force`` warn) when the forecast cost to finish exceeds what is left of the budget."""
-    from runner.control.providers import controller_settings
-    from runner.cost import forecast, ledger
+def _print_notes(notes: Sequence[Note]) -> None:
+    """Notes with the results on stdout, warnings on stderr; their text quotes figures and names, never markup."""
+    from runner.control.jobs import NoteLevel
 
-    max_usd = (spec.get("budget") or {}).get("max_usd")
-    if max_usd is None:
-        return
-    market = Market.ON_DEMAND if spec["resources"]["market"] == "on-demand" else Market.SPOT
-    offers = provider.offers(OfferRequest(instance_types=tuple(spec["resources"]["instance_types"]), market=market))
-    if not offers:
-        err.print(f"no cost forecast: no {market.value} offer to price it with right now", markup=False, soft_wrap=True)
-        return
-    now = time.time()
-    spent = ledger.summarize(intervals, now).spent_usd
-    price = offers[0].price_usd_per_hour
-    reserve_s = controller_settings(spec).stop_reserve_s
-    reserve_usd = reserve_s * forecast.nodes(spec) * price / 3600.0
-    predicted = forecast.forecast(spec, progress, intervals, price, spot=market is Market.SPOT, now=now)
-    if predicted is None:
-        start_usd = forecast.start_cost_usd(spec, intervals, price, reserve_s=reserve_s)
-        if spent + start_usd >= max_usd and not force:
-            raise BudgetError(
-                f"the {format_usd(max_usd)} budget does not pay for starting an instance (${start_usd:.4f} at ${price:.3f}/h before training "
-                f"makes progress, and to checkpoint and stop){f' on top of ${spent:.4f} spent' if spent else ''}; raise budget.max_usd"
-            )
-        err.print(
-            "no cost forecast before training has run: set budget.expected_runtime for one; "
-            f"the budget of {format_usd(max_usd)} is enforced either way", markup=False, soft_wrap=True,
-        )
-        return
-    total = spent + predicted.cost_usd + reserve_usd
-    detail = (
-        f"forecast ${predicted.cost_usd:.4f} to finish ({predicted.basis}: {format_duration(predicted.remaining_s)} of training "
-        f"+ {format_duration(predicted.overhead_s)} of restarts at ${predicted.usd_per_hour:.3f}/h)"
-        + (f" on top of ${spent:.4f} spent" if spent else "")
-        + f", and ${reserve_usd:.4f} kept to checkpoint and stop"
-    )
-    if total <= max_usd:
-        out.print(f"{detail}: ${total:.4f} of the {format_usd(max_usd)} budget", highlight=False, soft_wrap=True)
-    elif force:
-        err.print(
-            f"warning: {detail} exceeds the {format_usd(max_usd)} budget; going ahead (--force); it stops when the budget is spent",
-            markup=False, soft_wrap=True,
-        )
-    else:
-        raise BudgetError(f"{detail} exceeds the {format_usd(max_usd)} budget; raise budget.max_usd, or run with --force to stop when it is spent")
+    for note in notes:
+        if note.level is NoteLevel.INFO:
+            out.print(note.text, highlight=False, soft_wrap=True)
+        else:
+            err.print(note.text, markup=False, soft_wrap=True)
 
 
 def _drive_or_detach(store: StateStore, name: str, detach: bool) -> None:
@@ -293,6 +223,7 @@ def _drive(store: StateStore, name: str) -> None:
 
     from checkpoints.store import CheckpointStore
     from runner.cli import views
+    from runner.cli.summaries import job_summary
     from runner.control.controller import Controller
     from runner.control.providers import agent_command, controller_settings, provider_for
     from runner.state.store import JobState
@@ -316,7 +247,7 @@ def _drive(store: StateStore, name: str) -> None:
             seen_event = event_id
             line = f"{time.strftime('%H:%M:%S', time.localtime(event.time))}  {event.message}"
             (live.console if live else out).print(line, highlight=False, soft_wrap=True)
-        summary = views.job_summary(current, store.attempts(name), store.intervals(name))
+        summary = job_summary(current, store.attempts(name), store.intervals(name))
         if live is not None:
             live.update(Spinner("dots", text=Text(views.status_line(summary))))
         elif time.monotonic() - last_plain_line > 10:
@@ -342,7 +273,7 @@ def _drive(store: StateStore, name: str) -> None:
             markup=False, highlight=False, soft_wrap=True,
         )
         raise typer.Exit(128 + stopped_by) from None
-    summary = views.job_summary(final, store.attempts(name), store.intervals(name))
+    summary = job_summary(final, store.attempts(name), store.intervals(name))
     for line in views.final_report(summary, store.attempts(name), CheckpointStore(final.checkpoint_url)):
         out.print(line, highlight=False, soft_wrap=True)
     if final.state is not JobState.SUCCEEDED:
@@ -387,8 +318,9 @@ def status(
 ) -> None:
     """State, progress, spend and preemptions of one job (or of your jobs)."""
     from checkpoints.errors import CheckpointError
-    from checkpoints.store import CheckpointStore
     from runner.cli import views
+    from runner.cli.summaries import job_summary, node_summaries
+    from runner.instance.mailbox import Mailbox
     from runner.instance.protocol import JobChannel
 
     store = _store()
@@ -398,18 +330,18 @@ def status(
     found = store.job(job)
     attempts = store.attempts(job)
     intervals = store.intervals(job)
-    summary = views.job_summary(found, attempts, intervals)
+    summary = job_summary(found, attempts, intervals)
     try:
-        nodes = views.node_summaries(intervals, JobChannel(CheckpointStore(found.checkpoint_url), found.name, found.key_bytes)) if attempts else []
+        nodes = node_summaries(intervals, JobChannel(Mailbox.at(found.checkpoint_url), found.name, found.key_bytes)) if attempts else []
     except CheckpointError as error:  # the checkpoint URL became unreachable: what the store knows is still worth showing
         err.print(f"warning: no heartbeats, {error}", markup=False, highlight=False, soft_wrap=True)
         nodes = []
     if as_json:
-        print(_json_text({**summary, "nodes": nodes}))
+        print(_json_text({**summary.to_json(), "nodes": [node.to_json() for node in nodes]}))
         return
     out.print(views.status_line(summary), highlight=False, soft_wrap=True)
-    if summary["message"]:
-        out.print(f"  {summary['message']}", highlight=False)
+    if summary.message:
+        out.print(f"  {summary.message}", highlight=False)
     if not found.state.is_final:
         lease = store.lease(job)
         driver = f"controller {lease.owner} (lease {lease.expires_in_s:.0f}s left)" if lease else f"no controller; `spotrun resume {job}` drives it"
@@ -424,6 +356,7 @@ def status(
 def jobs(as_json: JsonOption = False, all_users: AllUsersOption = False) -> None:
     """Your jobs in the state store (everyone's with --all-users), newest first."""
     from runner.cli import views
+    from runner.cli.summaries import job_summary
     from runner.state.user_config import current_user
 
     store = _store()
@@ -433,9 +366,9 @@ def jobs(as_json: JsonOption = False, all_users: AllUsersOption = False) -> None
         attempts[attempt.job].append(attempt)
     for interval in store.intervals(None):
         intervals[interval.job].append(interval)
-    summaries = [views.job_summary(job, attempts[job.name], intervals[job.name]) for job in store.jobs(launched_by=user)]
+    summaries = [job_summary(job, attempts[job.name], intervals[job.name]) for job in store.jobs(launched_by=user)]
     if as_json:
-        print(_json_text(summaries))
+        print(_json_text([summary.to_json() for summary in summaries]))
     elif summaries:
         out.print(views.jobs_table(summaries, show_user=all_users))
     elif user is not None and store.jobs():
@@ -475,19 +408,9 @@ def logs(
 @command
 def cancel(job: JobArgument) -> None:
     """Stop a job for good: its instance is terminated and it ends CANCELLED."""
-    from runner.control.controller import Controller
-    from runner.control.providers import agent_command, provider_for
+    from runner.control import jobs as job_requests
 
-    store = _store()
-    found = store.job(job)
-    if found.state.is_final:
-        raise JobStateError(f"job {job!r} already ended ({found.state.value})")
-    store.request_cancel(job)
-    controller = Controller(store, provider_for(found.spec, spotrun_home(), store), agent_command=agent_command)
-    try:
-        after = controller.cycle(job)
-    finally:
-        controller.release([job])
+    after = job_requests.cancel(_store(), job, home=spotrun_home())
     if not after.state.is_final:
         out.print(f"job {job} is driven by controller {after.lease_owner}; it terminates the instance on its next cycle", soft_wrap=True)
         return
@@ -532,6 +455,10 @@ def interrupt(
     found = store.job(job)
     spec = found.spec
     provider = provider_for(spec, spotrun_home(), store)
+    # A property of the provider, not of the job's state: a real cloud takes instances back when it likes.
+    interruptible = provider.interruptible()
+    if interruptible is None:
+        raise SpecError(f"interrupt works on the local provider only; job {job!r} runs on {provider.name!r}")
     running = [attempt for attempt in store.attempts(job) if attempt.is_open and attempt.instance_id]
     if not running:
         raise JobStateError(f"job {job!r} has no running instance to interrupt ({found.state.value})")
@@ -539,15 +466,28 @@ def interrupt(
     if node not in nodes:
         raise SpecError(f"--node: job {job!r} has no running node {node} (running: {sorted(nodes)})")
     instance_id = nodes[node]
-    if not hasattr(provider, "interrupt"):
-        raise SpecError(f"interrupt works on the local provider only; job {job!r} runs on {provider.name!r}")
     if no_notice:
-        provider.kill_without_notice(instance_id)
+        interruptible.kill_without_notice(instance_id)
         out.print(f"killed instance {instance_id} of {job} without notice")
     else:
         notice_s = parse_duration(notice) if notice is not None else None
-        provider.interrupt(instance_id, notice_s)
+        interruptible.interrupt(instance_id, notice_s)
         out.print(f"interruption notice served to instance {instance_id} of {job}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _PriceRow:
+    """One line of `spotrun prices`: an instance type's spot price in one zone against its on-demand price."""
+
+    instance_type: str
+    zone: str
+    spot_usd_per_hour: float
+    on_demand_usd_per_hour: float
+
+    @property
+    def discount_pct(self) -> float | None:
+        """How much cheaper spot is, in percent (one decimal); None without an on-demand price."""
+        return round(100 * (1 - self.spot_usd_per_hour / self.on_demand_usd_per_hour), 1) if self.on_demand_usd_per_hour else None
 
 
 @command
@@ -561,22 +501,19 @@ def prices(
     if not types:
         raise SpecError("--instance-types: expected a comma-separated list such as g5.xlarge,g6.xlarge")
     provider = _aws_provider(region)
-    rows = []
-    for (instance_type, zone), spot in sorted(provider.spot_prices(types).items()):
-        on_demand = provider.on_demand_price(instance_type)
-        rows.append({
-            "instance_type": instance_type, "zone": zone, "spot_usd_per_hour": spot, "on_demand_usd_per_hour": on_demand,
-            "discount_pct": round(100 * (1 - spot / on_demand), 1) if on_demand else None,
-        })
+    rows = [
+        _PriceRow(instance_type, zone, spot, provider.on_demand_price(instance_type))
+        for (instance_type, zone), spot in sorted(provider.spot_prices(types).items())
+    ]
     if as_json:
-        print(json.dumps(rows))
+        print(json.dumps([{**dataclasses.asdict(row), "discount_pct": row.discount_pct} for row in rows]))
         return
     table = Table(title=f"EC2 prices in {provider.settings.region} (Linux, USD/h)")
     for column in ("instance type", "zone", "spot", "on-demand", "discount"):
         table.add_column(column, justify="right" if column in ("spot", "on-demand", "discount") else "left")
     for row in rows:
-        discount = "" if row["discount_pct"] is None else f"{row['discount_pct']:.0f}%"
-        table.add_row(row["instance_type"], row["zone"], f"{row['spot_usd_per_hour']:.4f}", f"{row['on_demand_usd_per_hour']:.4f}", discount)
+        discount = "" if row.discount_pct is None else f"{row.discount_pct:.0f}%"
+        table.add_row(row.instance_type, row.zone, f"{row.spot_usd_per_hour:.4f}", f"{row.on_demand_usd_per_hour:.4f}", discount)
     out.print(table)
 
 
@@ -639,43 +576,13 @@ def agent(
     heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
 ) -> None:
     """Run on an instance: train, watch for the interruption notice, report through object storage."""
-    from runner.instance import agent as agent_module
-    from runner.instance.protocol import LaunchCredentials, SpecTamperedError
+    from runner.instance import bootstrap
 
-    credentials = LaunchCredentials.from_env(os.environ)
-    if from_instance_tags:
-        checkpoint_url, attempt, node, rendezvous, credentials = _job_from_instance_tags(metadata_endpoint)
-    if checkpoint_url is None or attempt is None:
-        raise SpecError("agent: give --checkpoint-url and --attempt, or --from-instance-tags on an instance spotrun launched")
-    settings = agent_module.AgentSettings(
-        checkpoint_url=checkpoint_url, attempt=attempt, node=node, rendezvous=rendezvous, credentials=credentials,
+    options = bootstrap.AgentOptions(
+        checkpoint_url=checkpoint_url, attempt=attempt, node=node, rendezvous=rendezvous, from_instance_tags=from_instance_tags,
         metadata_endpoint=metadata_endpoint, poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
     )
-    try:
-        running = agent_module.Agent(settings)
-    except SpecTamperedError as error:
-        raise typer.Exit(agent_module.refuse(settings, error)) from None
-    raise typer.Exit(running.run())
-
-
-def _job_from_instance_tags(metadata_endpoint: str) -> tuple[str, int, int, str | None, LaunchCredentials | None]:
-    """The job's URL and attempt, the instance's rank and rendezvous in a gang, and its launch credentials, from its tags."""
-    from cloud.imds import MetadataClient
-    from runner.instance.protocol import LaunchCredentials
-
-    metadata = MetadataClient(metadata_endpoint)
-    url, attempt = metadata.tag(TAG_URL), metadata.tag(TAG_ATTEMPT)
-    if url is None or attempt is None or not attempt.isdigit():
-        raise SpecError(
-            f"agent: this instance's metadata at {metadata_endpoint} has no usable {TAG_URL}/{TAG_ATTEMPT} tags "
-            f"(got {url!r}, {attempt!r}); was it launched by spotrun from a template that allows tags in metadata?"
-        )
-    node = metadata.tag(TAG_NODE) or "0"
-    if not node.isdigit():
-        raise SpecError(f"agent: this instance's {TAG_NODE} tag is {node!r}; expected a rank such as 0 or 1")
-    job, digest = metadata.tag(TAG_JOB), metadata.tag(TAG_SPEC)
-    credentials = LaunchCredentials(job=job, spec_sha256=digest, key=metadata.tag(TAG_KEY)) if job and digest else None
-    return url, int(attempt), int(node), metadata.tag(TAG_RENDEZVOUS), credentials
+    raise typer.Exit(bootstrap.run_agent(bootstrap.agent_settings(options, os.environ)))
 
 
 @command

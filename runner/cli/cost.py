@@ -21,24 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from checkpoints.durations import parse_duration
-from runner.cost.ledger import closed_sums, summarize
-from runner.cost.reports import (
-    FORMATS,
-    GROUPINGS,
-    LEDGER_COLUMNS,
-    JobReport,
-    Report,
-    group_report,
-    grouped_report,
-    job_report,
-    render_csv,
-    render_json,
-    render_table,
-)
+from runner.cost.queries import report_for
+from runner.cost.reports import FORMATS, GROUPINGS, JobReport, Report, render_csv, render_json, render_table
 from runner.cost.reports_html import render_html
 from runner.errors import SpecError, SpotrunError
 from runner.state.paths import spotrun_home
-from runner.state.store import StateStore, open_store
+from runner.state.store import open_store
 
 out = Console()
 err = Console(stderr=True)
@@ -94,21 +82,6 @@ def cost(
         _emit(render_table(report), output)
     else:
         _emit({"json": render_json, "csv": render_csv, "html": render_html}[output_format](report), output)
-
-
-def report_for(store: StateStore, job: str | None, by: str, *, now: float, since: float | None, charts: bool) -> Report:
-    """One job's report, or every job's grouped ``by``; ``charts``: with the daily spend the HTML page draws.
-
-    Grouped by a ledger column without charts, the database sums the priced intervals (one row
-    per job comes back, not every interval) and only the running ones are priced here.
-    """
-    if job is not None:
-        return job_report(job, store.intervals(job, since=since), now=now, since=since)
-    if by in LEDGER_COLUMNS and not charts:
-        key = LEDGER_COLUMNS[by]
-        running = [(getattr(interval, key), interval.job, summarize([interval], now)) for interval in store.intervals(since=since, priced=False)]
-        return grouped_report([*closed_sums(store, key, since=since), *running], by, now=now, since=since)
-    return group_report(store.intervals(since=since), by, now=now, since=since)  # every interval, cut at midnight for the daily spend
 
 
 def _intervals(report: Report) -> int:

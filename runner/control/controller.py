@@ -1,11 +1,13 @@
 """The controller loop: launch, watch, tell preemption from failure, relaunch, until the job ends.
 
-Each cycle reads everything it needs from the state store, the provider (one batched poll) and
-the heartbeat in object storage, so the controller can be killed at any moment and started
-again: the next one carries on from the store. An attempt is recorded with its idempotency token
-*before* the launch call, and a new attempt starts only once the previous instance is reported
-terminated, so one job never has two instances at once. Terminated means shown to be: a poll
-that fails, or one answer that misses an instance, relaunches nothing (``Controller._gone``).
+Each cycle reads everything it needs from the state store (every job's rows at its start, in a
+few queries however many jobs: ``StateStore.live_snapshot``, then passed down, not read again),
+the provider (one batched poll) and the heartbeat in object storage, so the controller can be
+killed at any moment and started again: the next one carries on from the store. An attempt is
+recorded with its idempotency token *before* the launch call, and a new attempt starts only once
+the previous instance is reported terminated, so one job never has two instances at once.
+Terminated means shown to be: a poll that fails, or one answer that misses an instance,
+relaunches nothing (``Controller._gone``).
 
 A controller acts only on jobs whose lease it holds (``StateStore.acquire_leases``), renewed at
 the start of every cycle; a killed controller's jobs are adopted by another once its leases
@@ -20,24 +22,19 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any
 
 from checkpoints.durations import format_duration
-from checkpoints.environment import NODE_ENV, PREEMPTED_EXIT_CODE, RENDEZVOUS_ENV
-from checkpoints.store import CheckpointStore
+from checkpoints.environment import PREEMPTED_EXIT_CODE
+from checkpoints.progress import Progress, TrainingStatus
 from cloud.billing import BilledInterval, interval_cost_usd, price_at
 from cloud.errors import CapacityError, ProviderError
 from cloud.launch_tokens import node_token
 from cloud.provider import (
-    TAG_ATTEMPT,
-    TAG_JOB,
     TAG_KEY,
-    TAG_NODE,
-    TAG_RENDEZVOUS,
     TAG_SPEC,
     TAG_URL,
     EndReason,
+    GangMember,
     Instance,
     InstanceState,
     InstanceStatus,
@@ -47,13 +44,25 @@ from cloud.provider import (
     OfferRequest,
     PricePoint,
     Provider,
+    Rendezvous,
 )
+from runner.control.admission import admit
 from runner.control.policy import Situation, policy_named
 from runner.cost import forecast, ledger
 from runner.errors import LeaseLostError
-from runner.instance.protocol import JobChannel, LaunchCredentials, ProtocolError, SpendingHorizon, StopRequest, write_spec
+from runner.instance.mailbox import Mailbox
+from runner.instance.protocol import (
+    AgentStatus,
+    Heartbeat,
+    JobChannel,
+    LaunchCredentials,
+    ProtocolError,
+    SpendingHorizon,
+    StopRequest,
+    write_spec,
+)
 from runner.money import format_usd
-from runner.state.store import Attempt, Interval, Job, JobState, Outcome, StateStore
+from runner.state.store import Attempt, Interval, Job, JobRows, JobState, Outcome, StateStore
 
 SPOT_CHECK_INTERVAL_S = 30.0  # how long the deadline policy trusts a look at spot availability
 GANG_RETRY_MAX_S = 60.0  # the longest wait between tries to fill a partial gang
@@ -126,7 +135,7 @@ def _owner_is_gone(owner: str) -> bool:
     return False
 
 
-def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None, *, stop_requested: str | None = None) -> tuple[Outcome, str]:
+def classify(status: InstanceStatus, heartbeat: Heartbeat | None, *, stop_requested: str | None = None) -> tuple[Outcome, str]:
     """How an attempt whose instance is gone ended: the agent's word first, then the provider's.
 
     An instance the controller itself asked to stop (``stop_requested``) and then ended, by
@@ -138,30 +147,35 @@ def classify(status: InstanceStatus, heartbeat: dict[str, Any] | None, *, stop_r
     :func:`_died_unreported`) says nothing about the training: its host counts as lost, and the
     attempt is relaunched like a preempted one.
     """
-    agent_status = heartbeat.get("status") if heartbeat else None
-    if agent_status == "finished":
-        return Outcome.FINISHED, heartbeat.get("message") or "training finished"
-    if agent_status == "stopped":
-        return Outcome.STOPPED, heartbeat.get("message") or "stopped"
-    if agent_status == "refused":  # someone rewrote the spec in the prefix; the next launch writes it again
-        return Outcome.PREEMPTED, heartbeat.get("message") or "the agent refused a spec that was not its launch's"
+    agent_status = heartbeat.status if heartbeat else None
+    said = heartbeat.message if heartbeat else None
+    if agent_status is AgentStatus.FINISHED:
+        return Outcome.FINISHED, said or "training finished"
+    if agent_status is AgentStatus.STOPPED:
+        return Outcome.STOPPED, said or "stopped"
+    if agent_status is AgentStatus.REFUSED:  # someone rewrote the spec in the prefix; the next launch writes it again
+        return Outcome.PREEMPTED, said or "the agent refused a spec that was not its launch's"
     if status.end_reason is EndReason.STOP_TIMEOUT:
         return Outcome.STOPPED, f"terminated when the stop request ({stop_requested}) ran out of time, without a reported checkpoint"
     if status.end_reason is EndReason.SPOT_INTERRUPTION:
         return Outcome.PREEMPTED, "spot interruption"
-    if agent_status == "preempted":
-        return Outcome.PREEMPTED, heartbeat.get("message") or "preempted"
+    if agent_status is AgentStatus.PREEMPTED:
+        return Outcome.PREEMPTED, said or "preempted"
     if status.end_reason in (EndReason.HOST_LOST, EndReason.TERMINATED_BY_USER):
         return Outcome.PREEMPTED, f"instance lost without notice ({status.end_reason.value})"
-    if agent_status == "failed":
-        return Outcome.FAILED, heartbeat.get("message") or "training failed"
+    if agent_status is AgentStatus.FAILED:
+        return Outcome.FAILED, said or "training failed"
     if _died_unreported(status, heartbeat):
         return Outcome.PREEMPTED, f"{_agent_death(status)}: the host counts as lost"
     return Outcome.FAILED, f"the agent exited with code {status.exit_code} without reporting an outcome"
 
 
 # What an agent reports as it leaves; without one of these, it left without a word.
-_AGENT_VERDICTS = frozenset({"finished", "stopped", "preempted", "failed", "exited", "refused"})
+_AGENT_VERDICTS = frozenset(
+    {AgentStatus.FINISHED, AgentStatus.STOPPED, AgentStatus.PREEMPTED, AgentStatus.FAILED, AgentStatus.EXITED, AgentStatus.REFUSED}
+)
+# The verdicts an agent gives once training has stopped (its report's time is when): the work since the checkpoint ends there.
+_REPORTED_ENDS = frozenset({AgentStatus.PREEMPTED, AgentStatus.STOPPED, AgentStatus.FAILED})
 
 
 def _killed(status: InstanceStatus) -> bool:
@@ -169,13 +183,13 @@ def _killed(status: InstanceStatus) -> bool:
     return status.end_reason is EndReason.AGENT_EXITED and status.exit_code is not None and status.exit_code > 128
 
 
-def _died_unreported(status: InstanceStatus, heartbeat: dict[str, Any] | None) -> bool:
+def _died_unreported(status: InstanceStatus, heartbeat: Heartbeat | None) -> bool:
     """Whether rank 0's agent ended without its verdict: killed by a signal, or with no exit code (EC2) after reporting it ran.
 
     An agent that exits by itself with a code of its own (an agent that never started, one that
     crashed at start-up) keeps counting as a failure: relaunched without a bound it would repeat.
     """
-    if status.end_reason is not EndReason.AGENT_EXITED or (heartbeat or {}).get("status") in _AGENT_VERDICTS:
+    if status.end_reason is not EndReason.AGENT_EXITED or (heartbeat is not None and heartbeat.status in _AGENT_VERDICTS):
         return False
     return _killed(status) or (status.exit_code is None and heartbeat is not None)
 
@@ -233,7 +247,7 @@ class Controller:
         self._horizons: dict[str, SpendingHorizon] = {}  # job -> the spending horizon this controller last granted
         self._fetched_prices: dict[tuple[str, str, str, str], _FetchedPrices] = {}  # (provider, type, zone, market) -> its price history
         self._unseen: dict[str, _Unseen] = {}  # instance id -> since when the provider reports it gone or unknown
-        self._known_progress: dict[str, dict[str, Any]] = {}  # job -> the last step and throughput it reported
+        self._known_progress: dict[str, Progress] = {}  # job -> its last report, at the step a restart resumes from
         self._poll_failures = 0  # provider polls failed in a row
 
     def drive(self, name: str, *, on_cycle: Callable[[Job], None] | None = None) -> Job:
@@ -271,15 +285,9 @@ class Controller:
         """
         held = self.store.acquire_leases(names, self.settings.lease_s, vacated=_owner_is_gone)
         renewed_at = time.monotonic()
-        work: list[tuple[Job, list[Attempt], Attempt | None, list[Interval]]] = []  # each job's ledger rows, read once a cycle
-        for name in names:
-            job = self.store.job(name)
-            if job.state.is_final or name not in held:
-                continue
-            attempts = self.store.attempts(name)
-            current = attempts[-1] if attempts and attempts[-1].is_open else None
-            work.append((job, attempts, current, self.store.intervals(name)))
-        watched = [row.instance_id for job, _, current, rows in work if not job.cancel_requested for row in _of_attempt(rows, current)]
+        snapshot = self.store.live_snapshot([name for name in names if name in held])  # every job's rows, in three queries
+        work = [rows for name in names if (rows := snapshot.get(name)) is not None and not rows.job.state.is_final]
+        watched = [row.instance_id for rows in work if not rows.job.cancel_requested for row in rows.open_intervals]
         statuses: dict[str, InstanceStatus] | None
         poll_error: ProviderError | None = None
         recovered_after = self._poll_failures
@@ -289,55 +297,58 @@ class Controller:
         except ProviderError as error:  # an outage of the provider is no news about the instances: nothing is relaunched on it
             statuses, poll_error, recovered_after = None, error, 0
             self._poll_failures += 1
-        for job, attempts, current, rows in work:
+        for rows in work:
+            job = rows.job
             if time.monotonic() - renewed_at > self.settings.lease_s / 3:  # a long cycle (many launches) keeps its leases
                 held = self.store.acquire_leases(sorted(held), self.settings.lease_s)
                 renewed_at = time.monotonic()
             if job.name not in held:
                 continue
             try:
-                if _of_attempt(rows, current) and not job.cancel_requested:
+                if rows.open_intervals and not job.cancel_requested:
                     if poll_error is not None and self._poll_failures == 1:
                         self.store.event(job.name, "provider", f"the provider's poll failed ({poll_error}); looking again next cycle")
                     elif poll_error is None and recovered_after:
                         self.store.event(job.name, "provider", f"the provider answers again, after {recovered_after} failed polls")
-                self._step(job, attempts, current, rows, statuses)
+                self._step(rows, statuses)
             except LeaseLostError:
                 continue  # adopted by another controller while this one was stalled: its job now
-        jobs = [self.store.job(name) for name in names]
-        self.release([job.name for job in jobs if job.state.is_final and job.lease_owner == self.owner])
+        found = self.store.jobs_named(names)  # as the cycle left them, in one query
+        jobs = [found[name] if name in found else self.store.job(name) for name in names]  # store.job: the error naming what exists
+        ended = [job.name for job in jobs if job.state.is_final and job.lease_owner == self.owner]
+        if ended:
+            self.release(ended)
         return jobs
 
-    def _step(
-        self, job: Job, attempts: list[Attempt], current: Attempt | None, rows: list[Interval], statuses: dict[str, InstanceStatus] | None
-    ) -> None:
-        nodes = _of_attempt(rows, current)
+    def _step(self, rows: JobRows, statuses: dict[str, InstanceStatus] | None) -> None:
+        """One step for one job, on the rows the cycle read at its start (and what this step writes), never read again."""
+        job, current, intervals, nodes = rows.job, rows.open_attempt, list(rows.intervals), rows.open_intervals
         if job.cancel_requested:
             self._cancel(job, current, nodes)
         elif current is None:
-            self._launch(job, len(attempts) + 1, rows)
+            self._launch(job, rows.attempts, intervals)
         elif current.instance_id is None:
-            self._finish_launch(job, current)
+            self._finish_launch(job, current, intervals)
         elif statuses is not None:  # None: the provider did not answer this cycle's poll
-            self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes}, rows)
+            self._watch(job, current, {row.node: (row, statuses[row.instance_id]) for row in nodes}, intervals)
 
     # ---------------------------------------------------------------- launch
 
-    def _launch(self, job: Job, number: int, intervals: list[Interval]) -> None:
-        """Record the attempt on the best offer, then launch, moving down the offers while capacity is short.
+    def _launch(self, job: Job, attempts: Sequence[Attempt], intervals: list[Interval]) -> None:
+        """Record the attempt after ``attempts`` on the best offer, then launch, moving down the offers while capacity is short.
 
         The market comes from the spec, or from the deadline policy (``market: auto``); no launch
         happens when the budget cannot pay for the next polling interval. When no offer has
         capacity the job waits for the next cycle (the provider puts exhausted zones aside for a
         while, so the next cycle's offers differ).
         """
-        spec = job.spec
-        instance_types = tuple(spec["resources"]["instance_types"])
+        number = len(attempts) + 1
+        instance_types = tuple(job.spec.resources.instance_types)
         market, why = self._market_to_launch(job, intervals)
         if market is None:
             self._wait(job, number, f"attempt {number}: waiting for spot capacity ({why})")
             return
-        offers = self._not_released(job, self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=forecast.nodes(job.spec))))
+        offers = self._not_released(attempts, self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=job.spec.resources.nodes)))
         if not offers:
             self._wait(job, number, f"attempt {number}: no {market.value} capacity in any offer for {list(instance_types)}; trying again")
             return
@@ -357,15 +368,14 @@ class Controller:
                 attempt=number,
             )
             try:
-                self._finish_launch(job, attempt)
+                self._finish_launch(job, attempt, intervals)
                 return
             except CapacityError as error:
                 self.store.event(job.name, "capacity", f"attempt {number}: {error}", attempt=number)
         self._wait(job, number, f"attempt {number}: no capacity in any offer for {list(instance_types)}; trying again")
 
-    def _not_released(self, job: Job, offers: list[Offer]) -> list[Offer]:
+    def _not_released(self, attempts: Sequence[Attempt], offers: list[Offer]) -> list[Offer]:
         """Offers other than the one the previous attempt gave up on because its gang never filled (when others exist)."""
-        attempts = self.store.attempts(job.name)
         if not attempts or attempts[-1].outcome is not Outcome.RELEASED:
             return offers
         last = attempts[-1]
@@ -378,27 +388,28 @@ class Controller:
 
     def _market_to_launch(self, job: Job, intervals: list[Interval]) -> tuple[Market | None, str]:
         """The market the next instance is bought in, and why (empty unless the deadline policy chose)."""
-        market = job.spec["resources"]["market"]
-        if market != "auto":
-            return (Market.ON_DEMAND if market == "on-demand" else Market.SPOT), ""
+        market = job.spec.resources.fixed_market
+        if market is not None:
+            return market, ""
         return self._policy_choice(job, intervals, running=None)
 
     def _policy_choice(self, job: Job, intervals: list[Interval], *, running: Market | None) -> tuple[Market | None, str]:
         """What the deadline policy wants now; with no estimate of the work yet, the market held, else spot when it can be had."""
         spec = job.spec
-        spot_available = running is Market.SPOT or self._spot_offered(tuple(spec["resources"]["instance_types"]), forecast.nodes(spec))
+        spot_available = running is Market.SPOT or self._spot_offered(tuple(spec.resources.instance_types), spec.resources.nodes)
         left = forecast.work(spec, self._steady_progress(job))
         if left is None:
             held = running or (Market.SPOT if spot_available else Market.ON_DEMAND)
             return held, "no estimate of the work yet: set budget.expected_runtime"
         now = self.clock()
-        deadline = datetime.fromisoformat(spec["budget"]["deadline_at"]).timestamp()
+        assert spec.budget.deadline_at is not None  # market auto requires a deadline (JobSpec)
+        deadline = spec.budget.deadline_at.timestamp()
         situation = Situation(
             elapsed_s=now - job.created_at,
             work_done_s=left.done_s,
             total_work_s=left.total_s,
             deadline_s=deadline - job.created_at,
-            restart_overhead_s=forecast.restart_overhead_s(spec, intervals),
+            restart_overhead_s=forecast.restart_overhead_s(spec, intervals, self.provider.priors),
             running=running,
             spot_available=spot_available,
             decision_interval_s=self.settings.poll_interval_s,
@@ -406,7 +417,7 @@ class Controller:
         choice = DEADLINE_POLICY.choose(situation)
         return choice, f"deadline policy: {format_duration(situation.slack_s)} of slack, spot {'available' if spot_available else 'unavailable'}"
 
-    def _steady_progress(self, job: Job) -> dict[str, Any]:
+    def _steady_progress(self, job: Job) -> Progress | None:
         """The job's progress as the deadline policy reads it: the newest report, with the last step and throughput known.
 
         A new attempt reports no step until its training has made one, and no throughput until its
@@ -415,20 +426,13 @@ class Controller:
         switched markets on them: spot, on-demand, spot within seconds. Until the attempt reports its
         own, the step it resumes from (the last checkpoint reported) and the last throughput stand in.
         """
-        progress = dict(job.progress)
+        progress = job.training_progress
         known = self._known_progress.get(job.name)
-        if progress.get("step") is None:
-            if known is not None:
-                progress.update(step=known["resumes_at"], total_steps=known["total_steps"], steps_per_s=known["steps_per_s"])
-            return progress
-        if known is not None and not progress.get("steps_per_s"):
-            progress["steps_per_s"] = known["steps_per_s"]
-        checkpoint = progress.get("checkpoint") or {}
-        self._known_progress[job.name] = {
-            "resumes_at": checkpoint.get("step") or progress.get("resumed_from_step") or 0,
-            "total_steps": progress.get("total_steps"),
-            "steps_per_s": progress.get("steps_per_s"),
-        }
+        if progress is None:
+            return known
+        if known is not None and not progress.steps_per_s:
+            progress = replace(progress, steps_per_s=known.steps_per_s)
+        self._known_progress[job.name] = replace(progress, step=progress.resumes_at)
         return progress
 
     def _spot_offered(self, instance_types: tuple[str, ...], nodes: int) -> bool:
@@ -462,37 +466,37 @@ class Controller:
             gpus=offer.gpus,
         )
 
-    def _finish_launch(self, job: Job, attempt: Attempt) -> None:
+    def _finish_launch(self, job: Job, attempt: Attempt, rows: list[Interval]) -> None:
         """Launch every node of the attempt not launched yet (after a restart, idempotently: the same tokens).
 
-        Rank 0 goes first: its private address and the provider's rendezvous port become every
-        other node's MASTER_ADDR and MASTER_PORT. A CapacityError for rank 0 moves the attempt to
-        the next offer; for another node the gang waits, partial, until ``gang_timeout``.
+        ``rows`` are the job's ledger rows as this cycle read them: a launch adds rows of this attempt
+        only, each of them kept in ``launched``. Rank 0 goes first: its private address and the
+        provider's rendezvous port become every other node's MASTER_ADDR and MASTER_PORT. A
+        CapacityError for rank 0 moves the attempt to the next offer; for another node the gang
+        waits, partial, until ``gang_timeout``.
         """
-        rows = self.store.intervals(job.name)  # read once: this launch adds rows of this attempt only
         launched = {row.node: row for row in rows if row.attempt == attempt.number}
-        nodes = forecast.nodes(job.spec)
+        nodes = job.spec.resources.nodes
         # The spec is written again before every launch (what another job's instance overwrote is put
         # back), and the launch names it by digest: the agent runs this spec or nothing.
-        credentials = LaunchCredentials(job=job.name, spec_sha256=write_spec(CheckpointStore(job.checkpoint_url), job.spec), key=job.key)
+        credentials = LaunchCredentials(job=job.name, spec_sha256=write_spec(Mailbox.at(job.checkpoint_url), job.spec), key=job.key)
         self._grant_horizon(job, attempt, rows)
-        port = None
-        if nodes > 1:
-            port = int(launched[0].address.rsplit(":", 1)[1]) if 0 in launched else self.provider.rendezvous_port()
+        hosted = _rendezvous_in_ledger(launched[0]) if nodes > 1 and 0 in launched else None  # the gang's, once rank 0 is up
+        port = (hosted.port if hosted is not None else self.provider.rendezvous_port()) if nodes > 1 else None
         for node in range(nodes):
             if node in launched:
                 continue
-            # Rank 0 reaches its own rendezvous on loopback; the others at rank 0's private address.
-            gang = {} if port is None else {TAG_NODE: str(node), TAG_RENDEZVOUS: f"127.0.0.1:{port}" if node == 0 else launched[0].address}
+            gang = None if port is None else GangMember.joining(node, nodes, port=port, rank0_address=hosted.address if hosted else None)
             request = LaunchRequest(
                 job=job.name,
                 attempt=attempt.number,
                 token=node_token(attempt.token, node),
                 agent_command=self.agent_command(job, attempt.number),
-                env={**self.agent_env, **_gang_env(gang), **credentials.to_env()},
-                workdir=job.spec["workdir"],
-                tags={**_launch_tags(job, attempt.number), **gang, **_credential_tags(credentials)},
-                placement_group=job.spec["resources"].get("placement_group"),
+                env={**self.agent_env, **credentials.to_env()},
+                workdir=job.spec.workdir,
+                tags={**_launch_tags(job), **_credential_tags(credentials)},
+                placement_group=job.spec.resources.placement_group,
+                gang=gang,
             )
             try:
                 instance = self.provider.launch(_offer_of(attempt), request)
@@ -501,8 +505,9 @@ class Controller:
                     raise
                 self._note_partial(job, attempt, len(launched), error)
                 return
-            address = f"{instance.private_address}:{port}" if node == 0 and port is not None else instance.private_address
-            launched[node] = self._open_interval(job, attempt, node, instance, address, rows)
+            if node == 0 and port is not None:
+                hosted = Rendezvous(instance.private_address, port)
+            launched[node] = self._open_interval(job, attempt, node, instance, _ledger_address(instance, hosted if node == 0 else None), rows)
             self.store.event(job.name, "launch", f"attempt {attempt.number}: {_node_label(job, node)}instance {instance.instance_id} launched", attempt=attempt.number)
 
     def _open_interval(self, job: Job, attempt: Attempt, node: int, instance: Instance, address: str, rows: list[Interval]) -> Interval:
@@ -514,8 +519,8 @@ class Controller:
             price_usd_per_hour=attempt.price_usd_per_hour, on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
             requested_at=attempt.requested_at, start=instance.launched_at, end=None, end_reason=None, outcome=None,
             cost_usd=None, on_demand_usd=None, prices=((instance.launched_at, attempt.price_usd_per_hour),),
-            productive_at=None, work_lost_s=None, steps_lost=None, team=spec.get("team"),
-            tags={str(key): str(value) for key, value in (spec.get("tags") or {}).items()}, launched_by=job.launched_by,
+            productive_at=None, work_lost_s=None, steps_lost=None, team=spec.team,
+            tags=dict(spec.tags), launched_by=job.launched_by,
             address=address,
         )
         # From its first moment the row holds its node's earlier work (as each refresh keeps it), so its share of the
@@ -526,7 +531,7 @@ class Controller:
         return interval
 
     def _note_partial(self, job: Job, attempt: Attempt, held: int, error: CapacityError) -> None:
-        message = f"attempt {attempt.number}: {held} of {forecast.nodes(job.spec)} nodes up, waiting for capacity for the rest ({error})"
+        message = f"attempt {attempt.number}: {held} of {job.spec.resources.nodes} nodes up, waiting for capacity for the rest ({error})"
         self.store.event(job.name, "capacity", message, attempt=attempt.number)
         if job.message != message:
             self.store.set_state(job.name, JobState.PROVISIONING, message, attempt=attempt.number)
@@ -543,20 +548,19 @@ class Controller:
         """
         heartbeat = self._heartbeat(job, attempt)
         if heartbeat:
-            self._note_heartbeat(job, attempt, heartbeat)
-            job = self.store.job(job.name)
+            job = self._note_heartbeat(job, attempt, heartbeat)
         ended = self._gone(job, attempt, nodes, heartbeat)
         if not ended:
             intervals = self._refresh_running_prices(job, attempt, intervals)
             self._grant_horizon(job, attempt, intervals)
-            if len(nodes) < forecast.nodes(job.spec):
-                self._fill_gang(job, attempt, nodes)
+            if len(nodes) < job.spec.resources.nodes:
+                self._fill_gang(job, attempt, nodes, intervals)
                 return
-            if job.state is not JobState.RUNNING and heartbeat and heartbeat.get("status") == "running":
+            if job.state is not JobState.RUNNING and heartbeat and heartbeat.status is AgentStatus.RUNNING:
                 self.store.set_state(job.name, JobState.RUNNING, f"attempt {attempt.number} training", attempt=attempt.number)
             if job.stop_requested == STOP_FOR_MARKET:
                 self._terminate_after_grace(job, attempt, nodes)
-            if not self._enforce_budget(job, attempt, nodes, intervals) and job.stop_requested is None and job.spec["resources"]["market"] == "auto":
+            if not self._enforce_budget(job, attempt, nodes, intervals) and job.stop_requested is None and job.spec.resources.market == "auto":
                 self._follow_policy(job, attempt, intervals)
             return
         if len(ended) < len(nodes):
@@ -564,7 +568,7 @@ class Controller:
             return
         statuses = ended
         outcome, message = _gang_outcome(statuses, heartbeat, stop_requested=job.stop_requested)
-        if len(nodes) < forecast.nodes(job.spec) and outcome is not Outcome.FINISHED:
+        if len(nodes) < job.spec.resources.nodes and outcome is not Outcome.FINISHED:
             outcome, message = Outcome.RELEASED, message
         rank0 = statuses[0]
         ended_at = max((status.ended_at or self.clock()) for status in statuses.values())
@@ -577,7 +581,7 @@ class Controller:
         self._decide_after(job, attempt, outcome, message)
 
     def _gone(
-        self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], heartbeat: dict[str, Any] | None
+        self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], heartbeat: Heartbeat | None
     ) -> dict[int, InstanceStatus]:
         """The nodes whose end the evidence shows, each with how it ended (see :func:`_labelled`).
 
@@ -617,30 +621,29 @@ class Controller:
                 )
         return gone
 
-    def _last_heard(self, job: Job, attempt: Attempt, node: int, heartbeat: dict[str, Any] | None) -> float | None:
+    def _last_heard(self, job: Job, attempt: Attempt, node: int, heartbeat: Heartbeat | None) -> float | None:
         """When the node's agent last reported for ``attempt`` (rank 0's heartbeat is the one ``_watch`` read), if ever."""
         if node != 0:
             try:
                 heartbeat = _channel(job).read_heartbeat(node)
             except ProtocolError:  # a forged heartbeat says nothing of this agent
                 heartbeat = None
-            if heartbeat is not None and heartbeat.get("attempt") != attempt.number:
+            if heartbeat is not None and heartbeat.attempt != attempt.number:
                 heartbeat = None
-        when = heartbeat.get("time") if heartbeat else None
-        return float(when) if isinstance(when, (int, float)) else None
+        return heartbeat.time if heartbeat else None
 
-    def _fill_gang(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
+    def _fill_gang(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], intervals: list[Interval]) -> None:
         """Launch the nodes a partial gang still lacks, or, past ``gang_timeout``, release what it holds."""
-        timeout = job.spec["resources"].get("gang_timeout_s", 600.0)
+        timeout = job.spec.resources.gang_timeout_s
         if self.clock() - attempt.requested_at <= timeout:
             shortfalls = [event for _, event in self.store.events(job.name) if event.kind == "capacity" and event.attempt == attempt.number]
             if shortfalls and self.clock() - shortfalls[-1].time < min(GANG_RETRY_MAX_S, 2.0 ** len(shortfalls)):
                 return  # backing off: 2, 4, 8 ... s between tries, at most a minute
-            self._finish_launch(job, attempt)
+            self._finish_launch(job, attempt, intervals)
             return
         self.store.event(
             job.name, "gang",
-            f"attempt {attempt.number}: only {len(nodes)} of {forecast.nodes(job.spec)} nodes after {format_duration(timeout)}; releasing them to try another offer",
+            f"attempt {attempt.number}: only {len(nodes)} of {job.spec.resources.nodes} nodes after {format_duration(timeout)}; releasing them to try another offer",
             attempt=attempt.number,
         )
         self.provider.terminate([row.instance_id for row, _ in nodes.values()])
@@ -648,19 +651,19 @@ class Controller:
     def _stop_the_rest(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], ended: dict[int, InstanceStatus]) -> None:
         lost = any(status.end_reason in _LOST for status in ended.values())
         first_end = min((status.ended_at or self.clock()) for status in ended.values())
-        if lost or len(nodes) < forecast.nodes(job.spec) or self.clock() - first_end > self.settings.stop_grace_s:
+        if lost or len(nodes) < job.spec.resources.nodes or self.clock() - first_end > self.settings.stop_grace_s:
             running = [row.instance_id for node, (row, _) in nodes.items() if node not in ended]
             self.store.event(job.name, "gang", f"attempt {attempt.number}: node {min(ended)} ended; stopping the rest of the gang", attempt=attempt.number)
             self.provider.terminate(running)
 
-    def _heartbeat(self, job: Job, attempt: Attempt) -> dict[str, Any] | None:
+    def _heartbeat(self, job: Job, attempt: Attempt) -> Heartbeat | None:
         """Rank 0's heartbeat of this attempt; one another job forged (or a damaged one) is ignored, with an event once."""
         try:
             heartbeat = _channel(job).read_heartbeat(0)
         except ProtocolError as error:
             self._event_once(job, "forged", f"attempt {attempt.number}: {error}", attempt.number)
             return None
-        if heartbeat is None or heartbeat.get("attempt") != attempt.number:
+        if heartbeat is None or heartbeat.attempt != attempt.number:
             return None
         return heartbeat
 
@@ -670,18 +673,21 @@ class Controller:
         if not same_kind or same_kind[-1].message != message:
             self.store.event(job.name, kind, message, attempt=attempt)
 
-    def _note_heartbeat(self, job: Job, attempt: Attempt, heartbeat: dict[str, Any]) -> None:
-        previous = job.progress
-        same_attempt = previous.get("attempt") == attempt.number
-        if heartbeat.get("interruption_at") and not (same_attempt and previous.get("interruption_at")):
+    def _note_heartbeat(self, job: Job, attempt: Attempt, heartbeat: Heartbeat) -> Job:
+        """Record what a new heartbeat tells; returns the job with it as its progress, as its row now reads (not read again)."""
+        previous = job.progress if job.progress is not None and job.progress.attempt == attempt.number else None  # this attempt's
+        if heartbeat.interruption_at and not (previous is not None and previous.interruption_at):
             self.store.event(job.name, "notice", f"attempt {attempt.number}: spot interruption notice; emergency checkpoint requested", attempt=attempt.number)
-        if heartbeat.get("training_status") == "training" and not (same_attempt and previous.get("training_status") == "training"):
-            self.store.set_productive(job.name, attempt.number, float(heartbeat.get("time") or self.clock()))
-        if heartbeat != previous:
-            self.store.set_progress(job.name, heartbeat)
+        training = TrainingStatus.TRAINING
+        if heartbeat.training_status is training and not (previous is not None and previous.training_status is training):
+            self.store.set_productive(job.name, attempt.number, heartbeat.time or self.clock())
+        if heartbeat == job.progress:
+            return job
+        self.store.set_progress(job.name, heartbeat)
+        return replace(job, progress=heartbeat)
 
     def _close_interval(
-        self, job: Job, attempt: Attempt, row: Interval, status: InstanceStatus, outcome: Outcome, heartbeat: dict[str, Any] | None
+        self, job: Job, attempt: Attempt, row: Interval, status: InstanceStatus, outcome: Outcome, heartbeat: Heartbeat | None
     ) -> None:
         """Price one node's ended interval by the provider's billing rules over the price series it ran under.
 
@@ -727,7 +733,7 @@ class Controller:
         for row in running:
             prices = _series_for(row, history)
             earlier_usd = ledger.open_row_on_demand_usd(row, ledger.worked_before_s(intervals, row, now))
-            if prices != row.prices or earlier_usd != (row.on_demand_usd or 0.0):  # a row holds no earlier work until told
+            if prices != row.prices or earlier_usd != row.on_demand_usd:
                 self.store.refresh_open_interval(job.name, row.attempt, row.node, prices=prices, on_demand_usd=earlier_usd)
             current[row.node] = replace(row, prices=prices, on_demand_usd=earlier_usd)
         return [current.get(row.node, row) if row.attempt == attempt.number else row for row in intervals]
@@ -756,10 +762,11 @@ class Controller:
             self.store.set_state(job.name, JobState.SUCCEEDED, message, attempt=attempt.number)
         elif outcome is Outcome.STOPPED and job.stop_requested == STOP_FOR_BUDGET:
             spent = ledger.summarize(self.store.intervals(job.name), self.clock()).spent_usd
-            max_usd = job.spec["budget"]["max_usd"]
+            max_usd = job.spec.budget.max_usd
+            budget = "its" if max_usd is None else f"the {format_usd(max_usd)}"  # only a budget asks for this stop
             self.store.set_state(
                 job.name, JobState.BUDGET_EXHAUSTED,
-                f"spent ${spent:.4f} of the {format_usd(max_usd)} budget ({message}); "
+                f"spent ${spent:.4f} of {budget} budget ({message}); "
                 f"`spotrun resume {job.name} --budget USD` continues from the checkpoint",
                 attempt=attempt.number,
             )
@@ -768,12 +775,11 @@ class Controller:
         elif outcome is Outcome.RELEASED:
             self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number}: the gang never filled; trying another offer", attempt=attempt.number)
         elif outcome is Outcome.PREEMPTED:
-            self.store.count(job.name, "preemptions")
             self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} preempted ({message}); relaunching", attempt=attempt.number)
         else:
-            allowed = job.spec["resources"]["max_restarts_on_errors"]
+            allowed = job.spec.resources.max_restarts_on_errors
             if job.restarts_on_errors < allowed:
-                self.store.count(job.name, "restarts_on_errors")
+                self.store.count_restart_on_error(job.name)
                 self.store.set_state(
                     job.name, JobState.RECOVERING,
                     f"attempt {attempt.number} failed ({message}); restart {job.restarts_on_errors + 1} of {allowed}",
@@ -795,7 +801,7 @@ class Controller:
         grace period; if the instance has not stopped when one more interval would cross the
         cap, it is terminated: the job never overspends by more than one polling interval.
         """
-        max_usd = (job.spec.get("budget") or {}).get("max_usd")
+        max_usd = job.spec.budget.max_usd
         if max_usd is None:
             return False
         now = self.clock()
@@ -821,16 +827,16 @@ class Controller:
         controller stops within its budget. It is written when it would move by a tenth of a
         horizon or more (a write per cycle would be one PUT every few seconds per job).
         """
-        budget = job.spec.get("budget") or {}
-        if budget.get("max_usd") is None or "horizon_s" not in budget:  # specs recorded before horizons run without one
+        budget = job.spec.budget
+        if budget.max_usd is None or "horizon_s" not in budget.model_fields_set:  # specs recorded before horizons run without one
             return
         now = self.clock()
-        usd_per_s = _running_usd_per_s(attempt, intervals, now) or forecast.nodes(job.spec) * attempt.price_usd_per_hour / 3600.0
-        left_s = (budget["max_usd"] - ledger.summarize(intervals, now).spent_usd) / usd_per_s if usd_per_s > 0 else float("inf")
-        duration_s = max(0.0, min(budget["horizon_s"], left_s - self.settings.stop_grace_s))
+        usd_per_s = _running_usd_per_s(attempt, intervals, now) or job.spec.resources.nodes * attempt.price_usd_per_hour / 3600.0
+        left_s = (budget.max_usd - ledger.summarize(intervals, now).spent_usd) / usd_per_s if usd_per_s > 0 else float("inf")
+        duration_s = max(0.0, min(budget.horizon_s, left_s - self.settings.stop_grace_s))
         until = now + duration_s
         granted = self._horizons.get(job.name)
-        if granted is not None and granted.attempt == attempt.number and abs(until - granted.until) < budget["horizon_s"] / 10:
+        if granted is not None and granted.attempt == attempt.number and abs(until - granted.until) < budget.horizon_s / 10:
             return
         horizon = SpendingHorizon(
             attempt=attempt.number, until=until, duration_s=duration_s, granted_at=now, stop_grace_s=self.settings.stop_grace_s,
@@ -849,17 +855,18 @@ class Controller:
 
     def _budget_cannot_start(self, job: Job, offer: Offer, intervals: list[Interval]) -> bool:
         """End the job BUDGET_EXHAUSTED when what is left would not pay for a restart and one interval on ``offer``."""
-        max_usd = (job.spec.get("budget") or {}).get("max_usd")
+        max_usd = job.spec.budget.max_usd
         if max_usd is None:
             return False
-        spent = ledger.summarize(intervals, self.clock()).spent_usd
-        needed_usd = forecast.start_cost_usd(job.spec, intervals, offer.price_usd_per_hour, reserve_s=self.settings.stop_reserve_s)
-        if spent + needed_usd < max_usd:
+        admission = admit(
+            job.spec, job.training_progress, intervals, offer, priors=self.provider.priors, max_usd=max_usd, reserve_s=self.settings.stop_reserve_s, now=self.clock()
+        )
+        if admission.pays_for_start:
             return False
         self.store.set_state(
             job.name, JobState.BUDGET_EXHAUSTED,
-            f"spent ${spent:.4f} of the {format_usd(max_usd)} budget; another instance needs about ${needed_usd:.4f} before it makes progress. "
-            f"`spotrun resume {job.name} --budget USD` continues from the newest checkpoint",
+            f"spent ${admission.spent_usd:.4f} of the {format_usd(max_usd)} budget; another instance needs about ${admission.start_usd:.4f} "
+            f"before it makes progress. `spotrun resume {job.name} --budget USD` continues from the newest checkpoint",
         )
         return True
 
@@ -914,12 +921,7 @@ def _running_usd_per_s(attempt: Attempt, intervals: list[Interval], now: float) 
 
 def _channel(job: Job) -> JobChannel:
     """The job's signed mailbox in its checkpoint prefix."""
-    return JobChannel(CheckpointStore(job.checkpoint_url), job.name, job.key_bytes)
-
-
-def _of_attempt(intervals: list[Interval], attempt: Attempt | None) -> list[Interval]:
-    """The ledger rows of ``attempt``: one per node launched for it."""
-    return [row for row in intervals if attempt is not None and row.attempt == attempt.number]
+    return JobChannel(Mailbox.at(job.checkpoint_url), job.name, job.key_bytes)
 
 
 @dataclass(frozen=True)
@@ -957,7 +959,7 @@ def _offer_of(attempt: Attempt) -> Offer:
     )
 
 
-def _work_lost(heartbeat: dict[str, Any] | None, started: float, ended_at: float) -> tuple[float, int]:
+def _work_lost(heartbeat: Heartbeat | None, started: float, ended_at: float) -> tuple[float, int]:
     """Training done after the last committed checkpoint: lost when the instance went.
 
     The clock stops when training stopped: at the agent's last report if it reported an end
@@ -967,21 +969,20 @@ def _work_lost(heartbeat: dict[str, Any] | None, started: float, ended_at: float
     """
     if heartbeat is None:
         return max(0.0, ended_at - started), 0
-    checkpoint = heartbeat.get("checkpoint") or {}
-    reported_end = heartbeat.get("status") in ("preempted", "stopped", "failed")
-    stopped_at = float(heartbeat.get("time") or ended_at) if reported_end else ended_at
-    since = max(float(checkpoint.get("time") or 0.0), started)
-    steps = max(0, int(heartbeat.get("step") or 0) - int(checkpoint.get("step") or heartbeat.get("resumed_from_step") or 0))
+    progress = heartbeat.progress
+    checkpoint = progress.checkpoint if progress is not None else None
+    stopped_at = (heartbeat.time or ended_at) if heartbeat.status in _REPORTED_ENDS else ended_at
+    since = max(checkpoint.time if checkpoint is not None else 0.0, started)
+    steps = max(0, progress.step - progress.resumes_at) if progress is not None else 0
     return max(0.0, stopped_at - since), steps
 
 
-def _launch_tags(job: Job, attempt: int) -> dict[str, str]:
-    """The spec's team and free-form tags (for cost allocation), and what the agent needs to find its job."""
-    spec = job.spec
-    tags = {str(key): str(value) for key, value in (spec.get("tags") or {}).items()}
-    if spec.get("team"):
-        tags["team"] = str(spec["team"])
-    return {**tags, TAG_JOB: job.name, TAG_ATTEMPT: str(attempt), TAG_URL: job.checkpoint_url}
+def _launch_tags(job: Job) -> dict[str, str]:
+    """The spec's team and free-form tags (for cost allocation), and where the agent finds its job (the provider adds the rest)."""
+    tags = dict(job.spec.tags)
+    if job.spec.team:
+        tags["team"] = job.spec.team
+    return {**tags, TAG_URL: job.checkpoint_url}
 
 
 def _credential_tags(credentials: LaunchCredentials) -> dict[str, str]:
@@ -998,15 +999,20 @@ def _host_lost(status: InstanceStatus) -> bool:
 
 
 def _node_label(job: Job, node: int) -> str:
-    return f"node {node}: " if forecast.nodes(job.spec) > 1 else ""
+    return f"node {node}: " if job.spec.resources.nodes > 1 else ""
 
 
-def _gang_env(gang: dict[str, str]) -> dict[str, str]:
-    """A gang member's rank and rendezvous as the agent's environment (EC2 instances read the same from their tags)."""
-    return {NODE_ENV: gang[TAG_NODE], RENDEZVOUS_ENV: gang[TAG_RENDEZVOUS]} if gang else {}
+def _ledger_address(instance: Instance, hosted: Rendezvous | None) -> str:
+    """What a node's row holds in the ledger's address column: on rank 0's row the gang's rendezvous, else the private address."""
+    return str(hosted) if hosted is not None else instance.private_address
 
 
-def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: dict[str, Any] | None, *, stop_requested: str | None) -> tuple[Outcome, str]:
+def _rendezvous_in_ledger(rank0: Interval) -> Rendezvous:
+    """The gang's rendezvous, from rank 0's row (see :func:`_ledger_address`): what a relaunch of its other nodes joins."""
+    return Rendezvous.parse(rank0.address)
+
+
+def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: Heartbeat | None, *, stop_requested: str | None) -> tuple[Outcome, str]:
     """How a gang's attempt ended: rank 0's word on finishing, then any node lost, then any node's failure."""
     outcome, message = classify(statuses[0], heartbeat, stop_requested=stop_requested)
     if len(statuses) == 1 or outcome is Outcome.FINISHED:
@@ -1026,7 +1032,7 @@ def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: dict[str, Any]
 
 
 def _node_outcomes(outcome: Outcome, statuses: dict[int, InstanceStatus]) -> dict[int, Outcome]:
-    """Each node's ledger outcome: a preempted gang counts one preemption per node actually lost, the rest stopped with it."""
+    """Each node's ledger outcome: a preempted gang's nodes actually lost are preempted (the gang is one preemption), the rest stopped with it."""
     if outcome is not Outcome.PREEMPTED or len(statuses) == 1:
         return dict.fromkeys(statuses, outcome)
     lost = [node for node, status in statuses.items() if _host_lost(status)] or [0]

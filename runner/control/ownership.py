@@ -14,17 +14,13 @@ overwrite any object). That is the job key's work (``runner.instance.protocol``)
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from fsspec.implementations.local import LocalFileSystem
-
-from checkpoints.store import CheckpointStore
 from runner.errors import SpecError
+from runner.instance.mailbox import Mailbox
 
 OWNER_NAME = "owner.json"
 CLAIM_VERSION = 1
@@ -47,44 +43,18 @@ class Takeover:
     previous_job: str | None
 
 
-def _parse(raw: bytes) -> PrefixClaim | None:
+def _parse(data: dict[str, Any] | None) -> PrefixClaim | None:
+    if data is None:
+        return None
     try:
-        data = json.loads(raw)
         return PrefixClaim(job=str(data["job"]), store_id=str(data["store_id"]), claimed_at=float(data["claimed_at"]), version=int(data["version"]))
-    except (ValueError, TypeError, KeyError, RecursionError):
+    except (ValueError, TypeError, KeyError):
         return None
 
 
-def read_claim(store: CheckpointStore) -> PrefixClaim | None:
+def read_claim(mailbox: Mailbox) -> PrefixClaim | None:
     """The prefix's claim, or None when unclaimed (or the claim is unreadable: a damaged claim is treated as none)."""
-    path = store.spotrun_path(OWNER_NAME)
-    try:
-        return _parse(store.fs.cat_file(path))
-    except FileNotFoundError:
-        return None
-
-
-def _create_exclusively(store: CheckpointStore, payload: bytes) -> bool:
-    """Write the claim only if no object is there; False when one is (another job won)."""
-    path = store.spotrun_path(OWNER_NAME)
-    if isinstance(store.fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-        return True
-    try:
-        store.fs.pipe_file(path, payload, mode="create")  # s3fs: PutObject with If-None-Match: *
-    except FileExistsError:
-        return False
-    except OSError as error:  # s3fs maps some 412 answers to EINVAL
-        if error.errno == errno.EINVAL and "precondition" in str(error).lower():
-            return False
-        raise
-    return True
+    return _parse(mailbox.read(OWNER_NAME))
 
 
 def owned_by(url: str, owner: str, where: str, *, removable: bool = False) -> SpecError:
@@ -96,37 +66,36 @@ def owned_by(url: str, owner: str, where: str, *, removable: bool = False) -> Sp
 
 
 def claim_prefix(
-    store: CheckpointStore, claim: PrefixClaim, *, ended_here: Callable[[str], bool]
+    mailbox: Mailbox, claim: PrefixClaim, *, ended_here: Callable[[str], bool]
 ) -> Takeover | None:
     """Make ``claim`` the prefix's owner; returns a Takeover when it passed from an ended job, None when it was free.
 
     ``ended_here(job)`` says whether a job of this store has ended or is gone from it. A prefix
     owned by a live job, or by a job of another state store, is refused with SpecError naming it.
     """
-    payload = json.dumps(asdict(claim)).encode()
     for _ in range(3):  # a claim removed between our look and our write: look again
-        if _create_exclusively(store, payload):
+        if mailbox.create(OWNER_NAME, asdict(claim)):
             return None
-        current = read_claim(store)
-        if current is None and store.fs.exists(store.spotrun_path(OWNER_NAME)):
-            raise SpecError(f"checkpoint.url: {store.url}/_spotrun/{OWNER_NAME} is unreadable; remove it if no job uses {store.url}")
+        current = read_claim(mailbox)
+        if current is None and mailbox.exists(OWNER_NAME):
+            raise SpecError(f"checkpoint.url: {mailbox.url_of(OWNER_NAME)} is unreadable; remove it if no job uses {mailbox.url}")
         if current is None:
             continue
         if current.job == claim.job and current.store_id == claim.store_id:
             return None
         if current.store_id != claim.store_id:
             since = datetime.fromtimestamp(current.claimed_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-            raise owned_by(store.url, current.job, f"of another state store ({current.store_id}), claimed {since}", removable=True)
+            raise owned_by(mailbox.url, current.job, f"of another state store ({current.store_id}), claimed {since}", removable=True)
         if not ended_here(current.job):
-            raise owned_by(store.url, current.job, "of this state store, still live")
-        store.fs.rm_file(store.spotrun_path(OWNER_NAME))
-        if _create_exclusively(store, payload):
+            raise owned_by(mailbox.url, current.job, "of this state store, still live")
+        mailbox.remove(OWNER_NAME)
+        if mailbox.create(OWNER_NAME, asdict(claim)):
             return Takeover(previous_job=current.job)
-    raise SpecError(f"checkpoint.url: could not claim {store.url}: other jobs are claiming it at the same time")
+    raise SpecError(f"checkpoint.url: could not claim {mailbox.url}: other jobs are claiming it at the same time")
 
 
-def release_claim(store: CheckpointStore, claim: PrefixClaim) -> None:
+def release_claim(mailbox: Mailbox, claim: PrefixClaim) -> None:
     """Give the prefix up again (the job could not be recorded after all), if the claim is still ours."""
-    current = read_claim(store)
+    current = read_claim(mailbox)
     if current is not None and (current.job, current.store_id, current.claimed_at) == (claim.job, claim.store_id, claim.claimed_at):
-        store.fs.rm_file(store.spotrun_path(OWNER_NAME))
+        mailbox.remove(OWNER_NAME)

@@ -89,7 +89,10 @@ class Situation:
 class MarketPolicy(Protocol):
     """Chooses the market to hold now; ``None`` means hold no instance and wait."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The name a spec or `spotrun simulate --policy` gives it."""
+        ...
 
     def choose(self, situation: Situation) -> Market | None:
         """The market to hold from now until the next decision."""

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from cloud.aws import AwsProvider, AwsSettings
 from cloud.local import LocalProvider, SpotAvailability
 from cloud.provider import Provider
 from runner.control.controller import ControllerSettings
 from runner.errors import SpecError
+from runner.spec.job_spec import JobSpec, LocalSpec
 from runner.state.infra_outputs import stored_infra_outputs
 from runner.state.paths import infra_outputs_file
 from runner.state.store import Job, StateStore
@@ -24,33 +23,33 @@ LEASE_ENV = "SPOTRUN_LEASE_S"
 _LOCAL_AGENT_INTERVALS = ("--poll-interval", "0.5", "--heartbeat-interval", "1")
 
 
-def provider_for(spec: dict[str, Any], home: Path, store: StateStore) -> Provider:
+def provider_for(spec: JobSpec, home: Path, store: StateStore) -> Provider:
     """The provider named by ``resources.provider``, configured from the spec (and, for aws, the infra outputs)."""
-    name = spec["resources"]["provider"]
-    if name == "local":
-        local = spec["local"]
+    name = spec.resources.provider
+    if spec.local is not None:
+        local = spec.local
         return LocalProvider(
             home,
-            preempt_every_s=local["preempt_every_s"],
-            notice_s=local["notice_s"],
-            seed=local["seed"],
-            spot_price_usd_per_hour=local["spot_price"],
-            on_demand_price_usd_per_hour=local["on_demand_price"],
-            gpus=local.get("gpus", 1),
-            cpus=local.get("cpus", 1),
+            preempt_every_s=local.preempt_every_s,
+            notice_s=local.notice_s,
+            seed=local.seed,
+            spot_price_usd_per_hour=local.spot_price,
+            on_demand_price_usd_per_hour=local.on_demand_price,
+            gpus=local.gpus,
+            cpus=local.cpus,
             spot_availability=_spot_availability(local),
-            capacity=local.get("capacity") or {},
+            capacity=dict(local.capacity),
         )
     if name == "aws":
         return AwsProvider(aws_settings(home, store.store_id()))
     raise SpecError(f"resources.provider: {name!r} is not available in this version of spotrun; use 'local' or 'aws'")
 
 
-def _spot_availability(local: dict[str, Any]) -> SpotAvailability | None:
-    if not local.get("spot_trace"):
+def _spot_availability(local: LocalSpec) -> SpotAvailability | None:
+    if local.spot_trace is None:
         return None
-    start = datetime.fromisoformat(local["spot_trace_start"]).timestamp()
-    return SpotAvailability.from_file(local["spot_trace"], origin=start)
+    assert local.spot_trace_start is not None  # LocalSpec sets it with the trace
+    return SpotAvailability.from_file(local.spot_trace, origin=local.spot_trace_start.timestamp())
 
 
 def aws_settings(home: Path, store_id: str) -> AwsSettings:
@@ -67,14 +66,14 @@ def aws_settings(home: Path, store_id: str) -> AwsSettings:
         raise SpecError(f"{infra_outputs_file(home)}: no {missing} among the outputs of `spotrun infra up`; run it again") from None
 
 
-def controller_settings(spec: dict[str, Any]) -> ControllerSettings:
+def controller_settings(spec: JobSpec) -> ControllerSettings:
     """Poll often on this machine, every 10 s on a cloud; SPOTRUN_POLL_INTERVAL_S overrides both.
 
     A stopping instance gets 5 s to checkpoint locally, a minute on a cloud (an upload to S3).
     A controller's lease on a job lasts 30 s, or three polling intervals if longer
     (SPOTRUN_LEASE_S overrides it): how long a dead controller's jobs wait to be adopted.
     """
-    local = spec["resources"]["provider"] == "local"
+    local = spec.resources.provider == "local"
     poll_interval_s = float(os.environ.get(POLL_INTERVAL_ENV, 1.0 if local else 10.0))
     return ControllerSettings(
         poll_interval_s=poll_interval_s,

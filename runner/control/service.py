@@ -11,7 +11,6 @@ split the jobs between them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -119,8 +118,7 @@ def _by_provider(jobs: list[Job]) -> dict[str, list[Job]]:
     """Jobs grouped by the provider configuration they launch with; a group shares one provider and one poll."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
-        spec = job.spec
-        name = spec["resources"]["provider"]
-        key = name if name != "local" else f"local {json.dumps(spec.get('local') or {}, sort_keys=True)}"
+        local = job.spec.local
+        key = job.spec.resources.provider if local is None else f"local {local.model_dump_json()}"
         groups.setdefault(key, []).append(job)
     return groups

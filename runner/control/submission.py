@@ -8,10 +8,8 @@ the claim given back if that fails, say for a name already taken), and the spec 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from typing import Any
 
 from checkpoints import signing
 from checkpoints.errors import CheckpointError
@@ -19,7 +17,9 @@ from checkpoints.retry import STORAGE_ERRORS
 from checkpoints.store import SPOTRUN_DIR, CheckpointStore
 from runner.control.ownership import PrefixClaim, claim_prefix, owned_by, release_claim
 from runner.errors import JobNotFoundError
+from runner.instance.mailbox import Mailbox
 from runner.instance.protocol import write_spec
+from runner.spec.job_spec import JobSpec
 from runner.state.store import Job, JobState, StateStore
 
 
@@ -60,16 +60,18 @@ def _same_prefix(left: str, right: str) -> bool:
     return left.rstrip("/") == right.rstrip("/")
 
 
-def record_job(store: StateStore, spec: dict[str, Any], *, spec_path: str, launched_by: str) -> tuple[Job, CheckpointStore]:
+def record_job(store: StateStore, spec: JobSpec, *, spec_path: str, launched_by: str) -> tuple[Job, CheckpointStore]:
     """Claim the spec's checkpoint prefix and record the job; SpecError when another job owns the prefix."""
-    name, url = spec["name"], spec["checkpoint"]["url"]
+    name, url = spec.name, spec.checkpoint.url
+    assert url is not None  # JobSpec resolves it
     # Jobs recorded before claims existed own their prefixes without a claim object.
     for other in store.jobs():
         if not other.state.is_final and other.name != name and _same_prefix(other.checkpoint_url, url):
             raise owned_by(url, other.name, f"of this state store, still live ({other.state.value})")
     checkpoints = CheckpointStore(url)
+    mailbox = Mailbox(checkpoints)
     claim = PrefixClaim(job=name, store_id=store.store_id(), claimed_at=time.time())
-    takeover = claim_prefix(checkpoints, claim, ended_here=lambda owner: _ended_here(store, owner))
+    takeover = claim_prefix(mailbox, claim, ended_here=lambda owner: _ended_here(store, owner))
     inherited = None
     if takeover is not None and takeover.previous_job is not None:
         try:
@@ -78,14 +80,14 @@ def record_job(store: StateStore, spec: dict[str, Any], *, spec_path: str, launc
             inherited = None
     try:
         job = store.create_job(
-            name, spec_json=json.dumps(spec), spec_path=spec_path, checkpoint_url=url, launched_by=launched_by,
+            spec, spec_path=spec_path, launched_by=launched_by,
             key=inherited or signing.new_key(),
         )
     except BaseException:
-        release_claim(checkpoints, claim)
+        release_claim(mailbox, claim)
         raise
     try:
-        write_spec(checkpoints, spec)
+        write_spec(mailbox, spec)
     except CheckpointError as error:
         store.set_state(job.name, JobState.FAILED, f"could not write the job description: {error}")
         raise

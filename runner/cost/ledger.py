@@ -14,6 +14,11 @@ work the job's earlier intervals on the same node did: a closed row holds its sh
 row the earlier work (``open_row_on_demand_usd``), so that it too is priced alone. Everything a
 report shows is derived from the rows alone, so a report over a team's thousands of jobs reads one
 table.
+
+A preemption is one attempt the cloud ended (``count_preemptions``): a gang is preempted once, however
+many of its nodes were taken. Each row keeps its own node's outcome (``preempted`` on the nodes
+actually lost), so status, the final report, the forecast and every cost report count the attempts
+among their rows that have a preempted one, never the rows.
 """
 
 from __future__ import annotations
@@ -45,8 +50,10 @@ def usd_per_hour_at(interval: Interval, when: float) -> float:
     return price_at(price_series(interval), when)
 
 
-def productive_s(interval: Interval, worked_before_s: float, now: float) -> float:
+def productive_s(interval: Interval, worked_before_s: float | None, now: float) -> float:
     """Seconds of the job's productive work that ``interval`` did by ``now``, after ``worked_before_s`` on its node before it.
+
+    ``worked_before_s`` is None for the node's first interval, whose boot the one instance had too.
 
     That is its training less the work lost at its end (while it runs, none is lost yet), plus its
     boot to the first training step when nothing was done on the node before: the first start's
@@ -56,24 +63,28 @@ def productive_s(interval: Interval, worked_before_s: float, now: float) -> floa
     end = interval.end if interval.end is not None else max(now, interval.start)
     trained_from = end if interval.productive_at is None else min(max(interval.productive_at, interval.start), end)
     kept = max(0.0, end - trained_from - (interval.work_lost_s or 0.0))
-    return kept + (trained_from - interval.start if worked_before_s <= 0.0 else 0.0)
+    return kept + (trained_from - interval.start if worked_before_s is None else 0.0)
 
 
-def worked_before_s(intervals: Iterable[Interval], interval: Interval, now: float) -> float:
-    """The productive seconds of the job's intervals on ``interval``'s node before it: where its share of the one instance's bill begins."""
+def worked_before_s(intervals: Iterable[Interval], interval: Interval, now: float) -> float | None:
+    """The productive seconds of the job's intervals on ``interval``'s node before it: where its share of the one instance's bill begins.
+
+    None when there is none: ``interval`` is its node's first start (whose boot counts even after
+    an earlier start on the node that lost all its work would count none).
+    """
     earlier = sorted(
         (row for row in intervals if row.job == interval.job and row.node == interval.node and row.attempt < interval.attempt),
         key=lambda row: row.attempt,
     )
-    worked = 0.0
+    worked: float | None = None
     for row in earlier:
-        worked += productive_s(row, worked, now)
+        worked = (worked or 0.0) + productive_s(row, worked, now)
     return worked
 
 
-def on_demand_share_usd(interval: Interval, worked_before_s: float, now: float) -> float:
+def on_demand_share_usd(interval: Interval, worked_before_s: float | None, now: float) -> float:
     """``interval``'s share of its job's on-demand equivalent by ``now``: the next seconds of the one instance's bill."""
-    return one_instance_on_demand_usd(worked_before_s, productive_s(interval, worked_before_s, now), interval.on_demand_price_usd_per_hour)
+    return one_instance_on_demand_usd(worked_before_s or 0.0, productive_s(interval, worked_before_s, now), interval.on_demand_price_usd_per_hour)
 
 
 def share_at_close_usd(intervals: Iterable[Interval], interval: Interval, end: float, work_lost_s: float | None) -> float:
@@ -81,16 +92,21 @@ def share_at_close_usd(intervals: Iterable[Interval], interval: Interval, end: f
     return on_demand_share_usd(replace(interval, end=end, work_lost_s=work_lost_s), worked_before_s(intervals, interval, end), end)
 
 
-def open_row_on_demand_usd(interval: Interval, worked_before_s: float) -> float:
-    """What a running row's ``on_demand_usd`` holds until it closes: the work its node did before it, valued at its on-demand price."""
-    return worked_before_s * interval.on_demand_price_usd_per_hour / 3600.0
+def open_row_on_demand_usd(interval: Interval, worked_before_s: float | None) -> float | None:
+    """What a running row's ``on_demand_usd`` holds until it closes: the work its node did before it, valued at its on-demand price.
+
+    None for the node's first interval (nothing before it), so that its boot is counted as the first start's.
+    """
+    return None if worked_before_s is None else worked_before_s * interval.on_demand_price_usd_per_hour / 3600.0
 
 
-def _worked_before_running_s(interval: Interval) -> float:
-    """The earlier work a running row holds (``open_row_on_demand_usd``); none until the controller first refreshes the row."""
+def _worked_before_running_s(interval: Interval) -> float | None:
+    """The earlier work a running row holds (``open_row_on_demand_usd``); None for its node's first (or a row never refreshed)."""
     price = interval.on_demand_price_usd_per_hour
     held = interval.on_demand_usd if interval.end is None else None
-    return held * 3600.0 / price if held and price > 0 else 0.0
+    if held is None:
+        return None
+    return held * 3600.0 / price if price > 0 else 0.0
 
 
 def priced(interval: Interval, now: float) -> tuple[float, float]:
@@ -111,7 +127,7 @@ class CostSummary:
     instance_seconds: float = 0.0
     gpu_seconds: float = 0.0
     intervals: int = 0
-    preemptions: int = 0
+    preemptions: int = 0  # attempts the cloud ended (count_preemptions), not rows: adds up over sets that share no attempt
     work_lost_s: float = 0.0  # training after the last committed checkpoint, lost to preemptions
     provisioning_s: float = 0.0  # waiting for instances: request to launch
     restart_s: float = 0.0  # billed time before training made progress: boot, install, resume
@@ -152,11 +168,17 @@ class CostSummary:
         }
 
 
+def count_preemptions(intervals: Iterable[Interval]) -> int:
+    """The attempts among ``intervals`` that the cloud ended: those with a preempted row, each once however many of its nodes were taken."""
+    return len({(interval.job, interval.attempt) for interval in intervals if interval.outcome == Outcome.PREEMPTED.value})
+
+
 def summarize(intervals: Iterable[Interval], now: float) -> CostSummary:
     """Totals over ``intervals``, running ones priced up to ``now``."""
     spent = on_demand = seconds = gpu_seconds = lost = provisioning = restart = 0.0
-    count = preemptions = 0
+    count = 0
     preempted = Outcome.PREEMPTED.value
+    preempted_rows: list[Interval] = []
     for interval in intervals:  # a report sums tens of thousands: only those not yet priced go through priced()
         start, end, cost, equivalent = interval.start, interval.end, interval.cost_usd, interval.on_demand_usd
         if end is None or cost is None or equivalent is None:
@@ -173,11 +195,11 @@ def summarize(intervals: Iterable[Interval], now: float) -> CostSummary:
         booting = (interval.productive_at if interval.productive_at is not None else end) - start
         restart += booting if booting > 0.0 else 0.0
         if interval.outcome == preempted:
-            preemptions += 1
+            preempted_rows.append(interval)
             lost += interval.work_lost_s or 0.0
     return CostSummary(
         spent_usd=spent, on_demand_usd=on_demand, instance_seconds=seconds, gpu_seconds=gpu_seconds, intervals=count,
-        preemptions=preemptions, work_lost_s=lost, provisioning_s=provisioning, restart_s=restart,
+        preemptions=count_preemptions(preempted_rows), work_lost_s=lost, provisioning_s=provisioning, restart_s=restart,
     )
 
 
@@ -197,7 +219,8 @@ def closed_sums(store: StateStore, column: str, *, since: float | None = None) -
         sa.select(
             table.c[column], table.c.job,
             sa.func.sum(table.c.cost_usd), sa.func.sum(table.c.on_demand_usd), sa.func.sum(ran), sa.func.sum(ran * table.c.gpus),
-            sa.func.count(), sa.func.sum(sa.case((preempted, 1), else_=0)),
+            # count_preemptions: within one job's rows an attempt is its number (the case is NULL, uncounted, on other rows)
+            sa.func.count(), sa.func.count(sa.distinct(sa.case((preempted, table.c.attempt)))),
             sa.func.sum(sa.case((preempted, sa.func.coalesce(table.c.work_lost_s, 0.0)), else_=0.0)),
             sa.func.sum(sa.case((table.c.start > table.c.requested_at, table.c.start - table.c.requested_at), else_=0.0)),
             sa.func.sum(sa.case((productive > table.c.start, productive - table.c.start), else_=0.0)),
@@ -209,6 +232,6 @@ def closed_sums(store: StateStore, column: str, *, since: float | None = None) -
         query = query.where(table.c.end >= since)
     return [
         (key, job, CostSummary(float(spent), float(on_demand), float(seconds), float(gpu_seconds), int(count), int(preemptions), float(lost), float(waited), float(booting)))
-        for key, job, spent, on_demand, seconds, gpu_seconds, count, preemptions, lost, waited, booting in store.read(query)
+        for key, job, spent, on_demand, seconds, gpu_seconds, count, preemptions, lost, waited, booting in map(tuple, store.read(query))
     ]
 

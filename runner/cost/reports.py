@@ -14,7 +14,7 @@ import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from checkpoints.durations import format_duration
-from runner.cost.ledger import CostSummary, priced, summarize
+from runner.cost.ledger import CostSummary, count_preemptions, priced, summarize
 from runner.state.store import Interval
 
 DAY_S = 86400.0
@@ -208,18 +208,24 @@ def group_report(intervals: Iterable[Interval], by: str, *, now: float, since: f
     pieces = split_by_day(kept, now, since=since if by == "day" else None) if daily or by == "day" else []
     units = pieces if by == "day" else kept
     per_day = _daily(pieces, (lambda _piece: None) if by == "day" else key, now) if daily else ()
-    parts = [(key(unit), unit.job, summarize([unit], now)) for unit in units]
-    # by day an interval across midnight is two pieces: the totals count it once
-    return grouped_report(parts, by, now=now, since=since, daily=per_day, intervals=len(kept))
+    members: dict[tuple[str | None, str], list[Interval]] = defaultdict(list)
+    for unit in units:  # summarized per group and job, where the preempted nodes of one gang are one preemption
+        members[(key(unit), unit.job)].append(unit)
+    parts = [(group, job, summarize(rows, now)) for (group, job), rows in members.items()]
+    # by day an interval across midnight is two pieces, and a gang's nodes may end either side of it: the totals count each once
+    return grouped_report(parts, by, now=now, since=since, daily=per_day, pieces_of=kept)
 
 
 def grouped_report(
     parts: Iterable[tuple[str | None, str, CostSummary]], by: str, *, now: float, since: float | None = None,
-    daily: tuple[DailySpend, ...] = (), intervals: int | None = None,
+    daily: tuple[DailySpend, ...] = (), pieces_of: Sequence[Interval] | None = None,
 ) -> GroupReport:
-    """A grouped report from partial figures, each (group key, job, summary): of one interval, or summed by the database.
+    """A grouped report from partial figures, each (group key, job, summary) of some of a job's intervals in the group.
 
-    ``intervals`` overrides the totals' count of intervals (the pieces of a day report count once per interval).
+    A part is what the database summed, one running interval, or all of the job's units in the
+    group: preemptions add up as long as no part splits the preempted rows of one attempt.
+    ``pieces_of``: the intervals the parts were made of (cut at midnight by day); the totals count
+    each of them, and each preemption, once.
     """
     figures: dict[str | None, CostSummary] = defaultdict(CostSummary)
     jobs: dict[str | None, set[str]] = defaultdict(set)
@@ -233,8 +239,8 @@ def grouped_report(
     else:
         rows.sort(key=lambda row: (-row.summary.spent_usd, row.key is None, row.key or ""))
     total = sum((row.summary for row in rows), CostSummary())
-    if intervals is not None:
-        total = replace(total, intervals=intervals)
+    if pieces_of is not None:
+        total = replace(total, intervals=len(pieces_of), preemptions=count_preemptions(pieces_of))
     totals = GroupRow(None, total, len(set().union(*jobs.values())))
     return GroupReport(by, tuple(rows), totals, daily, now, since)
 

@@ -32,18 +32,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from checkpoints import environment, signing
-from checkpoints.control import CHECKPOINT, STOP, ControlWriter, read_json, write_json_atomically
-from checkpoints.environment import RENDEZVOUS_ENV
-from checkpoints.store import CheckpointStore
+from checkpoints.control import CHECKPOINT, STOP, ControlWriter, write_json_atomically
+from checkpoints.progress import Progress, TrainingStatus, read_progress
 from cloud.imds import MetadataClient
 from cloud.local_host import TRAINING_STARTED_FILE_ENV
+from cloud.provider import RENDEZVOUS_ENV, GangMember, Rendezvous
 from cloud.rendezvous import GangRendezvous, hold_gang_rendezvous
+from runner.instance.mailbox import Mailbox
 from runner.instance.protocol import (
     JOB_NAME,
+    AgentStatus,
+    Heartbeat,
     JobChannel,
     LaunchCredentials,
     ProtocolError,
@@ -52,6 +55,7 @@ from runner.instance.protocol import (
     StopRequest,
     read_spec,
 )
+from runner.spec.job_spec import stored_form
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class AgentSettings:
     checkpoint_url: str
     attempt: int
     node: int = 0  # rank of this instance in its gang
-    rendezvous: str | None = None  # rank 0's private address:port, for a gang
+    rendezvous: Rendezvous | None = None  # where this node's training meets the gang's, as its launch named it; None: one instance
     credentials: LaunchCredentials | None = None  # None: launched by a spotrun before digests and keys
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
     poll_interval_s: float = 5.0
@@ -102,16 +106,17 @@ class Agent:
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
-        self.store = CheckpointStore(settings.checkpoint_url)
+        self.mailbox = Mailbox.at(settings.checkpoint_url)
         credentials = settings.credentials
-        self.job = read_spec(self.store, credentials)
+        self.job = read_spec(self.mailbox, credentials)
         self.key = credentials.key_bytes if credentials else None
-        self.channel = JobChannel(self.store, self.job["name"], self.key)
-        budget = self.job.get("budget") or {}
-        self.budgeted = budget.get("max_usd") is not None and "horizon_s" in budget  # specs from before horizons have none
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"spotrun-{self.job['name']}-{settings.attempt}-"))
+        self.channel = JobChannel(self.mailbox, self.job.name, self.key)
+        budget = self.job.budget
+        self.budgeted = budget.max_usd is not None and "horizon_s" in budget.model_fields_set  # specs from before horizons have none
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"spotrun-{self.job.name}-{settings.attempt}-"))
         self.control = ControlWriter(self.scratch / "control.json")
         self.progress_file = self.scratch / "progress.json"
+        self._warned_progress = False
         self.log_file = self.scratch / "train.log"
         self.metadata = MetadataClient(settings.metadata_endpoint)
         self.interruption_at: float | None = None
@@ -139,17 +144,17 @@ class Agent:
         try:
             process = self._start_training()
             self._note(f"attempt {self.settings.attempt}: training started (pid {process.pid})")
-            self._heartbeat("running", force=True)
+            self._heartbeat(AgentStatus.RUNNING, force=True)
             while (exit_code := process.poll()) is None:
                 self._watch_training_start()
                 self._watch_metadata()
                 self._watch_stop_request()
                 self._watch_horizon(process)
-                self._heartbeat("running", force=bool(terminated))
+                self._heartbeat(AgentStatus.RUNNING, force=bool(terminated))
                 time.sleep(self.settings.poll_interval_s)
             if terminated:
                 self._note(f"terminated; training ended (exit code {exit_code})")
-                self._heartbeat("running", force=True)
+                self._heartbeat(AgentStatus.RUNNING, force=True)
                 return 128 + signal.SIGTERM
             status, message, agent_code = self._outcome(exit_code)
             self._note(message)
@@ -163,16 +168,16 @@ class Agent:
                 os.kill(os.getpid(), signal.SIGTERM)  # the default action now: end as killed
 
     def _start_training(self) -> subprocess.Popen[bytes]:
-        train = self.job["train"]
-        checkpoint = self.job["checkpoint"]
+        train = self.job.train
+        checkpoint = self.job.checkpoint
         env = dict(os.environ)
         env.update(
             {
                 environment.CHECKPOINT_URL: self.settings.checkpoint_url,
-                environment.CHECKPOINT_KEEP: str(checkpoint["keep"]),
+                environment.CHECKPOINT_KEEP: str(checkpoint.keep),
                 environment.CONTROL_FILE: str(self.control.path),
                 environment.PROGRESS_FILE: str(self.progress_file),
-                environment.JOB_NAME: self.job["name"],
+                environment.JOB_NAME: self.job.name,
                 environment.ATTEMPT: str(self.settings.attempt),
                 signing.KEY_ENV: self.key.hex() if self.key else "",
                 "PYTHONUNBUFFERED": "1",
@@ -181,72 +186,84 @@ class Agent:
             }
         )
         env.update(self._gang_env())
-        if checkpoint.get("keep_every"):
-            env[environment.CHECKPOINT_KEEP_EVERY] = str(checkpoint["keep_every"])
-        if checkpoint.get("every_steps"):
-            env[environment.CHECKPOINT_EVERY_STEPS] = str(checkpoint["every_steps"])
+        if checkpoint.keep_every:
+            env[environment.CHECKPOINT_KEEP_EVERY] = str(checkpoint.keep_every)
+        if checkpoint.every_steps:
+            env[environment.CHECKPOINT_EVERY_STEPS] = str(checkpoint.every_steps)
         else:
-            env[environment.CHECKPOINT_EVERY] = f"{checkpoint['every_s']}s"
-        if train.get("command"):
-            argv = ["/bin/sh", "-c", train["command"]]
+            env[environment.CHECKPOINT_EVERY] = f"{checkpoint.every_s}s"
+        if train.command:
+            argv = ["/bin/sh", "-c", train.command]
         else:
             job_file = self.scratch / JOB_NAME
-            job_file.write_text(json.dumps(self.job))
+            job_file.write_text(json.dumps(stored_form(self.job)))
             argv = [sys.executable, "-m", "runner.instance.train_worker", str(job_file), str(self.scratch / "trainer")]
         output = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child, closed with it
         try:
-            return subprocess.Popen(argv, cwd=self.job["workdir"], env=env, stdout=output, stderr=subprocess.STDOUT)
+            return subprocess.Popen(argv, cwd=self.job.workdir, env=env, stdout=output, stderr=subprocess.STDOUT)
         finally:
             output.close()
 
     def _gang_env(self) -> dict[str, str]:
         """What torch.distributed (and a command-mode script) needs on each node of a gang; nothing for one instance.
 
-        Rank 0 reaches its own rendezvous on loopback; the others at rank 0's private address.
+        The rendezvous is the one this node's launch named (``GangMember.joining`` says where each rank connects).
         """
-        resources = self.job["resources"]
-        nodes = int(resources.get("nodes", 1))
+        nodes = self.job.resources.nodes
         if nodes == 1:
             return {}
         if self.settings.rendezvous is None:
             raise ValueError(f"node {self.settings.node} of a {nodes}-node job started without a rendezvous ({RENDEZVOUS_ENV})")
-        address, port = self.settings.rendezvous.rsplit(":", 1)
-        self._rendezvous = hold_gang_rendezvous(self.settings.node, int(port))
+        member = GangMember(self.settings.node, nodes, self.settings.rendezvous)
+        self._rendezvous = hold_gang_rendezvous(member)
         return {
             **self._rendezvous.env,
-            "NODE_RANK": str(self.settings.node),
-            "MASTER_ADDR": "127.0.0.1" if self.settings.node == 0 else address,
-            "MASTER_PORT": port,
-            "WORLD_SIZE": str(nodes * int(resources.get("devices", 1))),
+            "NODE_RANK": str(member.node),
+            "MASTER_ADDR": member.rendezvous.address,
+            "MASTER_PORT": str(member.rendezvous.port),
+            "WORLD_SIZE": str(nodes * self.job.resources.devices),
         }
+
+    def _progress(self) -> Progress | None:
+        """Training's newest progress report; None before the first, and for one that does not fit the contract (warned once).
+
+        The training process writes the file; whatever it holds must not end the agent that watches it.
+        """
+        try:
+            return read_progress(self.progress_file)
+        except ValueError as error:
+            if not self._warned_progress:
+                log.warning("ignoring the progress report: %s", error)
+                self._warned_progress = True
+            return None
 
     def _watch_training_start(self) -> None:
         """Note the first training step of this attempt, and tell the instance's host if it asked."""
         if self.training_started_at is not None:
             return
         if self.settings.node == 0:
-            progress = read_json(self.progress_file) or {}
-            # The callback's first report comes right after the first step; "time" is when it wrote it.
-            started = progress.get("time") if progress.get("status") == "training" else None
+            progress = self._progress()
+            # The callback's first report comes right after the first step; its time is when it wrote it.
+            started = progress.time if progress is not None and progress.status is TrainingStatus.TRAINING else None
         elif self._training_started_file is not None:  # rank 0's agent noted it; read it only where someone waits for it
             try:
-                heartbeat = self.channel.read_heartbeat(0) or {}
+                heartbeat = self.channel.read_heartbeat(0)
             except Exception as error:  # noqa: BLE001 - the next poll retries (a forged one is ignored the same way)
                 log.warning("could not read rank 0's heartbeat: %s", error)
                 return
-            started = heartbeat.get("training_started_at") if heartbeat.get("attempt") == self.settings.attempt else None
+            started = heartbeat.training_started_at if heartbeat is not None and heartbeat.attempt == self.settings.attempt else None
         else:
             return
-        if not isinstance(started, (int, float)):
+        if started is None:
             return
-        self.training_started_at = float(started)
+        self.training_started_at = started
         self._note(f"training made its first step ({time.time() - self.training_started_at:.1f}s ago)")
         if self._training_started_file is not None:
             try:
                 write_json_atomically(self._training_started_file, {"time": self.training_started_at, "attempt": self.settings.attempt})
             except OSError as error:  # only an emulated instance asks; training goes on regardless
                 log.warning("could not write %s: %s", self._training_started_file, error)
-        self._heartbeat("running", force=True)
+        self._heartbeat(AgentStatus.RUNNING, force=True)
 
     def _watch_metadata(self) -> None:
         if self.interruption_at is None:
@@ -256,7 +273,7 @@ class Agent:
                 self.control.request(STOP, deadline=self.interruption_at, reason="spot interruption notice")
                 self._note(f"spot interruption notice: instance goes at {notice.isoformat()}; emergency checkpoint requested")
                 self._tell_the_gang(f"node {self.settings.node} got a spot interruption notice")
-                self._heartbeat("running", force=True)
+                self._heartbeat(AgentStatus.RUNNING, force=True)
                 return
         if not self._rebalance_seen and self.interruption_at is None and self.metadata.rebalance() is not None:
             self._rebalance_seen = True
@@ -269,7 +286,7 @@ class Agent:
         The training's own collective would carry the stop to them at the next step too; the
         bucket also reaches nodes whose collective is stuck or slow, and the controller.
         """
-        if self.job["resources"].get("nodes", 1) == 1:
+        if self.job.resources.nodes == 1:
             return
         try:
             self.channel.write_stop(StopRequest(attempt=self.settings.attempt, kind="gang", reason=reason, time=time.time()))
@@ -296,7 +313,7 @@ class Agent:
         self.stop_reason = reason
         self.control.request(STOP, reason=reason)
         self._note(note)
-        self._heartbeat("running", force=True)
+        self._heartbeat(AgentStatus.RUNNING, force=True)
 
     def _watch_horizon(self, process: subprocess.Popen[bytes]) -> None:
         """A budgeted attempt runs while its controller keeps renewing the spending horizon; past it, stop, then end training."""
@@ -332,54 +349,54 @@ class Agent:
         self._end_training_at = now + grace_s
         self._stop(f"spending horizon lapsed: {why}", f"{why}: no controller is watching the budget; checkpointing and stopping")
 
-    def _outcome(self, exit_code: int) -> tuple[str, str, int]:
-        progress = read_json(self.progress_file) or {}
+    def _outcome(self, exit_code: int) -> tuple[AgentStatus, str, int]:
+        progress = self._progress()
+        checkpoint_step = progress.checkpoint_step if progress is not None else None
         if exit_code == environment.PREEMPTED_EXIT_CODE and self.stop_reason is not None and self.interruption_at is None:
-            checkpoint = progress.get("checkpoint") or {}
-            return "stopped", f"checkpoint at step {checkpoint.get('step')} is durable; stopped ({self.stop_reason})", environment.PREEMPTED_EXIT_CODE
+            return AgentStatus.STOPPED, f"checkpoint at step {checkpoint_step} is durable; stopped ({self.stop_reason})", environment.PREEMPTED_EXIT_CODE
         if exit_code == environment.PREEMPTED_EXIT_CODE:
-            checkpoint = progress.get("checkpoint") or {}
-            return "preempted", f"emergency checkpoint at step {checkpoint.get('step')} is durable; leaving", environment.PREEMPTED_EXIT_CODE
-        if exit_code == 0 and progress.get("status") == "finished":
-            return "finished", f"training finished at step {progress.get('step')}", 0
+            return AgentStatus.PREEMPTED, f"emergency checkpoint at step {checkpoint_step} is durable; leaving", environment.PREEMPTED_EXIT_CODE
+        if exit_code == 0 and progress is not None and progress.status is TrainingStatus.FINISHED:
+            return AgentStatus.FINISHED, f"training finished at step {progress.step}", 0
         if self._end_training_at is not None and self.interruption_at is None:  # the horizon lapsed; training had to be ended
-            return "stopped", f"training ended (exit code {exit_code}) without a checkpoint after {self.stop_reason}", environment.PREEMPTED_EXIT_CODE
+            return (
+                AgentStatus.STOPPED, f"training ended (exit code {exit_code}) without a checkpoint after {self.stop_reason}",
+                environment.PREEMPTED_EXIT_CODE,
+            )
         if exit_code == 0 and self.settings.node > 0:
-            return "exited", "training exited 0 (rank 0 reports how the gang's training ended)", 0
+            return AgentStatus.EXITED, "training exited 0 (rank 0 reports how the gang's training ended)", 0
         if self.interruption_at is not None:
-            return "preempted", f"training ended (exit code {exit_code}) during the interruption notice", environment.PREEMPTED_EXIT_CODE
+            return AgentStatus.PREEMPTED, f"training ended (exit code {exit_code}) during the interruption notice", environment.PREEMPTED_EXIT_CODE
         if exit_code == 0:
-            return "failed", (
+            return AgentStatus.FAILED, (
                 "training exited 0 without reaching its end (no 'finished' report from the spotrun callback; "
                 "in command mode the script must use spotrun_checkpoint())"
             ), FAILED_EXIT_CODE
         error = last_error_line(self.log_file)
-        return "failed", f"training failed with exit code {exit_code}" + (f": {error}" if error else ""), FAILED_EXIT_CODE
+        return AgentStatus.FAILED, f"training failed with exit code {exit_code}" + (f": {error}" if error else ""), FAILED_EXIT_CODE
 
-    def _heartbeat(self, status: str, *, force: bool = False, exit_code: int | None = None, message: str | None = None) -> None:
+    def _heartbeat(self, status: AgentStatus, *, force: bool = False, exit_code: int | None = None, message: str | None = None) -> None:
         now = time.time()
         if not force and now - self._last_heartbeat < self.settings.heartbeat_interval_s:
             return
         self._last_heartbeat = now
-        progress = read_json(self.progress_file) or {}
-        heartbeat = {
-            **progress,
-            "training_status": progress.get("status"),
-            "status": status,
-            "job": self.job["name"],
-            "attempt": self.settings.attempt,
-            "node": self.settings.node,
-            "instance_id": os.environ.get("SPOTRUN_INSTANCE_ID"),
-            "time": now,
-            "training_started_at": self.training_started_at,
-            "interruption_at": self.interruption_at,
-            "stop_reason": self.stop_reason,
-            "exit_code": exit_code,
-            "message": message,
-        }
+        heartbeat = Heartbeat(
+            status=status,
+            job=self.job.name,
+            attempt=self.settings.attempt,
+            node=self.settings.node,
+            instance_id=os.environ.get("SPOTRUN_INSTANCE_ID"),
+            time=now,
+            training_started_at=self.training_started_at,
+            interruption_at=self.interruption_at,
+            stop_reason=self.stop_reason,
+            exit_code=exit_code,
+            message=message,
+            progress=_as_of(self._progress(), now),
+        )
         try:
-            self.channel.write_heartbeat(self.settings.node, heartbeat)
-            self.store.write_bytes(log_name(self.settings.attempt, self.settings.node), self.log_file.read_bytes())
+            self.channel.write_heartbeat(heartbeat)
+            self.mailbox.write_bytes(log_name(self.settings.attempt, self.settings.node), self.log_file.read_bytes())
         except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; next beat retries
             log.warning("heartbeat upload failed: %s", error)
 
@@ -398,10 +415,17 @@ def refuse(settings: AgentSettings, error: SpecTamperedError) -> int:
     sys.stderr.write(f"spotrun agent: {message}\n")
     credentials = settings.credentials
     if credentials is not None:
-        channel = JobChannel(CheckpointStore(settings.checkpoint_url), credentials.job, credentials.key_bytes)
-        heartbeat = {"status": "refused", "attempt": settings.attempt, "node": settings.node, "time": time.time(), "message": message}
+        channel = JobChannel(Mailbox.at(settings.checkpoint_url), credentials.job, credentials.key_bytes)
+        heartbeat = Heartbeat(
+            status=AgentStatus.REFUSED, job=credentials.job, attempt=settings.attempt, node=settings.node, time=time.time(), message=message
+        )
         try:
-            channel.write_heartbeat(settings.node, heartbeat)
+            channel.write_heartbeat(heartbeat)
         except Exception as upload_error:  # noqa: BLE001 - the controller still sees the instance end with this exit code
             log.warning("could not report the refusal: %s", upload_error)
     return REFUSED_EXIT_CODE
+
+
+def _as_of(progress: Progress | None, now: float) -> Progress | None:
+    """The training's report as a heartbeat at ``now`` carries it: its time is the heartbeat's (they share one key)."""
+    return replace(progress, time=now) if progress is not None else None

@@ -11,29 +11,37 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.strategies import DDPStrategy
 
 from checkpoints import spotrun_checkpoint
 from checkpoints.environment import CHECKPOINT_URL
+from runner.spec.job_spec import JobSpec, ResourcesSpec, from_stored
 from runner.spec.loading import load_object
 
 # Under the checkpoint URL, next to the step-* checkpoints (which discovery and retention alone look at).
 TRAINER_DIR = "trainer"
 
 
-def train(job: dict, root_dir: Path) -> None:
+def train(job: JobSpec, root_dir: Path) -> None:
     """Build the spec's module, data and Trainer, and fit with the spotrun callback."""
-    spec = job["train"]
-    pl.seed_everything(spec["seed"], workers=True)
-    model_class = load_object(spec["model"], base=pl.LightningModule, field="train.model")
-    model = model_class(**spec["model_args"])
+    spec = job.train
+    assert spec.model is not None  # model mode: TrainSpec has a model or a command
+    pl.seed_everything(spec.seed, workers=True)
+    model_class = load_object(spec.model, base=pl.LightningModule, field="train.model")
+    model = model_class(**spec.model_args)
     datamodule = None
-    if spec.get("data"):
-        data_class = load_object(spec["data"], base=pl.LightningDataModule, field="train.data")
-        datamodule = data_class(**spec["data_args"])
-    trainer_args = {"default_root_dir": durable_root_dir(os.environ.get(CHECKPOINT_URL), root_dir), "enable_checkpointing": False, **spec["trainer"], **_distributed(job["resources"])}
+    if spec.data:
+        data_class = load_object(spec.data, base=pl.LightningDataModule, field="train.data")
+        datamodule = data_class(**spec.data_args)
+    trainer_args: dict[str, Any] = {
+        "default_root_dir": durable_root_dir(os.environ.get(CHECKPOINT_URL), root_dir),
+        "enable_checkpointing": False,
+        **spec.trainer,
+        **_distributed(job.resources),
+    }
     trainer_args["callbacks"] = [*trainer_args.get("callbacks", []), spotrun_checkpoint()]
     trainer = pl.Trainer(**trainer_args)
     trainer.fit(model, datamodule=datamodule)
@@ -52,24 +60,24 @@ def durable_root_dir(checkpoint_url: str | None, scratch: Path) -> str:
     return f"{url}/{TRAINER_DIR}"
 
 
-def _distributed(resources: dict) -> dict:
+def _distributed(resources: ResourcesSpec) -> dict[str, Any]:
     """Trainer arguments for a gang: DDP over every node's devices, with a collective timeout.
 
     The timeout is what ends training on the survivors when a node vanishes without a notice:
     their next collective fails after it instead of waiting for a peer that will never answer.
     Lightning reads MASTER_ADDR, MASTER_PORT and NODE_RANK from the environment the agent sets.
     """
-    nodes, devices = resources.get("nodes", 1), resources.get("devices", 1)
+    nodes, devices = resources.nodes, resources.devices
     if nodes == 1 and devices == 1:
         return {}
-    timeout = timedelta(seconds=resources.get("collective_timeout_s", 300.0))
+    timeout = timedelta(seconds=resources.collective_timeout_s)
     return {"num_nodes": nodes, "devices": devices, "strategy": DDPStrategy(timeout=timeout)}
 
 
 def main() -> None:
     """Entry point for the agent."""
     job_file, root_dir = sys.argv[1:3]
-    train(json.loads(Path(job_file).read_text()), Path(root_dir))
+    train(from_stored(json.loads(Path(job_file).read_text()), where=job_file), Path(root_dir))
 
 
 if __name__ == "__main__":

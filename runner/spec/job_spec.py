@@ -5,7 +5,8 @@ loaded: relative file references become absolute, the working directory is recor
 checkpoint URL gets its default and a relative deadline becomes a time. It then imports the model
 and data classes to check them. The result is self-contained: on an instance,
 ``JobSpec.model_validate(spec.model_dump(mode="json"))`` (or ``model_validate_json``) reads it back
-without the YAML file, its directory, or the import checks.
+without the YAML file, its directory, or the import checks: ``stored_form`` / ``from_stored`` are the one
+serialised form everything else (state store, ``job.json``, the train worker) uses.
 
 Durations are written for people (``every: 5m``) and kept in seconds (``checkpoint.every_s``).
 Every invalid input becomes one ``SpecError`` line:
@@ -40,6 +41,7 @@ from pydantic import (
 )
 
 from checkpoints.durations import MAX_DURATION_S, DurationError, parse_duration
+from cloud.provider import Market
 from runner.errors import SpecError
 from runner.spec.loading import is_file_target, load_object, split_ref
 from runner.state.paths import spotrun_home
@@ -56,6 +58,7 @@ MAX_YAML_NODES = 100_000  # values in the document with every alias expanded: a 
 MAX_YAML_DEPTH = 64  # nested lists and mappings, aliases expanded: deeper is not a job spec, and recursion has limits
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EC2_INSTANCE_TYPE = re.compile(r"^[a-z0-9-]+\.[a-z0-9-]+$")
+MarketChoice = Literal["spot", "on-demand", "auto"]  # a market, or "auto": the deadline policy chooses
 _URL_EXAMPLES = "e.g. file:///abs/path or s3://bucket/prefix"
 
 
@@ -316,8 +319,13 @@ class ResourcesSpec(_Section):
     gang_timeout_s: _Seconds = Field(600.0, validation_alias=_human("gang_timeout"))  # how long a partial gang waits for the rest
     collective_timeout_s: _Seconds = Field(300.0, validation_alias=_human("collective_timeout"))  # a lost peer ends training after this
     placement_group: str | None = None  # aws: an existing cluster placement group for the gang's instances
-    market: Literal["spot", "on-demand", "auto"] = "spot"
+    market: MarketChoice = "spot"
     max_restarts_on_errors: int = Field(0, ge=0, le=MAX_INT)
+
+    @property
+    def fixed_market(self) -> Market | None:
+        """The market every instance is bought in; None with ``auto``, where the deadline policy chooses each time."""
+        return None if self.market == "auto" else Market(self.market)
 
     @field_validator("collective_timeout_s")
     @classmethod
@@ -515,6 +523,22 @@ class JobSpec(_Section):
         return self
 
 
+def stored_form(spec: JobSpec) -> dict[str, Any]:
+    """The one serialised form of a spec: what the state store keeps, ``job.json`` holds, launches digest and the train worker reads.
+
+    Every field is written, defaults included, so a reader never depends on this spotrun's defaults.
+    """
+    return spec.model_dump(mode="json")
+
+
+def from_stored(data: Any, *, where: str) -> JobSpec:
+    """A spec read back from its stored form (no YAML file, no import checks); SpecError naming ``where`` when it is not one."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(f"{where}: the stored job spec does not validate: {_first_problem(error)}") from None
+
+
 def _checkpoint_url(url: str | None, name: str, provider: str, workdir: Path) -> str:
     """The absolute fsspec URL checkpoints go to; plain paths become ``file://`` URLs relative to ``workdir``."""
     if url is None:
@@ -632,7 +656,7 @@ def _read_mapping(path: Path, source: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except _Refused as error:
-        raise SpecError(f"{source}: line {error.problem_mark.line + 1}: {error.problem}") from error
+        raise SpecError(f"{source}: line {error.line}: {error.problem}") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -649,6 +673,7 @@ class _Refused(yaml.composer.ComposerError):
 
     def __init__(self, problem: str, mark: yaml.Mark) -> None:
         super().__init__(None, None, problem, mark)
+        self.line = mark.line + 1
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -666,8 +691,8 @@ class _SpecLoader(yaml.SafeLoader):
         self._nesting = 0
         self._expanded: dict[int, tuple[int, int]] = {}  # id of a composed node -> (nodes, depth) with aliases expanded
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        mark = self.peek_event().start_mark
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in PyYAML's stubs
         if self.check_event(yaml.AliasEvent):
             node = super().compose_node(parent, index)
             if id(node) not in self._expanded:  # still being composed: the alias is inside what it names
@@ -680,6 +705,8 @@ class _SpecLoader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._nesting -= 1
+        if node is None:
+            return None
         if isinstance(node, yaml.MappingNode):
             children = [child for pair in node.value for child in pair]
         else:

@@ -16,8 +16,11 @@ import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
+from typing import TypeGuard, TypeVar
 
 from runner.errors import SpecError
+
+T = TypeVar("T")
 
 REF_FORMS = "expected 'path/to/file.py:Class' or 'package.module:Class'"
 
@@ -47,7 +50,7 @@ def module_name_for_file(path: Path) -> str:
     return f"spotrun_user_{stem}_{digest}"
 
 
-def load_object(ref: str, *, base: type, field: str, workdir: Path | None = None) -> type:
+def load_object(ref: str, *, base: type[T], field: str, workdir: Path | None = None) -> type[T]:
     """The class ``ref`` names, checked to subclass ``base``; a SpecError starting with ``field`` otherwise.
 
     ``workdir`` makes packages there importable by module references, as ``python -m`` would.
@@ -113,7 +116,7 @@ def _add_to_sys_path(directory: Path) -> None:
         sys.path.append(str(directory))
 
 
-def _is_strict_subclass(value: object, base: type) -> bool:
+def _is_strict_subclass(value: object, base: type[T]) -> TypeGuard[type[T]]:
     return isinstance(value, type) and issubclass(value, base) and value is not base
 
 

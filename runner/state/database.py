@@ -108,7 +108,7 @@ def _explain_failures(database: str, context: sa.engine.ExceptionContext) -> Non
     """
     error = context.sqlalchemy_exception
     failed = isinstance(error, sa.exc.OperationalError) or type(error) is sa.exc.DatabaseError
-    if failed and not context.is_pre_ping:
+    if isinstance(error, sa.exc.DBAPIError) and failed and not context.is_pre_ping:
         raise DatabaseError(f"the state database {database} failed: {_first_line(error)}") from None
 
 

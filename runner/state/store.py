@@ -16,19 +16,24 @@ from __future__ import annotations
 import copy
 import enum
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from checkpoints.progress import Progress
 from runner.errors import JobNotFoundError, JobStateError, LeaseLostError
+from runner.instance.protocol import Heartbeat
 from runner.money import format_usd
+from runner.spec.job_spec import JobSpec, from_stored, stored_form
 from runner.state import schema
 from runner.state.database import DatabaseLocation, connect, database_location
 
@@ -74,6 +79,7 @@ jobs_table = sa.Table(
     sa.Column("checkpoint_url", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Left 0 and read by no one: preemptions are counted from the ledger (runner.cost.figures); kept for older spotruns sharing the store.
     sa.Column("preemptions", sa.Integer, nullable=False, default=0),
     sa.Column("restarts_on_errors", sa.Integer, nullable=False, default=0),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
@@ -177,10 +183,9 @@ class Job:
     checkpoint_url: str
     created_at: float
     updated_at: float
-    preemptions: int
     restarts_on_errors: int
     cancel_requested: bool
-    progress: dict[str, Any]
+    progress: Heartbeat | None  # the newest heartbeat the controller read (rank 0's), None before the first
     message: str | None
     launched_by: str = ""
     stop_requested: str | None = None
@@ -196,9 +201,14 @@ class Job:
         return bytes.fromhex(self.key) if self.key else None
 
     @property
-    def spec(self) -> dict[str, Any]:
-        """The resolved spec the job was submitted with."""
-        return json.loads(self.spec_json)
+    def training_progress(self) -> Progress | None:
+        """The training's newest report (step, throughput, newest checkpoint) as the newest heartbeat carried it, if any."""
+        return self.progress.progress if self.progress else None
+
+    @cached_property
+    def spec(self) -> JobSpec:
+        """The resolved spec the job was submitted with (parsed once per row read)."""
+        return from_stored(json.loads(self.spec_json), where=f"job {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -282,6 +292,26 @@ class Lease:
     expires_in_s: float
 
 
+@dataclass(frozen=True)
+class JobRows:
+    """One job's rows as a controller cycle reads them at its start (``StateStore.live_snapshot``), passed down instead of read again."""
+
+    job: Job
+    attempts: tuple[Attempt, ...]  # first to last
+    intervals: tuple[Interval, ...]  # the job's ledger rows, oldest first
+
+    @property
+    def open_attempt(self) -> Attempt | None:
+        """The newest attempt while it has no outcome: the one the controller launches or watches."""
+        return self.attempts[-1] if self.attempts and self.attempts[-1].is_open else None
+
+    @property
+    def open_intervals(self) -> list[Interval]:
+        """The open attempt's ledger rows, one per node launched for it; none without an open attempt."""
+        attempt = self.open_attempt
+        return [row for row in self.intervals if attempt is not None and row.attempt == attempt.number]
+
+
 def open_store(home: Path, *, actor: str = "") -> StateStore:
     """The store this spotrun is configured for (``SPOTRUN_DB``, the config's ``db``, else SQLite in ``home``)."""
     return StateStore(database_location(home), actor=actor)
@@ -332,9 +362,11 @@ class StateStore:
     # -------------------------------------------------------------- jobs
 
     def create_job(
-        self, name: str, *, spec_json: str, spec_path: str, checkpoint_url: str, launched_by: str = "", key: str | None = None
+        self, spec: JobSpec, *, spec_path: str, checkpoint_url: str | None = None, launched_by: str = "", key: str | None = None
     ) -> Job:
         """Record a new PENDING job (who submitted it, and its key); a name already in the store is an error.
+
+        ``checkpoint_url`` is the spec's own unless given (tests keep a job's prefix in memory).
 
         The name's primary key decides, not a look first: of two submissions of one name at the same
         instant (on one SQLite file or one PostgreSQL server) both would look and find nothing, so
@@ -342,8 +374,12 @@ class StateStore:
         and the other gets the "already exists" error.
         """
         now = self.clock()
+        name = spec.name
+        spec_json = json.dumps(stored_form(spec))
+        url = checkpoint_url or spec.checkpoint.url
+        assert url is not None  # JobSpec resolves it
         try:
-            self._insert_job(name, now, spec_json=spec_json, spec_path=spec_path, checkpoint_url=checkpoint_url, launched_by=launched_by, key=key)
+            self._insert_job(name, now, spec_json=spec_json, spec_path=spec_path, checkpoint_url=url, launched_by=launched_by, key=key)
         except sa.exc.IntegrityError:
             raise JobStateError(
                 f"a job named {name!r} already exists ({self.job(name).state.value}); "
@@ -363,7 +399,6 @@ class StateStore:
                     checkpoint_url=checkpoint_url,
                     created_at=now,
                     updated_at=now,
-                    preemptions=0,
                     restarts_on_errors=0,
                     cancel_requested=False,
                     budget_alerted_pct=0,
@@ -399,32 +434,68 @@ class StateStore:
             rows = db.execute(sa.select(jobs_table).where(jobs_table.c.state.not_in(final)).order_by(jobs_table.c.created_at)).all()
         return [_job_from_row(row) for row in rows]
 
+    def jobs_named(self, names: Sequence[str]) -> dict[str, Job]:
+        """The jobs among ``names`` that exist, by name: one SELECT however many they are (one per ``_NAMES_PER_STATEMENT``)."""
+        with self._transaction() as db:
+            return {job.name: job for job in _jobs_named(db, names)}
+
+    def live_snapshot(self, names: Sequence[str]) -> dict[str, JobRows]:
+        """Each named job's row, attempts and ledger rows, in three SELECTs whatever the number of jobs (per ``_NAMES_PER_STATEMENT``).
+
+        What one controller cycle reads at its start, where reading each job alone took three
+        queries a job. Jobs that do not exist are left out.
+        """
+        attempts: dict[str, list[Attempt]] = {}
+        intervals: dict[str, list[Interval]] = {}
+        with self._transaction() as db:
+            jobs = _jobs_named(db, names)
+            for chunk in _chunks(names):
+                query = sa.select(attempts_table).where(attempts_table.c.job.in_(chunk)).order_by(attempts_table.c.job, attempts_table.c.number)
+                for row in db.execute(query):
+                    attempts.setdefault(row.job, []).append(_attempt_from_row(row))
+                query = (
+                    sa.select(*_INTERVAL_COLUMNS).where(intervals_table.c.job.in_(chunk))
+                    .order_by(intervals_table.c.job, intervals_table.c.start, intervals_table.c.id)
+                )
+                for interval in _intervals_from_rows(db.execute(query)):
+                    intervals.setdefault(interval.job, []).append(interval)
+        return {job.name: JobRows(job, tuple(attempts.get(job.name, ())), tuple(intervals.get(job.name, ()))) for job in jobs}
+
     # ------------------------------------------------------------ leases
 
     def acquire_leases(self, names: Sequence[str], ttl_s: float, *, vacated: Callable[[str], bool] = lambda owner: False) -> set[str]:
         """Renew this controller's leases among ``names`` for ``ttl_s`` and take those free or expired; returns the jobs it now holds.
 
         A takeover is a compare-and-set on the lease as it was read, so when two controllers try
-        at the same instant exactly one wins each job. Rows are taken in name order, so two
-        controllers never wait on each other's rows in a cycle (no deadlock on PostgreSQL).
-        Final jobs are never leased. Taking a job records who held it before. ``vacated(owner)``
-        says a current lease's owner is known to be gone (a dead process on this machine).
+        at the same instant exactly one wins each job. The leases this controller holds are
+        renewed together, in a constant number of statements however many jobs it drives. On
+        PostgreSQL every row to be written is locked first, in name order, so two controllers
+        never wait on each other's rows in a cycle (no deadlock). Final jobs are never leased.
+        Taking a job records who held it before. ``vacated(owner)`` says a current lease's owner
+        is known to be gone (a dead process on this machine).
         """
         owner = self._require_owner()
         final = [state.value for state in JobState if state.is_final]
         with self._transaction() as db:
-            now = self._now(db)
-            seen = db.execute(
-                sa.select(jobs_table.c.name, jobs_table.c.lease_owner, jobs_table.c.lease_expires_at)
-                .where(jobs_table.c.name.in_(list(names)), jobs_table.c.state.not_in(final))
-                .order_by(jobs_table.c.name)
-            ).all()
-        held: set[str] = set()
+            seen = [
+                row for chunk in _chunks(sorted(names)) for row in db.execute(
+                    sa.select(jobs_table.c.name, jobs_table.c.lease_owner, jobs_table.c.lease_expires_at)
+                    .where(jobs_table.c.name.in_(chunk), jobs_table.c.state.not_in(final))
+                    .order_by(jobs_table.c.name)
+                )
+            ]
         with self._transaction() as db:
             now = self._now(db)
-            for row in seen:
-                if row.lease_owner not in (None, owner) and (row.lease_expires_at or 0.0) > now and not vacated(row.lease_owner):
-                    continue  # another controller's, and current
+            mine = [row.name for row in seen if row.lease_owner == owner]
+            free = [  # unleased, lapsed, or left by a controller that is gone
+                row for row in seen
+                if row.lease_owner != owner and (row.lease_owner is None or (row.lease_expires_at or 0.0) <= now or vacated(row.lease_owner))
+            ]
+            if db.dialect.name == "postgresql":
+                for chunk in _chunks(sorted([*mine, *(row.name for row in free)])):
+                    db.execute(sa.select(jobs_table.c.name).where(jobs_table.c.name.in_(chunk)).order_by(jobs_table.c.name).with_for_update())
+            held = self._renew_leases(db, mine, owner, now + ttl_s)
+            for row in free:
                 taken = db.execute(
                     jobs_table.update()
                     .where(
@@ -439,7 +510,7 @@ class StateStore:
                 held.add(row.name)
                 if row.lease_owner is None:
                     self._event(db, row.name, "lease", f"controller {owner} drives the job")
-                elif row.lease_owner != owner:
+                else:
                     expired_s = now - (row.lease_expires_at or now)
                     why = f"whose lease expired {expired_s:.1f}s ago" if expired_s >= 0 else "whose process is gone"
                     self._event(
@@ -447,6 +518,21 @@ class StateStore:
                         data={"from": row.lease_owner, "expired_s": expired_s},
                     )
         return held
+
+    def _renew_leases(self, db: Connection, names: Sequence[str], owner: str, until: float) -> set[str]:
+        """Extend ``owner``'s leases among ``names`` to ``until``; returns those it still held.
+
+        One UPDATE, and one SELECT of what it changed: a lease that lapsed since it was read may
+        have been taken by another controller, and it stays that one's. In the same transaction the
+        rows are this one's to read (SQLite's write lock, PostgreSQL's row locks), and no other
+        controller ever writes this owner's name.
+        """
+        for chunk in _chunks(names):
+            db.execute(jobs_table.update().where(jobs_table.c.name.in_(chunk), jobs_table.c.lease_owner == owner).values(lease_expires_at=until))
+        return {
+            row.name for chunk in _chunks(names)
+            for row in db.execute(sa.select(jobs_table.c.name).where(jobs_table.c.name.in_(chunk), jobs_table.c.lease_owner == owner))
+        }
 
     def release_leases(self, names: Sequence[str]) -> None:
         """Give up this controller's leases on ``names`` at once, so another controller may drive them without waiting."""
@@ -487,18 +573,18 @@ class StateStore:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values(**values))
             self._event(db, name, "state", f"{state.value}" + (f": {message}" if message else ""), attempt=attempt)
 
-    def set_progress(self, name: str, progress: dict[str, Any]) -> None:
+    def set_progress(self, name: str, heartbeat: Heartbeat) -> None:
         """Keep the newest heartbeat for status displays."""
         with self._transaction(name) as db:
             db.execute(
                 jobs_table.update()
                 .where(jobs_table.c.name == name)
-                .values(progress_json=json.dumps(progress), updated_at=self.clock())
+                .values(progress_json=json.dumps(heartbeat.to_json()), updated_at=self.clock())
             )
 
-    def count(self, name: str, column: str) -> None:
-        """Increment ``preemptions`` or ``restarts_on_errors``."""
-        counter = jobs_table.c[column]
+    def count_restart_on_error(self, name: str) -> None:
+        """One more relaunch after a failure of the job's code: what ``max_restarts_on_errors`` limits."""
+        counter = jobs_table.c.restarts_on_errors
         with self._transaction(name) as db:
             db.execute(jobs_table.update().where(jobs_table.c.name == name).values({counter: counter + 1}))
 
@@ -565,7 +651,7 @@ class StateStore:
                 db.execute(intervals_table.insert().values(**_interval_values(interval)))
 
     def refresh_open_interval(
-        self, name: str, attempt: int, node: int, *, prices: tuple[tuple[float, float], ...], on_demand_usd: float
+        self, name: str, attempt: int, node: int, *, prices: tuple[tuple[float, float], ...], on_demand_usd: float | None
     ) -> None:
         """Bring a running interval's row up to date, so that every reader prices it alone (``runner.cost.ledger.priced``).
 
@@ -595,11 +681,13 @@ class StateStore:
         """Give a job a new spending cap (``budget.max_usd`` of its stored spec)."""
         with self._transaction(name) as db:
             row = db.execute(sa.select(jobs_table.c.spec_json).where(jobs_table.c.name == name)).one()
-            spec = json.loads(row.spec_json)
-            previous = (spec.get("budget") or {}).get("max_usd")
-            spec.setdefault("budget", {})["max_usd"] = max_usd
+            spec = from_stored(json.loads(row.spec_json), where=f"job {name!r}")
+            previous = spec.budget.max_usd
+            spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_usd": max_usd})})
             db.execute(
-                jobs_table.update().where(jobs_table.c.name == name).values(spec_json=json.dumps(spec), updated_at=self.clock(), budget_alerted_pct=0)
+                jobs_table.update()
+                .where(jobs_table.c.name == name)
+                .values(spec_json=json.dumps(stored_form(spec)), updated_at=self.clock(), budget_alerted_pct=0)
             )
             self._event(db, name, "budget", f"budget set to {format_usd(max_usd)} (was {'none' if previous is None else format_usd(previous)})")
 
@@ -728,10 +816,9 @@ def _job_from_row(row: Any) -> Job:
         checkpoint_url=row.checkpoint_url,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        preemptions=row.preemptions,
         restarts_on_errors=row.restarts_on_errors,
         cancel_requested=bool(row.cancel_requested),
-        progress=json.loads(row.progress_json) if row.progress_json else {},
+        progress=Heartbeat.from_json(json.loads(row.progress_json), where=f"job {row.name!r}'s newest heartbeat") if row.progress_json else None,
         message=row.message,
         launched_by=row.launched_by or "",
         stop_requested=row.stop_requested,
@@ -741,6 +828,22 @@ def _job_from_row(row: Any) -> Job:
         lease_expires_at=row.lease_expires_at,
         key=row.secret,
     )
+
+
+# Names bound in one IN list: SQLite allows 32,766 parameters in a statement since 3.32 (999 before), PostgreSQL
+# 65,535, so the jobs of any controller are read in one statement a table.
+_NAMES_PER_STATEMENT = 30_000 if sqlite3.sqlite_version_info >= (3, 32) else 900
+
+
+def _chunks(names: Sequence[str]) -> Iterator[list[str]]:
+    """``names`` in lists short enough to bind in one IN list (none when there are no names)."""
+    for first in range(0, len(names), _NAMES_PER_STATEMENT):
+        yield list(names[first:first + _NAMES_PER_STATEMENT])
+
+
+def _jobs_named(db: Connection, names: Sequence[str]) -> list[Job]:
+    """The jobs among ``names`` that exist, one SELECT per list of names."""
+    return [_job_from_row(row) for chunk in _chunks(names) for row in db.execute(sa.select(jobs_table).where(jobs_table.c.name.in_(chunk)))]
 
 
 def _interval_key(name: str, attempt: int, node: int) -> tuple[Any, ...]:

@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from checkpoints import latest
-from checkpoints.control import read_json
 from checkpoints.environment import PREEMPTED_EXIT_CODE
+from checkpoints.progress import read_progress
 
 TOY = Path(__file__).with_name("toy_training.py")
+
+pytestmark = pytest.mark.slow  # every test trains in real processes, several runs each
 
 
 def _train(url: str, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +84,12 @@ def test_sigkill_at_random_moments_resumes_bit_exactly(reference: Path, tmp_path
     _assert_same_weights(reference, tmp_path / "final.pt")
 
 
+def _reported_step(progress_file: Path) -> int:
+    """The step the callback last reported reaching; 0 before its first report."""
+    report = read_progress(progress_file)
+    return report.step if report is not None else 0
+
+
 def test_sigterm_takes_an_emergency_checkpoint_and_exits_preempted(reference: Path, tmp_path: Path) -> None:
     """Plain Lightning exits 0 on SIGTERM without saving; under SpotCheckpoint it saves, then exits 75."""
     url, progress = f"file://{tmp_path}/ckpts", tmp_path / "progress.json"
@@ -89,7 +97,7 @@ def test_sigterm_takes_an_emergency_checkpoint_and_exits_preempted(reference: Pa
                                 "--progress", str(progress), "--step-delay", "0.1"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline and (read_json(progress) or {}).get("step", 0) < 1:
+    while process.poll() is None and time.monotonic() < deadline and _reported_step(progress) < 1:
         time.sleep(0.02)
     time.sleep(random.Random(7).uniform(0.5, 1.5))  # 64 steps of >= 0.1 s: still well inside training
     process.send_signal(signal.SIGTERM)

@@ -37,6 +37,8 @@ SAVE_PHASES = ("snapshot", "serialize", "upload", "manifest", "retention")
 KILL_WITHIN_S = 0.012  # a kill lands this long at most after the targeted phase began
 WAIT_S = 60.0
 
+pytestmark = pytest.mark.slow  # 62 training runs from a fork server
+
 class PhaseWatch:
     """The test's side of the shared phase file."""
 

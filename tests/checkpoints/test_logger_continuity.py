@@ -31,6 +31,8 @@ LOGGERS = ("csv", "tensorboard", "mlflow")
 EVERY_STEPS = 4
 STEP_DELAY_S = 0.01  # room for a SIGKILL to land mid-training; no effect on the maths
 
+pytestmark = pytest.mark.slow  # training runs from a fork server, killed and resumed
+
 Series = dict[str, list[tuple[int, float]]]
 
 @pytest.fixture(scope="module")

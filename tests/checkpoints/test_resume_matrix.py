@@ -37,6 +37,8 @@ from resume_matrix_worker import BOARD  # noqa: E402
 EXACT_CASES = [name for name in CASES if name != "stateless_iterable"]
 WAIT_S = 120.0
 
+pytestmark = pytest.mark.slow  # every test trains in real processes (a fork server, or a script of its own)
+
 @pytest.fixture(scope="module")
 def litdata_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The training samples as LitData chunks, written by ``litdata.optimize`` (several chunks, so shuffling spans them)."""

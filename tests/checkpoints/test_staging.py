@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from checkpoints.environment import PREEMPTED_EXIT_CODE
 from checkpoints.signing import KEY_ENV
 from checkpoints.store import CheckpointStore
 
 WORKER = Path(__file__).with_name("staging_worker.py")
 KEY = bytes(range(32))
+
+pytestmark = pytest.mark.slow  # training runs in real processes, one per way of ending
 
 
 def test_no_staging_folder_survives_an_exception_a_normal_end_or_an_emergency_exit(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ def _store(s3_bucket: str, proxy: FaultProxy, sleeps: _Sleeps, **kwargs) -> Chec
     return CheckpointStore(f"{s3_bucket}/run", fs=_proxied_fs(proxy, **kwargs), retry=_policy(sleeps, attempts))
 
 
+@pytest.mark.slow
 def test_slowdown_and_dropped_puts_are_retried_and_the_commit_is_sound(s3_bucket: str, fault_proxy: FaultProxy, tmp_path: Path) -> None:
     sleeps = _Sleeps()
     store = _store(s3_bucket, fault_proxy, sleeps)
@@ -107,6 +108,7 @@ def test_access_denied_on_read_is_not_a_missing_checkpoint(s3_bucket: str, fault
     assert fault_proxy.count("GET", MANIFEST, "error 403") == 1 and sleeps == []  # tried once: not retried
 
 
+@pytest.mark.slow
 def test_multipart_checkpoint_through_faults_is_whole(s3_bucket: str, fault_proxy: FaultProxy, tmp_path: Path) -> None:
     sleeps = _Sleeps()
     store = _store(s3_bucket, fault_proxy, sleeps)

@@ -10,7 +10,20 @@ from aws_support import ec2_client, interrupt_in_moto, make_launch_template, pro
 from fault_proxy import FaultProxy
 
 from cloud.errors import CapacityError, ProviderError
-from cloud.provider import TAG_JOB, TAG_STORE, TAG_TOKEN, EndReason, InstanceState, LaunchRequest, Market, OfferRequest
+from cloud.provider import (
+    TAG_ATTEMPT,
+    TAG_JOB,
+    TAG_NODE,
+    TAG_RENDEZVOUS,
+    TAG_STORE,
+    TAG_TOKEN,
+    EndReason,
+    GangMember,
+    InstanceState,
+    LaunchRequest,
+    Market,
+    OfferRequest,
+)
 
 PRICES = {("g5.xlarge", "us-east-1a"): 0.45, ("g5.xlarge", "us-east-1b"): 0.39, ("g6.xlarge", "us-east-1a"): 0.31}
 
@@ -64,6 +77,20 @@ def test_launch_is_spot_from_the_template_with_every_tag(moto_endpoint: str, fau
     assert tags[TAG_JOB] == "train-1" and tags["team"] == "vision" and tags[TAG_STORE] == provider.settings.store_id
     [run_call] = [seen.body for seen in fault_proxy.seen if "Action=RunInstances" in seen.body]
     assert f"LaunchTemplate.LaunchTemplateId={template}" in run_call and "ClientToken=" in run_call
+
+
+def test_a_gang_member_learns_its_rank_and_rendezvous_from_its_tags(moto_endpoint: str, fault_proxy: FaultProxy, template: str) -> None:
+    provider = provider_behind(fault_proxy, template)
+    offer = provider.offers(OfferRequest(("g5.xlarge",), Market.ON_DEMAND))[0]
+    member = GangMember.joining(1, 2, port=provider.rendezvous_port(), rank0_address="10.0.0.5")
+    request = LaunchRequest(job="gang", attempt=2, token=f"gang-{uuid.uuid4().hex[:8]}-n1", agent_command=(), gang=member)
+
+    provider.launch(offer, request)
+
+    [described] = _instances(moto_endpoint, **{TAG_TOKEN: request.token})
+    tags = {tag["Key"]: tag["Value"] for tag in described["Tags"]}
+    assert (tags[TAG_NODE], tags[TAG_RENDEZVOUS]) == ("1", "10.0.0.5:29500")
+    assert (tags[TAG_JOB], tags[TAG_ATTEMPT]) == ("gang", "2")
 
 
 def test_a_lost_launch_answer_makes_no_second_instance(moto_endpoint: str, fault_proxy: FaultProxy, template: str) -> None:

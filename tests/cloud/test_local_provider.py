@@ -137,6 +137,7 @@ def test_launching_a_token_twice_gives_one_instance_and_one_process(
     assert [path.name for path in (home / "local" / "instances").iterdir()] == [first.instance_id]
 
 
+@pytest.mark.slow
 def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
 ) -> None:
@@ -169,6 +170,7 @@ def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     wait_until(lambda: not is_alive(grandchild["pid"], grandchild["start_ticks"]), what="the grandchild to be dead")
 
 
+@pytest.mark.slow
 def test_the_injected_lifetime_counts_from_the_first_training_step_not_the_launch(
     make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
 ) -> None:
@@ -193,6 +195,7 @@ def test_the_injected_lifetime_counts_from_the_first_training_step_not_the_launc
     assert state.training_started_at + 1.090 <= state.notice_at < state.training_started_at + 1.090 + 1.0
 
 
+@pytest.mark.slow
 def test_no_injected_interruption_before_training_starts_but_interrupt_still_comes(
     make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
 ) -> None:
@@ -321,6 +324,7 @@ def test_terminate_stops_the_agent_group_and_is_idempotent(
     assert provider.poll([instance.instance_id])[instance.instance_id] == status
 
 
+@pytest.mark.slow
 def test_terminate_kills_an_agent_that_ignores_sigterm_after_the_grace_period(
     make_provider: MakeProvider, fake_agent: Callable
 ) -> None:
@@ -438,6 +442,7 @@ def test_the_instance_outlives_the_process_that_launched_it(
     assert not is_alive(state.host_pid, state.host_start_ticks)
 
 
+@pytest.mark.slow
 def test_a_spot_availability_trace_withholds_offers_and_interrupts_before_capacity_goes(
     make_provider: MakeProvider, fake_agent: Callable, home: Path, wait_until: Callable
 ) -> None:

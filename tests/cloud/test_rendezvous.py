@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cloud.local import LocalProvider
 from cloud.local_files import InstanceFiles, read_spec
-from cloud.provider import TAG_NODE, LaunchRequest, Market, OfferRequest
+from cloud.provider import LOOPBACK, GangMember, LaunchRequest, Market, OfferRequest
 from cloud.rendezvous import USE_AGENT_STORE_ENV, GangRendezvous, hold_gang_rendezvous, local_gang_env
 
 # What a training process of the gang does: an env:// init (as Lightning's DDP), one collective, then it waits to be told to stop.
@@ -66,7 +68,8 @@ def test_the_local_provider_marks_each_node_of_a_gang_and_nothing_else_for_loopb
     provider = make_provider()
     offer = provider.offers(OfferRequest(instance_types=("local",), market=Market.ON_DEMAND))[0]
     agent = fake_agent("agent")
-    node = provider.launch(offer, LaunchRequest(job="gang", attempt=1, token="gang-1-n1", agent_command=agent.command(), tags={TAG_NODE: "1"}))
+    member = GangMember.joining(1, 2, port=provider.rendezvous_port(), rank0_address=LOOPBACK)
+    node = provider.launch(offer, LaunchRequest(job="gang", attempt=1, token="gang-1-n1", agent_command=agent.command(), gang=member))
     single = provider.launch(offer, LaunchRequest(job="one", attempt=1, token="one-1", agent_command=agent.command()))
 
     node_env = read_spec(InstanceFiles.of(home, node.instance_id)).env  # type: ignore[union-attr]
@@ -77,18 +80,20 @@ def test_the_local_provider_marks_each_node_of_a_gang_and_nothing_else_for_loopb
     provider.terminate([node.instance_id, single.instance_id])
 
 
+@pytest.mark.slow  # two real gloo processes
 def test_a_local_gangs_rendezvous_and_collectives_listen_on_loopback_only(make_provider: Callable[..., LocalProvider]) -> None:
     # The probe sees a socket bound to every interface for what it is.
     with socket.socket() as wide:
         wide.bind(("0.0.0.0", 0))
         wide.listen()
         assert [not _is_loopback(address) for address, port, _ in _listening() if port == wide.getsockname()[1]] == [True]
-    assert hold_gang_rendezvous(0, 1, {}) == GangRendezvous({})  # an unmarked gang (EC2) is left as it was
-
     port = make_provider().rendezvous_port()
     nodes = 2
+    members = [GangMember.joining(node, nodes, port=port, rank0_address=LOOPBACK) for node in range(nodes)]
+    assert hold_gang_rendezvous(members[0], {}) == GangRendezvous({})  # an unmarked gang (EC2) is left as it was
+
     marked = {**os.environ, **local_gang_env()}
-    held = [hold_gang_rendezvous(node, port, marked) for node in range(nodes)]
+    held = [hold_gang_rendezvous(member, marked) for member in members]
     assert all(rendezvous.env == {USE_AGENT_STORE_ENV: "True"} for rendezvous in held)
     workers = [
         subprocess.Popen(

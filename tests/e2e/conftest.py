@@ -18,6 +18,9 @@ from typer.testing import CliRunner
 
 from checkpoints import latest
 from runner.cli.app import app
+from runner.cost.figures import JobFigures, job_figures
+from runner.instance.mailbox import Mailbox
+from runner.instance.protocol import HEARTBEAT_NAME, Heartbeat
 from runner.state.store import Job, JobState, StateStore, open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +35,17 @@ def wait_until(predicate: Callable[[], Any], *, timeout_s: float, what: str, int
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def newest_heartbeat(checkpoint_url: str) -> Heartbeat | None:
+    """Rank 0's newest heartbeat under ``checkpoint_url``, parsed as written (not verified: these tests only watch)."""
+    written = Mailbox.at(checkpoint_url).read(HEARTBEAT_NAME)
+    return None if written is None else Heartbeat.from_json(written, where=HEARTBEAT_NAME)
+
+
+def step_of(heartbeat: Heartbeat | None) -> int:
+    """The step a heartbeat's training report reached; 0 before the first report."""
+    return heartbeat.progress.step if heartbeat is not None and heartbeat.progress is not None else 0
 
 
 @dataclass
@@ -67,6 +81,11 @@ class Harness:
 
     def job(self, name: str) -> Job:
         return self.store.job(name)
+
+    def figures(self, name: str) -> JobFigures:
+        """The job's attempts and preemptions as every display shows them."""
+        store = self.store
+        return job_figures(store.attempts(name), store.intervals(name), time.time())
 
     def controller_output(self) -> str:
         return "\n".join(path.read_text() for path in sorted(self.tmp.glob("controller-*.log")))
@@ -109,9 +128,11 @@ def assert_bit_identical(expected: dict[str, torch.Tensor], actual: dict[str, to
         assert torch.equal(expected[name], actual[name]), f"{name} differs"
 
 
-# The digits job every end-to-end test runs, and its uninterrupted result.
+# The digits job every end-to-end test runs, and its uninterrupted result. The wide MLP paces training at
+# ~50 ms a step, so an interruption lands within ~30 steps of the one a test aims at (heartbeats come every
+# second); 6 epochs (270 steps) leave room for four of them and for a budget stop, and no more.
 TRAINER = {
-    "max_epochs": 10,
+    "max_epochs": 6,
     "enable_progress_bar": False,
     "enable_model_summary": False,
     "logger": False,
@@ -120,7 +141,7 @@ MODEL_ARGS = {"lr": 0.05, "hidden": [2048, 2048], "dropout": 0.2, "patience": 4}
 DATA_ARGS = {"batch_size": 32}
 STEPS_PER_EPOCH = 45  # ceil(1438 training digits / 32)
 # The same model, data and seed through the user's own script: the same weights are expected.
-COMMAND = "python examples/custom_script/train.py --max-epochs 10 --batch-size 32 --hidden 2048 2048 --patience 4 --lr 0.05"
+COMMAND = f"python examples/custom_script/train.py --max-epochs {TRAINER['max_epochs']} --batch-size 32 --hidden 2048 2048 --patience 4 --lr 0.05"
 
 
 def digits_spec(name: str, *, command: bool = False) -> dict[str, Any]:
@@ -154,7 +175,7 @@ def uninterrupted_weights(tmp: Path, spec: dict[str, Any]) -> dict[str, torch.Te
         process = harness.start("run", str(harness.write_spec(spec)))
         assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
         job = harness.job(spec["name"])
-        assert job.state is JobState.SUCCEEDED and job.preemptions == 0
+        assert job.state is JobState.SUCCEEDED and harness.figures(spec["name"]).preemptions == 0
         return final_weights(job.checkpoint_url)
     finally:
         if previous is None:

@@ -15,10 +15,9 @@ from fault_proxy import FaultProxy
 from checkpoints.store import CheckpointStore
 from cloud.provider import TAG_JOB, TAG_STORE
 from runner.control.providers import POLL_INTERVAL_ENV
-from runner.instance.protocol import HEARTBEAT_NAME
 from runner.state.store import JobState, Outcome
 
-from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, wait_until
+from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, newest_heartbeat, step_of, wait_until
 from .instance_runner import InstanceRunner
 
 pytestmark = pytest.mark.e2e
@@ -50,8 +49,7 @@ def _final_weights(url: str, scratch: Path) -> dict[str, torch.Tensor]:
 
 
 def _step(url: str) -> int:
-    heartbeat = CheckpointStore(url).read_json(HEARTBEAT_NAME) or {}
-    return int((heartbeat.get("progress") or heartbeat).get("step") or 0)
+    return step_of(newest_heartbeat(url))
 
 
 def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
@@ -83,7 +81,7 @@ def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
 
     job = harness.job("digits")
     attempts = harness.store.attempts("digits")
-    assert job.state is JobState.SUCCEEDED and job.preemptions == 2
+    assert job.state is JobState.SUCCEEDED and harness.figures("digits").preemptions == 2
     assert [a.outcome for a in attempts] == [Outcome.PREEMPTED, Outcome.PREEMPTED, Outcome.FINISHED]
     assert [a.zone for a in attempts] == ["us-east-1a", "us-east-1a", "us-east-1b"]  # failover after the capacity error
     assert any(event.kind == "capacity" for _, event in harness.store.events("digits"))

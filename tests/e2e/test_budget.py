@@ -7,14 +7,23 @@ import time
 import pytest
 
 from checkpoints import latest
-from checkpoints.store import CheckpointStore
 from cloud.local import LocalProvider
 from runner.cost.ledger import summarize
 from runner.errors import JobNotFoundError
-from runner.instance.protocol import HEARTBEAT_NAME
+from runner.instance.protocol import AgentStatus
 from runner.state.store import JobState, Outcome
 
-from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, final_weights, wait_until
+from .conftest import (
+    STEPS_PER_EPOCH,
+    TRAINER,
+    Harness,
+    assert_bit_identical,
+    digits_spec,
+    final_weights,
+    newest_heartbeat,
+    step_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +36,8 @@ def _training_at(harness: Harness, name: str, step: int) -> bool:
         url = harness.job(name).checkpoint_url
     except JobNotFoundError:  # the controller has not recorded it yet
         return False
-    heartbeat = CheckpointStore(url).read_json(HEARTBEAT_NAME) or {}
-    return heartbeat.get("status") == "running" and (heartbeat.get("step") or 0) >= step
+    heartbeat = newest_heartbeat(url)
+    return heartbeat is not None and heartbeat.status is AgentStatus.RUNNING and step_of(heartbeat) >= step
 
 
 def test_budget_exhausted_stops_with_a_checkpoint_and_resume_finishes_bit_exactly(harness: Harness, reference_weights: dict) -> None:
@@ -45,7 +54,7 @@ def test_budget_exhausted_stops_with_a_checkpoint_and_resume_finishes_bit_exactl
     budget = round(spent + 0.09, 4)  # 9 s at a cent a second; stopping reserves 1 s poll + 5 s grace
     refused = harness.cli("resume", name, "--budget", str(budget))
     assert refused.exit_code == 2 and "exceeds the" in refused.output and "--force" in refused.output, refused.output
-    assert harness.job(name).spec["budget"]["max_usd"] == 50.0  # refused: nothing changed
+    assert harness.job(name).spec.budget.max_usd == 50.0  # refused: nothing changed
     cut = harness.cli("resume", name, "--budget", str(budget), "--force")
     assert cut.exit_code == 0 and "applies it on its next cycle" in cut.output, cut.output
     assert harness.wait_for_exit(process, 120) == 1, harness.controller_output()[-4000:]
@@ -60,7 +69,8 @@ def test_budget_exhausted_stops_with_a_checkpoint_and_resume_finishes_bit_exactl
     assert spend <= budget + SPOT_USD_PER_HOUR / 3600 * POLL_INTERVAL_S, (spend, budget)
     checkpoint = latest(job.checkpoint_url)
     assert checkpoint is not None and total_steps // 5 <= checkpoint.step < total_steps and not checkpoint.final
-    assert checkpoint.step == job.progress["checkpoint"]["step"] == job.progress["step"]  # the stop checkpointed where training stood
+    progress = job.training_progress
+    assert progress is not None and checkpoint.step == progress.checkpoint_step == progress.step  # the stop checkpointed where training stood
     provider = LocalProvider(harness.home, preempt_every_s=0, notice_s=0, seed=0, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0)
     assert provider.poll([attempt.instance_id])[attempt.instance_id].state.value == "terminated"
     kinds = [event.kind for _, event in harness.store.events(name)]

@@ -7,12 +7,11 @@ from typing import Any
 
 import pytest
 
-from checkpoints.store import CheckpointStore
 from runner.errors import JobNotFoundError
-from runner.instance.protocol import HEARTBEAT_NAME
+from runner.instance.protocol import AgentStatus
 from runner.state.store import JobState, Outcome
 
-from .conftest import Harness, assert_bit_identical, final_weights, uninterrupted_weights, wait_until
+from .conftest import Harness, assert_bit_identical, final_weights, newest_heartbeat, step_of, uninterrupted_weights, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +47,8 @@ def _training(harness: Harness, name: str, *, attempt: int, step: int) -> bool:
         url = harness.job(name).checkpoint_url
     except JobNotFoundError:
         return False
-    heartbeat = CheckpointStore(url).read_json(HEARTBEAT_NAME) or {}
-    return heartbeat.get("attempt") == attempt and heartbeat.get("status") == "running" and (heartbeat.get("step") or 0) >= step
+    heartbeat = newest_heartbeat(url)
+    return heartbeat is not None and heartbeat.attempt == attempt and heartbeat.status is AgentStatus.RUNNING and step_of(heartbeat) >= step
 
 
 def _interrupt(harness: Harness, controller: subprocess.Popen[str], name: str, *, attempt: int, step: int, node: int, notice: bool) -> None:
@@ -72,7 +71,7 @@ def test_a_gang_survives_a_notice_on_one_node_and_a_lost_node_bit_exactly(harnes
     assert harness.wait_for_exit(controller, 300) == 0, harness.controller_output()[-4000:]
 
     job = harness.job(name)
-    assert job.state is JobState.SUCCEEDED and job.preemptions == 2
+    assert job.state is JobState.SUCCEEDED and harness.figures(name).preemptions == 2
     attempts = harness.store.attempts(name)
     assert [attempt.outcome for attempt in attempts] == [Outcome.PREEMPTED, Outcome.PREEMPTED, Outcome.FINISHED]
     rows = harness.store.intervals(name)

@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 
+from checkpoints.progress import Progress, TrainingStatus
 from checkpoints.store import CheckpointStore
 from cloud.local import LocalProvider
 from cloud.provider import InstanceState
-from runner.instance.protocol import JOB_NAME, JobChannel, ProtocolError, StopRequest
+from runner.instance.mailbox import Mailbox
+from runner.instance.protocol import JOB_NAME, AgentStatus, Heartbeat, JobChannel, ProtocolError, StopRequest
 from runner.state.store import JobState
 
-from .conftest import REPO, Harness, wait_until
+from .conftest import REPO, Harness, step_of, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +39,13 @@ def _spec(name: str, url: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _beat(harness: Harness, name: str) -> dict[str, Any]:
+def _beat(harness: Harness, name: str) -> Heartbeat | None:
     """The job's heartbeat as its own controller reads it (verified with the job's key; a forged one reads as none)."""
     job = harness.job(name)
     try:
-        return JobChannel(CheckpointStore(job.checkpoint_url), name, job.key_bytes).read_heartbeat(0) or {}
+        return JobChannel(Mailbox.at(job.checkpoint_url), name, job.key_bytes).read_heartbeat(0)
     except ProtocolError:
-        return {}
+        return None
 
 
 def _training(harness: Harness, name: str, attempt: int, step: int = 1) -> bool:
@@ -51,7 +53,7 @@ def _training(harness: Harness, name: str, attempt: int, step: int = 1) -> bool:
         beat = _beat(harness, name)
     except Exception:  # noqa: BLE001 - not recorded yet
         return False
-    return beat.get("attempt") == attempt and (beat.get("step") or 0) >= step
+    return beat is not None and beat.attempt == attempt and step_of(beat) >= step
 
 
 def test_another_jobs_instance_cannot_finish_stop_or_reprogram_a_job(
@@ -68,17 +70,19 @@ def test_another_jobs_instance_cannot_finish_stop_or_reprogram_a_job(
     spec_b = CheckpointStore(b_url).read_json(JOB_NAME)
 
     # Job a's instance holds a's key; with it (or with none) it writes into b's prefix.
-    hostile = JobChannel(CheckpointStore(b_url), "b", harness.job("a").key_bytes)
-    hostile.store.write_json(JOB_NAME, {**spec_b, "train": {"command": f"touch {marker}"}})
+    hostile = JobChannel(Mailbox.at(b_url), "b", harness.job("a").key_bytes)
+    hostile.mailbox.write(JOB_NAME, {**spec_b, "train": {"command": f"touch {marker}"}})
     hostile.write_stop(StopRequest(attempt=1, kind="budget", reason="forged", time=time.time()))
 
     def forged_finish_ignored() -> bool:
-        hostile.write_heartbeat(0, {"status": "finished", "attempt": 1, "step": 10**6, "message": "forged"})
+        now = time.time()
+        finished = Progress(status=TrainingStatus.FINISHED, time=now, step=10**6, epoch=0)
+        hostile.write_heartbeat(Heartbeat(status=AgentStatus.FINISHED, attempt=1, time=now, message="forged", progress=finished))
         return any(event.kind == "forged" for _, event in harness.store.events("b"))
 
     wait_until(forged_finish_ignored, timeout_s=30, what="b's controller to notice and ignore the forged heartbeat")
-    step_then = _beat(harness, "b").get("step") or 0
-    wait_until(lambda: (_beat(harness, "b").get("step") or 0) >= step_then + 20, timeout_s=30, what="b to keep training after the forged stop")
+    step_then = step_of(_beat(harness, "b"))
+    wait_until(lambda: step_of(_beat(harness, "b")) >= step_then + 20, timeout_s=30, what="b to keep training after the forged stop")
     assert harness.job("b").state is JobState.RUNNING
     assert len(harness.store.attempts("b")) == 1
 
@@ -87,7 +91,7 @@ def test_another_jobs_instance_cannot_finish_stop_or_reprogram_a_job(
     wait_until(lambda: _training(harness, "b", 2, step=3), timeout_s=60, what="b's second attempt training")
     assert not marker.exists()
     assert CheckpointStore(b_url).read_json(JOB_NAME) == spec_b
-    assert harness.job("b").preemptions == 1 and harness.job("b").restarts_on_errors == 0
+    assert harness.figures("b").preemptions == 1 and harness.job("b").restarts_on_errors == 0
     assert list(scratch.glob("spotrun-b-2-*"))
     assert harness.cli("cancel", "b").exit_code == 0
     assert harness.wait_for_exit(victim, 60) == 1

@@ -10,11 +10,20 @@ import subprocess
 
 import pytest
 
-from checkpoints.store import CheckpointStore
-from runner.instance.protocol import HEARTBEAT_NAME
+from runner.instance.protocol import AgentStatus
 from runner.state.store import JobState, Outcome
 
-from .conftest import STEPS_PER_EPOCH, TRAINER, Harness, assert_bit_identical, digits_spec, final_weights, wait_until
+from .conftest import (
+    STEPS_PER_EPOCH,
+    TRAINER,
+    Harness,
+    assert_bit_identical,
+    digits_spec,
+    final_weights,
+    newest_heartbeat,
+    step_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -23,9 +32,9 @@ def _running_attempt_at(harness: Harness, name: str, step: int) -> int | None:
     attempts = harness.store.attempts(name)
     if not attempts or not attempts[-1].is_open or attempts[-1].instance_id is None:
         return None
-    heartbeat = CheckpointStore(harness.job(name).checkpoint_url).read_json(HEARTBEAT_NAME) or {}
-    on_current = heartbeat.get("attempt") == attempts[-1].number and heartbeat.get("status") == "running"
-    return attempts[-1].number if on_current and (heartbeat.get("step") or 0) >= step else None
+    heartbeat = newest_heartbeat(harness.job(name).checkpoint_url)
+    on_current = heartbeat is not None and heartbeat.attempt == attempts[-1].number and heartbeat.status is AgentStatus.RUNNING
+    return attempts[-1].number if on_current and step_of(heartbeat) >= step else None
 
 
 def preempt_at_random_steps(
@@ -34,8 +43,9 @@ def preempt_at_random_steps(
     """Interrupt the job at random training steps: ``notices`` spot notices and ``kills`` bare SIGKILLs."""
     plan = ["notice"] * notices + ["kill"] * kills
     rng.shuffle(plan)
-    # Random steps, but far enough apart that each interruption lands on a new attempt's progress.
-    steps = sorted(rng.sample(range(total_steps // 10, total_steps * 7 // 10, 50), len(plan)))
+    # Random steps, but far enough apart (40: more than the ~30 steps an interruption lands after its aim) that each
+    # interruption lands on a new attempt's progress, and all before the last 30 % of the run.
+    steps = sorted(rng.sample(range(total_steps // 10, total_steps * 7 // 10, 40), len(plan)))
     for action, step in zip(plan, steps, strict=True):
         def training_past_step(step: int = step) -> int | None:
             if controller.poll() is not None:
@@ -67,7 +77,7 @@ def test_job_survives_notices_and_a_bare_kill_bit_exactly(harness: Harness, refe
     job = harness.job(name)
     attempts = harness.store.attempts(name)
     assert job.state is JobState.SUCCEEDED
-    assert job.preemptions == len(plan) == 4 and job.restarts_on_errors == 0
+    assert harness.figures(name).preemptions == len(plan) == 4 and job.restarts_on_errors == 0
     assert [attempt.outcome for attempt in attempts] == [Outcome.PREEMPTED] * 4 + [Outcome.FINISHED]
     reasons = [attempt.end_reason for attempt in attempts[:-1]]
     assert reasons.count("spot-interruption") == 3 and reasons.count("host-lost") == 1
@@ -109,7 +119,7 @@ def test_killed_controller_is_resumed_without_duplicate_instances(harness: Harne
     first.wait(timeout=30)
 
     # With no controller, the instance keeps training, and is then preempted: nobody relaunches yet.
-    progressed = harness.job(name).progress.get("step") or 0
+    progressed = step_of(harness.job(name).progress)
     wait_until(lambda: _running_attempt_at(harness, name, progressed + 30), timeout_s=60, what="training to go on without a controller")
     assert harness.cli("interrupt", name).exit_code == 0
     instance = harness.store.attempts(name)[0].instance_id
@@ -122,7 +132,7 @@ def test_killed_controller_is_resumed_without_duplicate_instances(harness: Harne
     second = harness.start("resume", name)
     assert harness.wait_for_exit(second, 300) == 0, harness.controller_output()[-4000:]
     job = harness.job(name)
-    assert job.state is JobState.SUCCEEDED and job.preemptions == 1
+    assert job.state is JobState.SUCCEEDED and harness.figures(name).preemptions == 1
     assert len(harness.store.attempts(name)) == 2
     _assert_one_instance_at_a_time(harness, name)
     assert_bit_identical(reference_weights, final_weights(job.checkpoint_url))

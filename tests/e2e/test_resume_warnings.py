@@ -8,7 +8,7 @@ import pytest
 
 from runner.state.store import JobState
 
-from .conftest import Harness, wait_until
+from .conftest import Harness, step_of, wait_until
 from .test_local_preemption import _running_attempt_at
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +33,8 @@ def test_a_stateless_iterable_dataset_resumes_at_the_step_with_a_warning(harness
     assert harness.wait_for_exit(controller, 240) == 0, harness.controller_output()[-4000:]
 
     job = harness.job("stream")
-    assert job.state is JobState.SUCCEEDED and job.preemptions == 1
-    assert job.progress["step"] == 80  # 2 epochs of 40 batches: the resumed epoch did not restart its stream
+    assert job.state is JobState.SUCCEEDED and harness.figures("stream").preemptions == 1
+    assert step_of(job.progress) == 80  # 2 epochs of 40 batches: the resumed epoch did not restart its stream
     logs = harness.cli("logs", "stream").output
     assert "RESUME IS NOT EXACT" in logs and "IterableDataset (Stream)" in logs
     status = json.loads(harness.cli("status", "stream", "--json").output)

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from runner.state.store import Event, JobState, StateStore
-from tests.e2e.conftest import Harness, assert_bit_identical, digits_spec, final_weights, wait_until
+from tests.e2e.conftest import Harness, assert_bit_identical, digits_spec, final_weights, step_of, wait_until
+
+pytestmark = pytest.mark.e2e
 
 TINY_TRAINING = Path(__file__).parent / "tiny_training.py"
 CONTROLLER_KINDS = ("lease", "state", "launch", "exit", "notice", "capacity", "gang", "stop", "budget")  # what only a controller writes
@@ -108,7 +110,7 @@ def test_a_killed_controllers_jobs_are_adopted_within_the_lease_and_resume_exact
     assert doomed_id.startswith("another-machine:")
     wait_until(lambda: all(store.job(name).lease_owner == doomed_id for name in names), timeout_s=60, what="the first controller to take both jobs")
     survivor, survivor_id = _start_controller(harness)
-    wait_until(lambda: all((store.job(name).progress.get("step") or 0) >= 60 for name in names), timeout_s=180, what="both jobs to train a while")
+    wait_until(lambda: all(step_of(store.job(name).progress) >= 60 for name in names), timeout_s=180, what="both jobs to train a while")
 
     doomed.send_signal(signal.SIGKILL)
     killed_at = time.time()
@@ -135,7 +137,7 @@ def test_a_killed_controllers_jobs_are_adopted_within_the_lease_and_resume_exact
         for event in _controller_events(store, name):
             assert event.actor in (doomed_id, survivor_id)
             assert event.actor != doomed_id or event.time <= killed_at, f"{name}: the killed controller wrote {event.message!r}"
-    assert store.job("team-a").preemptions == 1 and len(store.attempts("team-a")) == 2
+    assert harness.figures("team-a").preemptions == 1 and len(store.attempts("team-a")) == 2
     assert len(store.attempts("team-b")) == 1  # adopted, not relaunched: its instance trained on
 
 

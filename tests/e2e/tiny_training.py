@@ -25,8 +25,8 @@ def main() -> None:
     progress = Path(os.environ["SPOTRUN_PROGRESS_FILE"])
     for step in range(1, steps + 1):
         time.sleep(seconds_per_step)
-        report(progress, status="training", step=step, total_steps=steps)
-    report(progress, status="finished", step=steps, total_steps=steps)
+        report(progress, status="training", step=step, epoch=0, total_steps=steps)
+    report(progress, status="finished", step=steps, epoch=0, total_steps=steps)
 
 
 if __name__ == "__main__":

@@ -224,6 +224,7 @@ def _boot(script: str, instance: Path) -> tuple[subprocess.CompletedProcess[str]
     return booted, log.read_text().splitlines() if log.exists() else []
 
 
+@pytest.mark.slow  # runs the rendered user data in bash against the moto bucket
 @needs_terraform
 def test_user_data_installs_the_wheel_from_the_bucket_only_when_its_sha256_matches(
     tmp_path: Path, terraform_config: Path, s3_bucket: str

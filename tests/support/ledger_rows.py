@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
+
+from specs import unchecked_spec
 
 from runner.state.store import Interval, Outcome, StateStore
 
@@ -39,7 +40,7 @@ def add_interval(
 ) -> None:
     """Open an interval as the controller does at launch and, with ``end``, close it at the given cost."""
     if not any(existing.name == job for existing in store.jobs()):
-        store.create_job(job, spec_json=json.dumps({"name": job}), spec_path=f"{job}.yaml", checkpoint_url=f"file:///tmp/{job}")
+        store.create_job(unchecked_spec(job), spec_path=f"{job}.yaml", checkpoint_url=f"file:///tmp/{job}")
     store.set_launched(Interval(
         job=job, attempt=attempt, node=0, instance_id=f"i-{job[:8]}{attempt:04d}", provider=provider, instance_type=instance_type,
         zone=zone, market=market, gpus=gpus, price_usd_per_hour=price, on_demand_price_usd_per_hour=on_demand_price,

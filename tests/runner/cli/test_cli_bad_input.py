@@ -11,6 +11,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 
+pytestmark = pytest.mark.slow  # every test runs `spotrun` as a process of its own, as a user does (seconds each)
+
 GOOD = {
     "name": "digits",
     "train": {

@@ -22,10 +22,13 @@ import pytest
 import yaml
 from click.testing import Result
 from ledger_rows import add_interval
+from specs import job_spec
 from typer.testing import CliRunner
 
+from checkpoints.progress import Progress, TrainingStatus
 from runner.cli.app import app
 from runner.errors import JobStateError
+from runner.instance.protocol import AgentStatus, Heartbeat
 from runner.spec.job_spec import load_spec
 from runner.state.store import Attempt, StateStore, open_store
 
@@ -56,7 +59,7 @@ def record(home: Path, name: str = "job", **sections: Any) -> StateStore:
     path = spec_file(home.parent, name, **sections)
     spec = load_spec(path)
     store = open_store(home)
-    store.create_job(name, spec_json=json.dumps(spec.model_dump(mode="json")), spec_path=str(path), checkpoint_url=spec.checkpoint.url)
+    store.create_job(spec, spec_path=str(path))
     return store
 
 
@@ -82,7 +85,9 @@ def _no_constants(constant: str) -> None:
 
 def test_status_and_jobs_json_stay_json_when_training_diverged(spotrun_home: Path) -> None:
     store = record(spotrun_home)
-    store.set_progress("job", {"step": 3, "loss": float("nan"), "metrics": {"val_loss": float("inf"), "acc": 0.5}})
+    now = time.time()
+    diverged = Progress(status=TrainingStatus.TRAINING, time=now, step=3, epoch=0, loss=float("nan"), metrics={"val_loss": float("inf"), "acc": 0.5})
+    store.set_progress("job", Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=now, progress=diverged))
 
     status = spotrun("status", "job", "--json")
     jobs = spotrun("jobs", "--json", "--all-users")
@@ -246,7 +251,7 @@ def test_two_submissions_of_one_name_at_once_record_exactly_one(database_url: st
         store = StateStore(database_url)
         start.wait()
         try:
-            store.create_job("twin", spec_json=json.dumps({"by": index}), spec_path=f"{index}.yaml", checkpoint_url="file:///tmp/twin")
+            store.create_job(job_spec({"tags": {"by": str(index)}}, name="twin"), spec_path=f"{index}.yaml", checkpoint_url="file:///tmp/twin")
             outcomes.append("recorded")
         except JobStateError as error:
             assert "a job named 'twin' already exists (PENDING)" in str(error)

@@ -6,8 +6,14 @@ import json
 import time
 from pathlib import Path
 
+from specs import job_spec
+
+from checkpoints.progress import CheckpointReport, Progress, TrainingStatus
 from checkpoints.store import CheckpointStore
-from runner.cli.views import final_report, job_summary
+from runner.cli.summaries import job_summary
+from runner.cli.views import final_report
+from runner.instance.protocol import AgentStatus, Heartbeat
+from runner.spec.job_spec import stored_form
 from runner.state.store import Attempt, Job, JobState, Outcome
 
 TRACEBACK = """\
@@ -33,13 +39,15 @@ def test_a_failed_job_ends_with_its_training_error_the_logs_command_and_no_stale
     checkpoints = CheckpointStore(f"file://{tmp_path}/ckpt")
     data = tmp_path / "model.ckpt"
     data.write_bytes(b"weights")
-    checkpoints.commit(data, step=100, epoch=2, reason="periodic")
+    committed = checkpoints.commit(data, step=100, epoch=2, reason="periodic")
     checkpoints.write_bytes("logs/attempt-0002.log", TRACEBACK.encode())
     reported_at = time.time() - 3600  # attempt 1's last report; attempt 2 failed before reporting a step
     job = Job(
-        name="digits", state=JobState.FAILED, spec_json=json.dumps({"resources": {"market": "spot"}}), spec_path="-",
-        checkpoint_url=checkpoints.url, created_at=0.0, updated_at=0.0, preemptions=1, restarts_on_errors=0, cancel_requested=False,
-        progress={"attempt": 1, "step": 120, "epoch": 2, "time": reported_at, "checkpoint": {"step": 100}},
+        name="digits", state=JobState.FAILED, spec_json=json.dumps(stored_form(job_spec(name="digits"))), spec_path="-",
+        checkpoint_url=checkpoints.url, created_at=0.0, updated_at=0.0, restarts_on_errors=0, cancel_requested=False,
+        progress=Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=reported_at, progress=Progress(
+            status=TrainingStatus.TRAINING, time=reported_at, step=120, epoch=2, checkpoint=CheckpointReport.of(committed),
+        )),
         message="training failed with exit code 1",
     )
     attempts = [_attempt(1, Outcome.PREEMPTED), _attempt(2, Outcome.FAILED)]

@@ -13,14 +13,17 @@ import pytest
 from aws_support import ec2_client, interrupt_in_moto, make_launch_template, provider_behind
 from botocore.config import Config
 from fault_proxy import FaultProxy
+from specs import job_spec
 from typer.testing import CliRunner
 
-from checkpoints.store import CheckpointStore
+from checkpoints.progress import Progress, TrainingStatus
 from cloud.aws import AwsProvider, AwsSettings
 from cloud.provider import TAG_JOB, TAG_STORE
 from runner.cli.app import app
 from runner.control.controller import Controller, ControllerSettings
-from runner.instance.protocol import JobChannel
+from runner.cost.figures import job_figures
+from runner.instance.mailbox import Mailbox
+from runner.instance.protocol import AgentStatus, Heartbeat, JobChannel
 from runner.state.database import default_database_url
 from runner.state.store import Attempt, Interval, JobState, Outcome, StateStore
 
@@ -35,7 +38,7 @@ def _run(moto_endpoint: str, count: int, tags: dict[str, str]) -> list[str]:
 
 def _live_job(store: StateStore, name: str, instance_id: str) -> None:
     spec = {"resources": {"provider": "aws", "market": "spot", "instance_types": ["g5.xlarge"]}, "budget": {}}
-    store.create_job(name, spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"memory://jobs/{name}")
+    store.create_job(job_spec(spec, name=name), spec_path="-", checkpoint_url=f"memory://jobs/{name}")
     store.start_attempt(Attempt(
         job=name, number=1, token=f"{name}-token", provider="aws", instance_type="g5.xlarge", zone="us-east-1a", market="spot",
         price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.0, instance_id=None, requested_at=0.0, launched_at=None,
@@ -50,6 +53,7 @@ def _live_job(store: StateStore, name: str, instance_id: str) -> None:
     store.set_state(name, JobState.RUNNING)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jobs", [20, 200])
 def test_one_poll_cycle_costs_the_same_ec2_calls_for_20_or_200_jobs(jobs: int, moto_endpoint: str, fault_proxy: FaultProxy, tmp_path: Path) -> None:
     store = StateStore(default_database_url(tmp_path))
@@ -74,6 +78,7 @@ def _gc(*args: str) -> list[dict]:
     return json.loads(result.stdout.splitlines()[-1])  # the in-process moto server prints to the same stdout
 
 
+@pytest.mark.slow
 def test_gc_terminates_orphans_only(moto_endpoint: str, spotrun_home: Path) -> None:
     store = StateStore(default_database_url(spotrun_home))
     mine = store.store_id()
@@ -131,11 +136,13 @@ def _watched_job(moto_endpoint: str, proxy: FaultProxy, tmp_path: Path, name: st
 
 def _beat(name: str, clock: _Clock) -> None:
     """The agent's heartbeat, as a healthy one writes it every few seconds."""
-    JobChannel(CheckpointStore(f"memory://jobs/{name}"), name, None).write_heartbeat(
-        0, {"attempt": 1, "node": 0, "status": "running", "training_status": "training", "step": int(clock.now), "time": clock.now}
+    progress = Progress(status=TrainingStatus.TRAINING, time=clock.now, step=int(clock.now), epoch=0)
+    JobChannel(Mailbox.at(f"memory://jobs/{name}"), name, None).write_heartbeat(
+        Heartbeat(status=AgentStatus.RUNNING, attempt=1, node=0, time=clock.now, progress=progress)
     )
 
 
+@pytest.mark.slow
 def test_transient_ec2_faults_and_a_late_heartbeat_never_relaunch_a_healthy_job(
     moto_endpoint: str, fault_proxy: FaultProxy, tmp_path: Path
 ) -> None:
@@ -163,7 +170,8 @@ def test_transient_ec2_faults_and_a_late_heartbeat_never_relaunch_a_healthy_job(
 
     job = store.job(name)
     [attempt] = store.attempts(name)
-    assert job.state is JobState.RUNNING and attempt.is_open and job.preemptions == 0, [e.message for _, e in store.events(name)]
+    preemptions = job_figures(store.attempts(name), store.intervals(name), time.time()).preemptions
+    assert job.state is JobState.RUNNING and attempt.is_open and preemptions == 0, [e.message for _, e in store.events(name)]
     events = [event.message for _, event in store.events(name) if event.kind == "provider"]
     assert any("poll failed" in message for message in events) and any("answers again" in message for message in events)
     assert any("running after all" in message for message in events)
@@ -188,7 +196,7 @@ def test_an_instance_really_gone_is_still_recovered_and_a_spot_interruption_at_o
     assert polls == 4  # missing from four answers in a row, 30 s from the first: not from the first that missed it
     [attempt] = store.attempts(name)
     assert attempt.outcome is Outcome.PREEMPTED and attempt.end_reason == "host-lost"
-    assert store.job(name).state is JobState.RECOVERING and store.job(name).preemptions == 1
+    assert store.job(name).state is JobState.RECOVERING and job_figures(store.attempts(name), store.intervals(name), time.time()).preemptions == 1
     fault_proxy.clear()
 
     spot = f"spot-{uuid.uuid4().hex[:6]}"

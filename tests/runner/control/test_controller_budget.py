@@ -6,17 +6,21 @@ last resorts: terminating after the grace period, and the spend bound that holds
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from specs import job_spec
+
+from checkpoints.progress import Progress, TrainingStatus
 from cloud.local import LocalProvider, SpotAvailability
 from cloud.provider import PricePoint
 from runner.control.controller import Controller, ControllerSettings
 from runner.cost.ledger import summarize, usd_per_hour_at
+from runner.instance.protocol import AgentStatus, Heartbeat
 from runner.state.database import default_database_url
 from runner.state.store import Job, JobState, Outcome, StateStore
 
@@ -39,13 +43,14 @@ def _controller(home: Path, provider: LocalProvider, command: tuple[str, ...]) -
     return store, Controller(store, provider, agent_command=lambda job, attempt: command, settings=SETTINGS)
 
 
+@pytest.mark.slow
 def test_spend_stops_before_the_budget_and_thresholds_are_announced(
     home: Path, tmp_path: Path, make_provider: Callable[..., LocalProvider], fake_agent: Callable[[str], Any]
 ) -> None:
     provider = make_provider(spot_price_usd_per_hour=DOLLAR_PER_SECOND, on_demand_price_usd_per_hour=2 * DOLLAR_PER_SECOND)
     store, controller = _controller(home, provider, fake_agent("agent").command())
     max_usd = 4.0
-    store.create_job("job", spec_json=json.dumps(_spec(tmp_path, max_usd=max_usd)), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    store.create_job(job_spec(_spec(tmp_path, max_usd=max_usd), name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
 
     job = controller.drive("job")
 
@@ -71,7 +76,7 @@ def test_a_spot_price_that_triples_after_the_launch_is_counted_before_the_budget
     provider = make_provider(spot_price_usd_per_hour=DOLLAR_PER_SECOND, on_demand_price_usd_per_hour=4 * DOLLAR_PER_SECOND)
     store, controller = _controller(home, provider, fake_agent("agent").command())
     max_usd = 3.0
-    store.create_job("job", spec_json=json.dumps(_spec(tmp_path, max_usd=max_usd)), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    store.create_job(job_spec(_spec(tmp_path, max_usd=max_usd), name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
     controller.cycle("job")
     [launched] = store.intervals("job")
     provider.spot_price_changes = (PricePoint(time.time() + 0.3, tripled),)  # the market moves once the instance runs
@@ -94,7 +99,7 @@ def test_no_instance_is_launched_when_the_budget_cannot_pay_for_its_start(
     provider = make_provider(spot_price_usd_per_hour=DOLLAR_PER_SECOND, on_demand_price_usd_per_hour=2 * DOLLAR_PER_SECOND)
     store, controller = _controller(home, provider, fake_agent("agent").command())
     # 0.5 s restart + 0.2 s poll + 1 s grace = $1.70 before any progress could be bought
-    store.create_job("job", spec_json=json.dumps(_spec(tmp_path, max_usd=1.5)), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    store.create_job(job_spec(_spec(tmp_path, max_usd=1.5), name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
 
     job = controller.cycle("job")
 
@@ -102,6 +107,7 @@ def test_no_instance_is_launched_when_the_budget_cannot_pay_for_its_start(
     assert store.attempts("job") == [] and store.intervals("job") == []
 
 
+@pytest.mark.slow
 def test_auto_market_moves_to_on_demand_when_the_slack_runs_out(
     home: Path, tmp_path: Path, make_provider: Callable[..., LocalProvider], fake_agent: Callable[[str], Any]
 ) -> None:
@@ -110,7 +116,7 @@ def test_auto_market_moves_to_on_demand_when_the_slack_runs_out(
     store, controller = _controller(home, provider, fake_agent("agent").command())
     deadline = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
     spec = _spec(tmp_path, market="auto", deadline_at=deadline, expected_runtime_s=1.0)
-    store.create_job("job", spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    store.create_job(job_spec(spec, name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
 
     controller.cycle("job")
     assert store.attempts("job")[0].market == "spot"
@@ -139,8 +145,9 @@ def test_auto_market_without_spot_waits_while_ahead_and_buys_on_demand_once_behi
     )
     deadline = (datetime.now(UTC) + timedelta(seconds=100)).isoformat()
     spec = _spec(tmp_path, market="auto", deadline_at=deadline, expected_runtime_s=10.0)
-    store.create_job("job", spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
-    store.set_progress("job", {"step": 50, "total_steps": 100, "steps_per_s": 10.0})  # 5 s of 10 s done, as a resumed job's
+    store.create_job(job_spec(spec, name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    resumed = Progress(status=TrainingStatus.TRAINING, time=time.time(), step=50, epoch=0, total_steps=100, steps_per_s=10.0)
+    store.set_progress("job", Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=resumed.time, progress=resumed))  # 5 s of 10 s done, as a resumed job's
 
     job = controller.cycle("job")
     assert store.attempts("job") == [] and "waiting for spot capacity" in (job.message or "")

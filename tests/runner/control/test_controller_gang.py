@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from specs import job_spec
+
 from cloud.local import LocalProvider
 from runner.control.controller import Controller, ControllerSettings
 from runner.state.database import default_database_url
@@ -24,7 +27,7 @@ def _gang_job(store: StateStore, tmp_path: Path, **resources: Any) -> None:
         "budget": {},
         "workdir": str(tmp_path),
     }
-    store.create_job("gang", spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    store.create_job(job_spec(spec, name="gang"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
 
 
 def _cycle_until(controller: Controller, predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
@@ -60,6 +63,7 @@ def test_a_gang_launches_every_node_with_its_rank_and_rank_0_as_rendezvous(
     assert all(row.end is not None and row.outcome == "cancelled" for row in store.intervals("gang"))
 
 
+@pytest.mark.slow  # waits out the gang timeout on real instances
 def test_a_gang_that_never_fills_is_released_billed_and_moves_to_the_next_offer(
     home: Path, tmp_path: Path, make_provider: Callable[..., LocalProvider], fake_agent: Callable[[str], Any]
 ) -> None:

@@ -6,20 +6,24 @@ heartbeats a real agent would, so each case is exactly the one it names.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from checkpoints.store import CheckpointStore
+import pytest
+from specs import job_spec
+
+from checkpoints.progress import CheckpointReport, Progress, TrainingStatus
 from cloud.local import LocalProvider
 from cloud.provider import EndReason, InstanceState, InstanceStatus
 from runner.control.controller import Controller, ControllerSettings, classify
-from runner.instance.protocol import JobChannel
+from runner.instance.mailbox import Mailbox
+from runner.instance.protocol import AgentStatus, Heartbeat, JobChannel
 from runner.state.database import default_database_url
 from runner.state.store import JobState, Outcome, StateStore
 
@@ -34,8 +38,8 @@ def _job(store: StateStore, tmp_path: Path, **resources: Any) -> tuple[str, JobC
         "budget": resources.pop("budget", {}),
         "workdir": str(tmp_path),
     }
-    job = store.create_job("job", spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
-    return job.name, JobChannel(CheckpointStore(job.checkpoint_url), job.name, job.key_bytes)
+    job = store.create_job(job_spec(spec, name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    return job.name, JobChannel(Mailbox.at(job.checkpoint_url), job.name, job.key_bytes)
 
 
 def _cycle_until(controller: Controller, name: str, done: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
@@ -68,12 +72,14 @@ def test_an_agent_killed_alone_is_a_lost_host_relaunched_without_counting_agains
 
 def test_an_agent_that_reported_running_and_ended_without_an_exit_code_is_lost_but_a_reported_failure_counts() -> None:
     ended = InstanceStatus("i-0", InstanceState.TERMINATED, 0.0, 10.0, EndReason.AGENT_EXITED, exit_code=None)  # EC2 knows no exit code
-    running = {"attempt": 1, "status": "running", "step": 40}
+    training = Progress(status=TrainingStatus.TRAINING, time=9.0, step=40, epoch=0)
+    running = Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=9.0, progress=training)
 
     assert classify(ended, running)[0] is Outcome.PREEMPTED
-    assert classify(ended, {**running, "status": "failed", "message": "ValueError: boom"}) == (Outcome.FAILED, "ValueError: boom")
+    assert classify(ended, replace(running, status=AgentStatus.FAILED, message="ValueError: boom")) == (Outcome.FAILED, "ValueError: boom")
 
 
+@pytest.mark.slow
 def test_auto_market_holds_its_market_through_a_restart_and_labels_its_own_kill_stop_timeout(
     home: Path, tmp_path: Path, make_provider: Callable[..., LocalProvider], fake_agent: Callable[[str], Any]
 ) -> None:
@@ -90,13 +96,19 @@ def test_auto_market_holds_its_market_through_a_restart_and_labels_its_own_kill_
     deadline = (datetime.now(UTC) + timedelta(seconds=22)).isoformat()
     name, channel = _job(store, tmp_path, resources={"market": "auto"}, budget={"deadline_at": deadline, "expected_runtime_s": 20.0, "restart_overhead_s": 0.5})
 
-    def beat(attempt: int, **progress: Any) -> None:
-        channel.write_heartbeat(0, {"attempt": attempt, "node": 0, "status": "running", "time": time.time(), **progress})
+    def beat(attempt: int, *, step: int | None = None, checkpoint: CheckpointReport | None = None) -> None:
+        """Attempt ``attempt``'s agent reporting; with ``step``, its training's report of that step of 100."""
+        now = time.time()
+        training = None if step is None else Progress(
+            status=TrainingStatus.TRAINING, time=now, step=step, epoch=0, total_steps=100, checkpoint=checkpoint
+        )
+        channel.write_heartbeat(Heartbeat(status=AgentStatus.RUNNING, attempt=attempt, node=0, time=now, progress=training))
 
     controller.cycle(name)
     [first] = store.attempts(name)
     assert first.market == "spot"
-    beat(1, training_status="training", step=50, total_steps=100, checkpoint={"step": 40, "time": time.time()})
+    committed = CheckpointReport(step=40, epoch=0, time=time.time(), size_bytes=1, url=f"file://{tmp_path}/ckpt/step-40", reason="periodic", final=False)
+    beat(1, step=50, checkpoint=committed)
     controller.cycle(name)
     provider.interrupt(first.instance_id, notice_s=0)
     second = _cycle_until(controller, name, lambda: len(store.attempts(name)) == 2 and store.attempts(name)[1], "the relaunch")
@@ -108,7 +120,7 @@ def test_auto_market_holds_its_market_through_a_restart_and_labels_its_own_kill_
         time.sleep(SETTINGS.poll_interval_s)
     assert store.job(name).stop_requested is None and store.attempts(name)[1].is_open, "\n".join(e.message for _, e in store.events(name))
 
-    beat(2, training_status="training", step=1, total_steps=100)
+    beat(2, step=1)
     _cycle_until(controller, name, lambda: len(store.attempts(name)) == 3, "the move to on-demand")
     stopped, on_demand = store.attempts(name)[1:]
     assert stopped.outcome is Outcome.STOPPED and stopped.end_reason == "stop-timeout" and on_demand.market == "on-demand"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from specs import job_spec
 
 from cloud.local import LocalProvider
 from runner.control.controller import Controller, ControllerSettings
@@ -37,7 +37,7 @@ def test_a_preempted_and_relaunched_job_is_compared_with_one_on_demand_minimum_n
         "name": "job", "resources": {"provider": "local", "instance_types": [], "market": "spot", "max_restarts_on_errors": 0},
         "local": {"preempt_every_s": 0.0}, "budget": {}, "workdir": str(tmp_path),
     }
-    store.create_job("job", spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    store.create_job(job_spec(spec, name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
 
     deadline = time.monotonic() + 20
     taken_back: set[str] = set()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from aws_support import ec2_client, make_launch_template, provider_behind
 from fault_proxy import FaultProxy
+from specs import job_spec
 from typer.testing import CliRunner
 
 from cloud.errors import ProviderError
@@ -61,7 +62,7 @@ def test_gc_yes_keeps_every_node_of_a_retargeted_gang_mid_launch_and_terminates_
         "budget": {},
         "workdir": str(tmp_path),
     }
-    store.create_job(name, spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
+    store.create_job(job_spec(spec, name=name), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
     provider = provider_behind(fault_proxy, make_launch_template(moto_endpoint), store_id=store.store_id(), max_attempts=1)
     controller = Controller(store, provider, agent_command=lambda job, attempt: ("true",))
     # Rank 0's first offer has no capacity (the attempt moves to the next offer, under a new token),

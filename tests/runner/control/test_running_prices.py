@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aws_support import ec2_client, make_launch_template, provider_behind
 from fault_proxy import FaultProxy
+from specs import job_spec
 
 from cloud.provider import TAG_JOB, TAG_STORE
 from runner.control.controller import Controller, ControllerSettings
@@ -40,7 +40,7 @@ def _history_answer(_moto_body: bytes) -> bytes:
 
 def _running_job(store: StateStore, name: str, instance_id: str, zone: str, start: float) -> None:
     spec: dict[str, Any] = {"resources": {"provider": "aws", "market": "spot", "instance_types": ["g5.xlarge"]}, "budget": {}}
-    store.create_job(name, spec_json=json.dumps(spec), spec_path="-", checkpoint_url=f"memory://jobs/{name}")
+    store.create_job(job_spec(spec, name=name), spec_path="-", checkpoint_url=f"memory://jobs/{name}")
     store.start_attempt(Attempt(
         job=name, number=1, token=f"{name}-token", provider="aws", instance_type="g5.xlarge", zone=zone, market="spot",
         price_usd_per_hour=LAUNCH_PRICE, on_demand_price_usd_per_hour=1.006, instance_id=None, requested_at=start, launched_at=None,

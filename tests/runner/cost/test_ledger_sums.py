@@ -8,7 +8,7 @@ import random
 import pytest
 from ledger_rows import add_interval
 
-from runner.cli.cost import report_for
+from runner.cost.queries import report_for
 from runner.cost.reports import LEDGER_COLUMNS, group_report, report_json
 from runner.state.store import Outcome, StateStore
 

@@ -15,10 +15,11 @@ from runner.instance.agent import last_error_line
     ("code", "expected"),
     [
         ("raise RuntimeError('my configure_optimizers is broken on purpose')", "RuntimeError: my configure_optimizers is broken on purpose"),
-        (
+        pytest.param(
             "from lightning.fabric.utilities.exceptions import MisconfigurationException\n"
             "raise MisconfigurationException('val_check_interval must be 1.0 or an int')",
             "lightning.fabric.utilities.exceptions.MisconfigurationException: val_check_interval must be 1.0 or an int",
+            marks=pytest.mark.slow,  # the process imports lightning: seconds
         ),
         ("import sys; print('ValueError is fine to mention'); sys.exit(3)", None),
     ],

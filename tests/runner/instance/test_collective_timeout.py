@@ -19,10 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
+from specs import job_spec
+
+from checkpoints.progress import read_progress
+from runner.spec.job_spec import stored_form
 
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 8.0
 TEARDOWN_S = 20.0  # after the timeout fires: the error unwinds through Lightning and the process exits
+
+pytestmark = pytest.mark.slow  # two real DDP training processes, and a wait for the collective timeout
 
 
 def _free_port() -> int:
@@ -32,8 +38,7 @@ def _free_port() -> int:
 
 
 def _worker(tmp_path: Path, node: int, port: int) -> tuple[subprocess.Popen[bytes], Path]:
-    job = {
-        "name": "gang",
+    job = job_spec({
         "train": {
             "model": f"{REPO}/examples/digits.py:DigitsClassifier",
             "model_args": {"hidden": [64]},
@@ -43,10 +48,10 @@ def _worker(tmp_path: Path, node: int, port: int) -> tuple[subprocess.Popen[byte
             "seed": 0,
         },
         "resources": {"nodes": 2, "devices": 1, "collective_timeout_s": TIMEOUT_S},
-    }
+    }, name="gang", workdir=str(REPO))
     root = tmp_path / f"node-{node}"
     root.mkdir()
-    (root / "job.json").write_text(json.dumps(job))
+    (root / "job.json").write_text(json.dumps(stored_form(job)))
     progress = root / "progress.json"
     env = {
         **os.environ,
@@ -62,6 +67,12 @@ def _worker(tmp_path: Path, node: int, port: int) -> tuple[subprocess.Popen[byte
     return process, progress
 
 
+def _reported_step(progress_file: Path) -> int:
+    """The step rank 0's callback last reported reaching; 0 before its first report."""
+    report = read_progress(progress_file)
+    return report.step if report is not None else 0
+
+
 def _wait(predicate: object, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():  # type: ignore[operator]
@@ -75,7 +86,7 @@ def test_a_lost_peer_ends_training_within_the_collective_timeout(tmp_path: Path,
     rank0, progress = _worker(tmp_path, 0, port)
     rank1, _ = _worker(tmp_path, 1, port)
     try:
-        _wait(lambda: progress.exists() and json.loads(progress.read_text()).get("step", 0) > 5, 120, "both ranks training")
+        _wait(lambda: _reported_step(progress) > 5, 120, "both ranks training")
         rank0.send_signal(lost_as)
         lost_at = time.monotonic()
         code = rank1.wait(timeout=TIMEOUT_S + TEARDOWN_S)  # raises (fails the test) if the survivor hangs

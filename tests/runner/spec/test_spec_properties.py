@@ -192,6 +192,7 @@ def _submit_is_clean(spec_file: Path) -> None:
         assert len(errors) == 1 and result.stderr.rstrip("\n").splitlines()[-1] == errors[0], result.stderr
 
 
+@pytest.mark.slow  # 150 specs through `spotrun submit`
 @given(document=DOCUMENTS)
 @settings(max_examples=150, **FAST)
 def test_random_yaml_documents_through_submit(spec_file: Path, document: Any) -> None:
@@ -199,6 +200,7 @@ def test_random_yaml_documents_through_submit(spec_file: Path, document: Any) ->
     _submit_is_clean(spec_file)
 
 
+@pytest.mark.slow  # 120 specs through `spotrun submit`
 @given(spec=mutated_digits())
 @settings(max_examples=120, **FAST)
 def test_mutations_of_the_demo_spec_through_submit(spec_file: Path, spec: dict[str, Any]) -> None:
@@ -213,6 +215,7 @@ def test_the_demo_spec_with_yaml_syntax_spliced_in_through_submit(spec_file: Pat
     _submit_is_clean(spec_file)
 
 
+@pytest.mark.slow  # 250 specs through the loader
 @given(spec=mutated_digits())
 @settings(max_examples=250, **FAST)
 def test_the_loader_gives_a_spec_that_reads_back_or_one_line_naming_the_file(spec_file: Path, spec: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -11,6 +10,7 @@ import threading
 import time
 
 import pytest
+from specs import job_spec
 
 from runner.errors import LeaseLostError
 from runner.state.store import JobState, StateStore
@@ -21,7 +21,7 @@ JOBS = [f"job-{index:02d}" for index in range(50)]
 def _store_with_jobs(url: str, names: list[str]) -> StateStore:
     store = StateStore(url)
     for name in names:
-        store.create_job(name, spec_json=json.dumps({"name": name}), spec_path="-", checkpoint_url=f"file:///tmp/{name}", launched_by="ana")
+        store.create_job(job_spec(name=name), spec_path="-", checkpoint_url=f"file:///tmp/{name}", launched_by="ana")
     return store
 
 
@@ -68,6 +68,7 @@ def test_two_controllers_taking_50_jobs_at_the_same_instant_split_them_without_o
             controller.release_leases(sorted(names))
 
 
+@pytest.mark.slow  # waits out a real 2 s lease
 def test_a_lease_is_renewed_by_its_holder_and_adopted_only_after_it_expires(database_url: str) -> None:
     store = _store_with_jobs(database_url, ["train"])
     first, second = store.for_controller("first"), store.for_controller("second")
@@ -117,7 +118,7 @@ def test_a_released_lease_is_free_at_once_and_final_jobs_are_never_leased(databa
 
 def test_jobs_list_by_who_launched_them(database_url: str) -> None:
     store = _store_with_jobs(database_url, ["ana-1", "ana-2"])
-    store.create_job("ben-1", spec_json="{}", spec_path="-", checkpoint_url="file:///tmp/ben-1", launched_by="ben")
+    store.create_job(job_spec(name="ben-1"), spec_path="-", checkpoint_url="file:///tmp/ben-1", launched_by="ben")
     assert sorted(job.name for job in store.jobs(launched_by="ana")) == ["ana-1", "ana-2"]
     assert [job.name for job in store.jobs(launched_by="ben")] == ["ben-1"]
     assert len(store.jobs()) == 3

@@ -17,11 +17,12 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from specs import job_spec
 
 from runner.errors import DatabaseError
 from runner.state import schema
 from runner.state.database import DatabaseLocation, connect
-from runner.state.store import StateStore, _metadata
+from runner.state.store import StateStore, _metadata, jobs_table
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -76,10 +77,12 @@ def test_a_store_made_before_migrations_is_upgraded_in_place_with_its_jobs(tmp_p
     store = StateStore(url)
 
     job = store.job("old")
-    assert (job.state.value, job.preemptions, job.launched_by, job.lease_owner) == ("SUCCEEDED", 3, "", None)
+    [kept] = store.read(sa.select(jobs_table.c.preemptions).where(jobs_table.c.name == "old"))  # no reader left, the old value kept
+    assert (job.state.value, kept.preemptions, job.launched_by, job.lease_owner) == ("SUCCEEDED", 3, "", None)
     assert schema.status(store.engine).is_current
 
 
+@pytest.mark.slow  # the session's PostgreSQL server
 def test_a_shared_database_behind_is_refused_until_spotrun_db_upgrade(postgres_server, tmp_path: Path) -> None:
     url = _fresh_postgres(postgres_server)
     _at_revision(url, "0002")
@@ -112,6 +115,7 @@ def _assert_refused(result: subprocess.CompletedProcess[str], *expected: str) ->
         assert text in lines[0]
 
 
+@pytest.mark.slow  # the session's PostgreSQL server, and `spotrun` processes
 def test_an_unreachable_database_or_wrong_credentials_is_one_line_and_exit_2(postgres_server, tmp_path: Path) -> None:
     home = tmp_path / "home"
     spec = tmp_path / "job.yaml"
@@ -136,7 +140,7 @@ def test_an_unreachable_database_or_wrong_credentials_is_one_line_and_exit_2(pos
 
 
 def test_a_database_at_a_newer_schema_is_refused_and_left_untouched(database_url: str, tmp_path: Path) -> None:
-    StateStore(database_url).create_job("theirs", spec_json="{}", spec_path="-", checkpoint_url="file:///tmp/theirs", launched_by="ana")
+    StateStore(database_url).create_job(job_spec(name="theirs"), spec_path="-", checkpoint_url="file:///tmp/theirs", launched_by="ana")
     with _engine(database_url).begin() as connection:  # what a newer spotrun leaves behind
         connection.execute(sa.text(f"UPDATE {schema.VERSION_TABLE} SET version_num = '0099'"))
     sqlite_file = Path(database_url.removeprefix("sqlite:///")) if database_url.startswith("sqlite") else None
