@@ -63,8 +63,14 @@ def wait_for_checkpoint(window: int, batch: int, directory: Path) -> float:
     notice = NoticeAt(batch, directory / "control.json")
     url = f"file://{directory}/ckpts"
     trainer = pl.Trainer(
-        max_epochs=6, accumulate_grad_batches=window, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        max_epochs=6,
+        accumulate_grad_batches=window,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
         callbacks=[SpotCheckpoint(url, every_steps=10_000, control_file=notice.writer.path), notice],
     )
     try:
@@ -91,9 +97,11 @@ def main() -> None:
                 "worst_case_window_s": round((window - 1) * BATCH_S, 3),
             }
             results["windows"][str(window)] = figures
-            print(f"accumulate_grad_batches={window:2d}: notice -> durable emergency checkpoint "
-                  f"mean {figures['mean_wait_s']:.3f} s, max {figures['max_wait_s']:.3f} s "
-                  f"(window alone at most {figures['worst_case_window_s']:.2f} s at {BATCH_S} s a batch)")
+            print(
+                f"accumulate_grad_batches={window:2d}: notice -> durable emergency checkpoint "
+                f"mean {figures['mean_wait_s']:.3f} s, max {figures['max_wait_s']:.3f} s "
+                f"(window alone at most {figures['worst_case_window_s']:.2f} s at {BATCH_S} s a batch)"
+            )
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(REPO)}")
 

@@ -141,9 +141,18 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             plugins = [AsyncCheckpointIO()]
     with tempfile.TemporaryDirectory(prefix="spotrun-bench-root-") as root:
         trainer = pl.Trainer(
-            max_steps=spec["steps"], accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, enable_checkpointing=config.startswith("lightning"), callbacks=callbacks,
-            plugins=plugins or None, default_root_dir=root, num_sanity_val_steps=0, limit_val_batches=0,
+            max_steps=spec["steps"],
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=config.startswith("lightning"),
+            callbacks=callbacks,
+            plugins=plugins or None,
+            default_root_dir=root,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
         )
         fit_start = time.perf_counter()
         trainer.fit(model, data)
@@ -157,9 +166,15 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 state[f"optim.{index}.{name}"] = value
     state_bytes = sum(v.numel() * v.element_size() for v in state.values())
     result: dict[str, Any] = {
-        "starts": timer.starts, "ends": timer.ends, "steps": timer.steps, "train_end": timer.train_end,
-        "fit_wall_s": fit_wall, "peak_rss_bytes": peak_rss, "state_bytes": state_bytes,
-        "parameters": sum(p.numel() for p in model.parameters()), "torch_threads": torch.get_num_threads(),
+        "starts": timer.starts,
+        "ends": timer.ends,
+        "steps": timer.steps,
+        "train_end": timer.train_end,
+        "fit_wall_s": fit_wall,
+        "peak_rss_bytes": peak_rss,
+        "state_bytes": state_bytes,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "torch_threads": torch.get_num_threads(),
     }
     if config == "none":  # the floor: a bare in-memory copy of the same state, after the peak was read
         times = []
@@ -221,8 +236,11 @@ def analyse(raw: dict[str, Any], spec: dict[str, Any], baseline: dict[str, Any] 
     loop_s = ends[-1] - starts[WARMUP]
     loop_steps = n - WARMUP
     out: dict[str, Any] = {
-        "config": spec["config"], "size": spec["size"], "target": spec["target"],
-        "steps": n, "every_steps": every if spec["config"] != "none" else None,
+        "config": spec["config"],
+        "size": spec["size"],
+        "target": spec["target"],
+        "steps": n,
+        "every_steps": every if spec["config"] != "none" else None,
         "checkpoints": len(ckpt_gaps),
         "checkpoint_steps": sorted(steps[i] for i in ckpt_gaps),
         "step_compute_median_s": statistics.median(busy),
@@ -269,7 +287,6 @@ def relative(out: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-
 def goals(rows: list[dict[str, Any]], floors: dict[str, float]) -> list[dict[str, Any]]:
     """Every goal, for every checkpointing configuration."""
     results = []
@@ -277,24 +294,43 @@ def goals(rows: list[dict[str, Any]], floors: dict[str, float]) -> list[dict[str
     for r in rows:
         if r["config"] == "none" or r.get("stall_median_s") is None:
             continue
-        key = f'{r["config"]} {r["size"]} {r["target"]}'
+        key = f"{r['config']} {r['size']} {r['target']}"
         stall, floor = r["stall_median_s"], floors.get(r["size"])
 
         def add(goal: str, value: Any, target: Any, ok: bool, key: str = key) -> None:
             results.append({"configuration": key, "goal": goal, "value": value, "target": target, "status": "PASS" if ok else "GAP"})
 
         if floor:
-            add(f"stall <= {GOAL_STALL_VS_FLOOR} x floor", round(stall, 4), round(GOAL_STALL_VS_FLOOR * floor, 4), stall <= GOAL_STALL_VS_FLOOR * floor)
+            add(
+                f"stall <= {GOAL_STALL_VS_FLOOR} x floor",
+                round(stall, 4),
+                round(GOAL_STALL_VS_FLOOR * floor, 4),
+                stall <= GOAL_STALL_VS_FLOOR * floor,
+            )
         reference = sync.get((r["size"], r["target"]))
         if reference and r["config"] != "lightning":
-            add(f"stall >= {GOAL_STALL_VS_SYNC:g}x lower than sync ModelCheckpoint", round(stall, 4),
-                round(reference / GOAL_STALL_VS_SYNC, 4), stall * GOAL_STALL_VS_SYNC <= reference)
+            add(
+                f"stall >= {GOAL_STALL_VS_SYNC:g}x lower than sync ModelCheckpoint",
+                round(stall, 4),
+                round(reference / GOAL_STALL_VS_SYNC, 4),
+                stall * GOAL_STALL_VS_SYNC <= reference,
+            )
         if r["size"] == "1gb" and r["target"] == "file" and "projected_overhead_pct_at_30s" in r:
             value = r["projected_overhead_pct_at_30s"]
-            add(f"overhead <= {GOAL_OVERHEAD_30S_PCT}% at 1 ckpt / 30 s (projected)", round(value, 2), GOAL_OVERHEAD_30S_PCT, value <= GOAL_OVERHEAD_30S_PCT)
+            add(
+                f"overhead <= {GOAL_OVERHEAD_30S_PCT}% at 1 ckpt / 30 s (projected)",
+                round(value, 2),
+                GOAL_OVERHEAD_30S_PCT,
+                value <= GOAL_OVERHEAD_30S_PCT,
+            )
         if "peak_extra_mb" in r:
             limit = GOAL_EXTRA_MEMORY_X_STATE * r["state_mb"]
-            add(f"peak extra host memory <= {GOAL_EXTRA_MEMORY_X_STATE:g} x state", round(r["peak_extra_mb"]), round(limit), r["peak_extra_mb"] <= limit)
+            add(
+                f"peak extra host memory <= {GOAL_EXTRA_MEMORY_X_STATE:g} x state",
+                round(r["peak_extra_mb"]),
+                round(limit),
+                r["peak_extra_mb"] <= limit,
+            )
     return results
 
 
@@ -311,11 +347,18 @@ def start_moto() -> tuple[Any, str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    })
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        }
+    )
     import boto3
 
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
@@ -328,11 +371,16 @@ def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", json.dumps(spec), "--worker-out", str(out)],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-            capture_output=True, text=True, timeout=timeout,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"worker {spec['config']} {spec['size']} {spec['target']} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"worker {spec['config']} {spec['size']} {spec['target']} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
         return json.loads(out.read_text())
     finally:
         out.unlink(missing_ok=True)
@@ -342,11 +390,18 @@ def machine() -> dict[str, Any]:
     import torch
 
     memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     return {
-        "cpu_cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(int(memory) / 2**20, 1),
+        "cpu_cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(int(memory) / 2**20, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(), "torch": torch.__version__, "lightning": _version("lightning"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": _version("lightning"),
         "load_average_at_start": os.getloadavg(),
     }
 
@@ -365,13 +420,15 @@ def fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def print_table(rows: list[dict[str, Any]], floors: dict[str, float]) -> None:
-    header = f'{"size":6} {"target":6} {"config":16} {"ckpts":>5} {"stall med":>9} {"stall p95":>9} {"steps/s":>8} {"ovh %":>7} {"extra s/ck":>10} {"@30s %":>7} {"MB/s":>6} {"peakRSS":>8} {"+RSS MB":>8}'
+    header = f"{'size':6} {'target':6} {'config':16} {'ckpts':>5} {'stall med':>9} {'stall p95':>9} {'steps/s':>8} {'ovh %':>7} {'extra s/ck':>10} {'@30s %':>7} {'MB/s':>6} {'peakRSS':>8} {'+RSS MB':>8}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f'{r["size"]:6} {r["target"]:6} {r["config"]:16} {r["checkpoints"]:5d} {fmt(r["stall_median_s"]):>9} {fmt(r["stall_p95_s"]):>9} '
-              f'{r["steps_per_s"]:8.2f} {fmt(r.get("overhead_pct"), ".1f"):>7} {fmt(r.get("extra_s_per_checkpoint")):>10} '
-              f'{fmt(r.get("projected_overhead_pct_at_30s"), ".2f"):>7} {fmt(r.get("save_MBps"), ".0f"):>6} {r["peak_rss_mb"]:8.0f} {fmt(r.get("peak_extra_mb"), ".0f"):>8}')
+        print(
+            f"{r['size']:6} {r['target']:6} {r['config']:16} {r['checkpoints']:5d} {fmt(r['stall_median_s']):>9} {fmt(r['stall_p95_s']):>9} "
+            f"{r['steps_per_s']:8.2f} {fmt(r.get('overhead_pct'), '.1f'):>7} {fmt(r.get('extra_s_per_checkpoint')):>10} "
+            f"{fmt(r.get('projected_overhead_pct_at_30s'), '.2f'):>7} {fmt(r.get('save_MBps'), '.0f'):>6} {r['peak_rss_mb']:8.0f} {fmt(r.get('peak_extra_mb'), '.0f'):>8}"
+        )
     for size, floor in floors.items():
         print(f"floor (bare clone of model + Adam state) {size}: {floor:.3f} s")
 
@@ -419,10 +476,20 @@ def main() -> None:
                             continue  # the baseline does not depend on the target
                         run_id = uuid.uuid4().hex[:8]
                         url = f"file://{tmp}/{config}-{size}-{run_id}" if target == "file" else f"s3://{BUCKET}/{config}-{size}-{run_id}"
-                        spec = {"config": config, "size": size, "target": target if config != "none" else "-", "url": url,
-                                "every_steps": every, "steps": steps, **SIZES[size]}
+                        spec = {
+                            "config": config,
+                            "size": size,
+                            "target": target if config != "none" else "-",
+                            "url": url,
+                            "every_steps": every,
+                            "steps": steps,
+                            **SIZES[size],
+                        }
                         t0 = time.time()
-                        print(f"[{time.time() - started:6.1f}s] {size} {spec['target']} {config}: {steps} steps, checkpoint every {every} ...", flush=True)
+                        print(
+                            f"[{time.time() - started:6.1f}s] {size} {spec['target']} {config}: {steps} steps, checkpoint every {every} ...",
+                            flush=True,
+                        )
                         raw = run_one(spec, args.timeout)
                         row = analyse(raw, spec, baseline)
                         row["process_wall_s"] = round(time.time() - t0, 1)
@@ -458,7 +525,7 @@ def main() -> None:
     checked = goals(rows, floors)
     print()
     for g in checked:
-        print(f'{g["status"]:4}  {g["configuration"]:28} {g["goal"]:58} value {g["value"]}  target {g["target"]}')
+        print(f"{g['status']:4}  {g['configuration']:28} {g['goal']:58} value {g['value']}  target {g['target']}")
     load_end = os.getloadavg()
     result = {
         "machine": {**info, "load_average_at_end": load_end},

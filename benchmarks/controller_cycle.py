@@ -61,20 +61,31 @@ RESULTS = REPO / "benchmarks" / "results" / "controller_cycle.json"
 REGION = "us-east-1"
 AWS_TYPE = "g5.xlarge"
 FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
 }
 
 
 # ------------------------------------------------------------------ the jobs
 
+
 def spec_of(name: str, provider: str, checkpoint_url: str, workdir: Path) -> JobSpec:
     """The digits example's job, budgeted (with the default 5 min horizon), on ``provider``."""
     data: dict[str, Any] = {
-        "name": name, "team": "ml-research", "tags": {"project": "controller-cycle"}, "workdir": str(workdir),
-        "train": {"model": f"{REPO}/examples/digits.py:DigitsClassifier", "data": f"{REPO}/examples/digits.py:DigitsData",
-                  "trainer": {"max_epochs": 150}},
+        "name": name,
+        "team": "ml-research",
+        "tags": {"project": "controller-cycle"},
+        "workdir": str(workdir),
+        "train": {
+            "model": f"{REPO}/examples/digits.py:DigitsClassifier",
+            "data": f"{REPO}/examples/digits.py:DigitsData",
+            "trainer": {"max_epochs": 150},
+        },
         "checkpoint": {"url": checkpoint_url, "every_s": 15.0},
         "resources": {"provider": provider, "instance_types": [AWS_TYPE] if provider == "aws" else [], "market": "spot"},
         "budget": {"max_usd": 50.0},
@@ -96,6 +107,7 @@ def fill_local(store: StateStore, home: Path, *, jobs: int, host: subprocess.Pop
 
 # ---------------------------------------------------------------- aws (moto)
 
+
 @contextmanager
 def moto_server() -> Iterator[str]:
     """A moto server (S3 and EC2) on 127.0.0.1 in a process of its own; this process's AWS clients all point at it."""
@@ -104,7 +116,9 @@ def moto_server() -> Iterator[str]:
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, **FAKE_AWS},
     )
     previous = {key: os.environ.get(key) for key in (*FAKE_AWS, "AWS_ENDPOINT_URL")}
@@ -134,7 +148,8 @@ def fill_aws(store: StateStore, home: Path, *, jobs: int, endpoint: str) -> list
     """``jobs`` instances launched in moto with this store's tag, the infra outputs the aws provider reads, and the jobs."""
     ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
     template = ec2.create_launch_template(
-        LaunchTemplateName=f"spotrun-bench-{jobs}", LaunchTemplateData={"ImageId": "ami-12c6146b", "MetadataOptions": {"HttpTokens": "required"}},
+        LaunchTemplateName=f"spotrun-bench-{jobs}",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "MetadataOptions": {"HttpTokens": "required"}},
     )["LaunchTemplate"]["LaunchTemplateId"]
     infra_outputs_file(home).parent.mkdir(parents=True, exist_ok=True)
     infra_outputs_file(home).write_text(json.dumps({"region": REGION, "launch_template_id": template, "subnet_ids": []}))
@@ -144,19 +159,27 @@ def fill_aws(store: StateStore, home: Path, *, jobs: int, endpoint: str) -> list
     while len(instances) < jobs:
         count = min(500, jobs - len(instances))
         instances += ec2.run_instances(
-            ImageId="ami-12c6146b", InstanceType=AWS_TYPE, MinCount=count, MaxCount=count,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": TAG_STORE, "Value": store.store_id()}, {"Key": TAG_JOB, "Value": "bench"}]}],
+            ImageId="ami-12c6146b",
+            InstanceType=AWS_TYPE,
+            MinCount=count,
+            MaxCount=count,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": TAG_STORE, "Value": store.store_id()}, {"Key": TAG_JOB, "Value": "bench"}]}
+            ],
         )["Instances"]
     names = []
     for number, described in enumerate(instances):
         name = f"aws-{number:04d}"
         zone = described["Placement"]["AvailabilityZone"]
         instance = RunningInstance(described["InstanceId"], AWS_TYPE, zone, described["LaunchTime"].timestamp())
-        names.append(record_running(store, spec_of(name, "aws", f"s3://{bucket}/{name}", home), lambda job, instance=instance: instance).job.name)
+        names.append(
+            record_running(store, spec_of(name, "aws", f"s3://{bucket}/{name}", home), lambda job, instance=instance: instance).job.name
+        )
     return names
 
 
 # ------------------------------------------------------------------ timing
+
 
 class StatementCounter:
     """Every SQL statement the store's engine sends, and how many of them are SELECTs."""
@@ -179,10 +202,14 @@ def measure(cycle: Callable[[], Any], counter: StatementCounter, repeats: int) -
         counter.statements = counter.selects = 0
         wall, cpu = time.perf_counter(), time.process_time()
         cycle()
-        runs.append({
-            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-            "statements": counter.statements, "selects": counter.selects,
-        })
+        runs.append(
+            {
+                "wall_s": time.perf_counter() - wall,
+                "cpu_s": time.process_time() - cpu,
+                "statements": counter.statements,
+                "selects": counter.selects,
+            }
+        )
     median = {key: round(statistics.median(run[key] for run in runs), 4) for key in runs[0]}
     return {**median, "runs": runs}
 
@@ -204,7 +231,9 @@ def run_one(provider: str, jobs: int, repeats: int, scratch: Path, fill: Callabl
         service.release()
     jobs_now = store.jobs()
     if [line for line in reported if line.startswith("error:")] or {job.state for job in jobs_now} != {JobState.RUNNING}:
-        raise AssertionError(f"{provider} {jobs}: the cycles did not watch running jobs: {reported[-3:]}, {sorted({job.state.value for job in jobs_now})}")
+        raise AssertionError(
+            f"{provider} {jobs}: the cycles did not watch running jobs: {reported[-3:]}, {sorted({job.state.value for job in jobs_now})}"
+        )
     if any(job.progress is None for job in jobs_now):
         raise AssertionError(f"{provider} {jobs}: some job's heartbeat was never noted: its cycle did not reach it")
     store.engine.dispose()
@@ -221,8 +250,13 @@ def main() -> None:
     os.environ[POLL_INTERVAL_ENV] = "0.001"
     local_jobs, aws_jobs = ([int(count) for count in text.split(",") if count.strip()] for text in (args.local_jobs, args.aws_jobs))
     results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "python": platform.python_version(), "sqlalchemy": sa.__version__,
-        "load_average_at_start": round(os.getloadavg()[0], 2), "repeats": args.repeats, "cycles": [],
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlalchemy": sa.__version__,
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "repeats": args.repeats,
+        "cycles": [],
     }
     with tempfile.TemporaryDirectory(prefix="spotrun-controller-cycle-") as scratch:
         with idle_host() as host:
@@ -244,7 +278,9 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"\none cycle, median of {results['repeats']}")
     print(f"{'provider':<10}{'jobs':>6}{'wall s':>10}{'CPU s':>10}{'statements':>12}{'SELECTs':>10}")
     for cycle in results["cycles"]:
-        print(f"{cycle['provider']:<10}{cycle['jobs']:>6}{cycle['wall_s']:>10.3f}{cycle['cpu_s']:>10.3f}{cycle['statements']:>12.0f}{cycle['selects']:>10.0f}")
+        print(
+            f"{cycle['provider']:<10}{cycle['jobs']:>6}{cycle['wall_s']:>10.3f}{cycle['cpu_s']:>10.3f}{cycle['statements']:>12.0f}{cycle['selects']:>10.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -168,7 +168,9 @@ def main() -> None:
     print(f"{'none':<10} {results['baseline']['mean_step_s']:>10.5f}")
     for mode in ("thread", "process"):
         row = results[mode]
-        print(f"{mode:<10} {row['mean_step_s']:>10.5f} {row['slowdown_pct']:>8.1f}% {row['snapshot_stall_median_s']:>9.4f} {row['persists']:>8}")
+        print(
+            f"{mode:<10} {row['mean_step_s']:>10.5f} {row['slowdown_pct']:>8.1f}% {row['snapshot_stall_median_s']:>9.4f} {row['persists']:>8}"
+        )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.output}")

@@ -55,8 +55,9 @@ MEAN_RUNS_H = (1.0, 4.0, 16.0)
 GOAL_RATIO = 1.10
 
 
-def markov_trace(availability: float, mean_run_h: float, seed: int, *, gap_s: float = SYNTHETIC_GAP_S,
-                 hours: float = SYNTHETIC_HOURS) -> Trace:
+def markov_trace(
+    availability: float, mean_run_h: float, seed: int, *, gap_s: float = SYNTHETIC_GAP_S, hours: float = SYNTHETIC_HOURS
+) -> Trace:
     """Capacity as a two-state Markov chain: runs with capacity last ``mean_run_h`` on average, the stationary share is ``availability``."""
     rng = np.random.default_rng(seed)
     ticks = int(hours * HOUR / gap_s)
@@ -73,8 +74,9 @@ def markov_trace(availability: float, mean_run_h: float, seed: int, *, gap_s: fl
     return Trace(gap_s, data, name=f"a{round(availability * 100)}-run{mean_run_h:g}h-s{seed}")
 
 
-def lognormal_trace(availability: float, mean_run_h: float, seed: int, *, sigma: float = 1.5, gap_s: float = SYNTHETIC_GAP_S,
-                    hours: float = SYNTHETIC_HOURS) -> Trace:
+def lognormal_trace(
+    availability: float, mean_run_h: float, seed: int, *, sigma: float = 1.5, gap_s: float = SYNTHETIC_GAP_S, hours: float = SYNTHETIC_HOURS
+) -> Trace:
     """Capacity in alternating runs of lognormal length: mean ``mean_run_h`` with capacity, the share ``availability``."""
     rng = np.random.default_rng(seed)
     ticks = int(hours * HOUR / gap_s)
@@ -85,7 +87,7 @@ def lognormal_trace(availability: float, mean_run_h: float, seed: int, *, sigma:
     while tick < ticks:
         mean = mean_on if state else mean_off
         length = max(1, int(round(rng.lognormal(np.log(mean) - sigma**2 / 2, sigma))))
-        data[tick:tick + length] = state
+        data[tick : tick + length] = state
         tick += length
         state = not state
     return Trace(gap_s, data, name=f"ln-a{round(availability * 100)}-run{mean_run_h:g}h-s{seed}")
@@ -118,15 +120,21 @@ def real_traces(traces_dir: Path, offset_days: float, longest_deadline_h: float,
 def run_case(case: tuple[str, Trace, float, list[MarketPolicy]]) -> list[dict[str, Any]]:
     """The optimum once, then every policy, on one trace and deadline."""
     trace_set, trace, deadline_h, policies = case
-    job = {"work_s": WORK_H * HOUR, "deadline_s": deadline_h * HOUR, "restart_overhead_s": OVERHEAD_H * HOUR,
-           "spot_price": SPOT_PRICE, "on_demand_price": ON_DEMAND_PRICE}
+    job = {
+        "work_s": WORK_H * HOUR,
+        "deadline_s": deadline_h * HOUR,
+        "restart_overhead_s": OVERHEAD_H * HOUR,
+        "spot_price": SPOT_PRICE,
+        "on_demand_price": ON_DEMAND_PRICE,
+    }
     optimum = optimal_cost(trace, **job)
     availability = float(trace.available[: int(np.ceil(deadline_h * HOUR / trace.gap_s))].mean())
     rows = []
     for policy in policies:
         result = simulate(trace, policy, **job, optimum=optimum)
-        rows.append({"set": trace_set, "trace": trace.name, "deadline_h": deadline_h, "availability": round(availability, 4),
-                     **result.to_json()})
+        rows.append(
+            {"set": trace_set, "trace": trace.name, "deadline_h": deadline_h, "availability": round(availability, 4), **result.to_json()}
+        )
     return rows
 
 
@@ -149,14 +157,20 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (trace_set, deadline, policy), members in groups.items():
         ratios = np.array([r["cost_ratio"] for r in members if r["cost_ratio"] is not None])
         met = sum(r["deadline_met"] for r in members)
-        summary.append({
-            "set": trace_set, "deadline": deadline, "policy": policy, "cases": len(members), "met": met,
-            "met_pct": round(100 * met / len(members), 1),
-            "ratio_mean": round(float(ratios.mean()), 4) if ratios.size else None,
-            "ratio_p90": round(float(np.percentile(ratios, 90)), 4) if ratios.size else None,
-            "ratio_max": round(float(ratios.max()), 4) if ratios.size else None,
-            "optimum_exact": all(r["optimum_exact"] for r in members),
-        })
+        summary.append(
+            {
+                "set": trace_set,
+                "deadline": deadline,
+                "policy": policy,
+                "cases": len(members),
+                "met": met,
+                "met_pct": round(100 * met / len(members), 1),
+                "ratio_mean": round(float(ratios.mean()), 4) if ratios.size else None,
+                "ratio_p90": round(float(np.percentile(ratios, 90)), 4) if ratios.size else None,
+                "ratio_max": round(float(ratios.max()), 4) if ratios.size else None,
+                "optimum_exact": all(r["optimum_exact"] for r in members),
+            }
+        )
     return summary
 
 
@@ -169,23 +183,39 @@ def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         greedy = index.get((trace_set, deadline, "greedy"))
         where = f"{trace_set} {deadline}"
-        checked.append({"where": where, "goal": "auto meets 100 % of deadlines", "value": auto["met_pct"], "ok": auto["met"] == auto["cases"]})
-        checked.append({"where": where, "goal": f"auto mean cost ratio <= {GOAL_RATIO}", "value": auto["ratio_mean"],
-                        "ok": auto["ratio_mean"] is not None and auto["ratio_mean"] <= GOAL_RATIO})
+        checked.append(
+            {"where": where, "goal": "auto meets 100 % of deadlines", "value": auto["met_pct"], "ok": auto["met"] == auto["cases"]}
+        )
+        checked.append(
+            {
+                "where": where,
+                "goal": f"auto mean cost ratio <= {GOAL_RATIO}",
+                "value": auto["ratio_mean"],
+                "ok": auto["ratio_mean"] is not None and auto["ratio_mean"] <= GOAL_RATIO,
+            }
+        )
         if greedy is not None:
-            checked.append({"where": where, "goal": "auto mean ratio < greedy's", "value": f"{auto['ratio_mean']} vs {greedy['ratio_mean']}",
-                            "ok": auto["ratio_mean"] < greedy["ratio_mean"]})
+            checked.append(
+                {
+                    "where": where,
+                    "goal": "auto mean ratio < greedy's",
+                    "value": f"{auto['ratio_mean']} vs {greedy['ratio_mean']}",
+                    "ok": auto["ratio_mean"] < greedy["ratio_mean"],
+                }
+            )
     return checked
 
 
 def print_summary(summary: list[dict[str, Any]]) -> None:
-    header = f'{"set":24} {"deadline":8} {"policy":10} {"cases":>5} {"met":>11} {"mean ratio":>10} {"p90 ratio":>9} {"max":>6}'
+    header = f"{'set':24} {'deadline':8} {'policy':10} {'cases':>5} {'met':>11} {'mean ratio':>10} {'p90 ratio':>9} {'max':>6}"
     print(header)
     print("-" * len(header))
     order = {name: index for index, name in enumerate(POLICIES)}
     for s in sorted(summary, key=lambda s: (s["set"], s["deadline"] == "all", s["deadline"], order.get(s["policy"], 99))):
-        met = f'{s["met"]} ({s["met_pct"]:g}%)'
-        print(f'{s["set"]:24} {s["deadline"]:8} {s["policy"]:10} {s["cases"]:5d} {met:>11} {s["ratio_mean"]:10.3f} {s["ratio_p90"]:9.3f} {s["ratio_max"]:6.2f}')
+        met = f"{s['met']} ({s['met_pct']:g}%)"
+        print(
+            f"{s['set']:24} {s['deadline']:8} {s['policy']:10} {s['cases']:5d} {met:>11} {s['ratio_mean']:10.3f} {s['ratio_p90']:9.3f} {s['ratio_max']:6.2f}"
+        )
 
 
 def main() -> None:
@@ -211,17 +241,28 @@ def main() -> None:
     checked = goals(summary)
     print()
     for g in checked:
-        print(f'{"PASS" if g["ok"] else "GAP ":4}  {g["where"]:32} {g["goal"]:34} {g["value"]}')
+        print(f"{'PASS' if g['ok'] else 'GAP ':4}  {g['where']:32} {g['goal']:34} {g['value']}")
     output = args.output or (RESULTS.with_name("policy_quick.json") if args.quick else RESULTS)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu_cores": os.cpu_count(), "python": platform.python_version()},
         "total_wall_s": round(time.time() - started, 1),
-        "job": {"work_h": WORK_H, "deadlines_h": list(DEADLINES_H), "restart_overhead_h": OVERHEAD_H,
-                "spot_price": SPOT_PRICE, "on_demand_price": ON_DEMAND_PRICE},
-        "synthetic": {"families": ["markov", "lognormal (sigma 1.5)"], "gap_s": SYNTHETIC_GAP_S, "hours": SYNTHETIC_HOURS,
-                      "availabilities": list(AVAILABILITIES), "mean_runs_h": list(MEAN_RUNS_H), "seeds": 1 if args.quick else args.seeds},
+        "job": {
+            "work_h": WORK_H,
+            "deadlines_h": list(DEADLINES_H),
+            "restart_overhead_h": OVERHEAD_H,
+            "spot_price": SPOT_PRICE,
+            "on_demand_price": ON_DEMAND_PRICE,
+        },
+        "synthetic": {
+            "families": ["markov", "lognormal (sigma 1.5)"],
+            "gap_s": SYNTHETIC_GAP_S,
+            "hours": SYNTHETIC_HOURS,
+            "availabilities": list(AVAILABILITIES),
+            "mean_runs_h": list(MEAN_RUNS_H),
+            "seeds": 1 if args.quick else args.seeds,
+        },
         "real": {"traces_dir": str(args.traces_dir), "offset_days": OFFSET_DAYS * (3 if args.quick else 1)},
         "summary": summary,
         "goals": checked,

@@ -69,16 +69,34 @@ def run_job(home: Path, name: str, plan: list[tuple[float, str]]) -> dict[str, A
         if beat and (not beats or beat.time != beats[-1].time):
             beats.append(beat)
         progress = beat.progress if beat else None
-        if pending and beat and progress and beat.status is AgentStatus.RUNNING and progress.step >= pending[0][0] * EPOCHS * STEPS_PER_EPOCH:
+        if (
+            pending
+            and beat
+            and progress
+            and beat.status is AgentStatus.RUNNING
+            and progress.step >= pending[0][0] * EPOCHS * STEPS_PER_EPOCH
+        ):
             fraction, kind = pending.pop(0)
             committed = store.latest()
-            interruptions.append({"kind": kind, "at": time.time(), "attempt": beat.attempt, "step_seen": progress.step,
-                                  "committed_step": committed.step if committed else 0})
+            interruptions.append(
+                {
+                    "kind": kind,
+                    "at": time.time(),
+                    "attempt": beat.attempt,
+                    "step_seen": progress.step,
+                    "committed_step": committed.step if committed else 0,
+                }
+            )
             spotrun(home, "interrupt", name, *(["--no-notice"] if kind == "kill" else []), stdout=subprocess.DEVNULL).wait()
         time.sleep(0.05)
     checkpoints = [info.to_json() for info in store.list()]
-    return {"wall_s": time.time() - started, "returncode": controller.returncode, "beats": beats,
-            "interruptions": interruptions, "checkpoints": checkpoints}
+    return {
+        "wall_s": time.time() - started,
+        "returncode": controller.returncode,
+        "beats": beats,
+        "interruptions": interruptions,
+        "checkpoints": checkpoints,
+    }
 
 
 def resumed_step(beats: list[Heartbeat], attempt: int) -> int:
@@ -97,15 +115,23 @@ def analyse(job: dict[str, Any]) -> list[dict[str, Any]]:
         reached = max([event["step_seen"], *(progress.step for progress in own)])
         resumed = resumed_step(beats, attempt + 1)
         # On a kill the newest heartbeat may be up to a second old: steps_lost is then a lower bound.
-        entry = {"kind": event["kind"], "at_step": event["step_seen"], "reached_step": reached, "resumed_from_step": resumed,
-                 "steps_lost": reached - resumed}
+        entry = {
+            "kind": event["kind"],
+            "at_step": event["step_seen"],
+            "reached_step": reached,
+            "resumed_from_step": resumed,
+            "steps_lost": reached - resumed,
+        }
         emergency = [
-            progress.checkpoint for progress in own
+            progress.checkpoint
+            for progress in own
             if progress.checkpoint is not None and progress.checkpoint.reason == "emergency" and progress.checkpoint.time >= event["at"]
         ]
         if event["kind"] == "notice" and emergency:
             entry["checkpoint_durable_after_notice_s"] = round(emergency[0].time - event["at"], 3)
-        moving = next((beat for beat in beats if beat.attempt == attempt + 1 and beat.progress is not None and beat.progress.step > resumed), None)
+        moving = next(
+            (beat for beat in beats if beat.attempt == attempt + 1 and beat.progress is not None and beat.progress.step > resumed), None
+        )
         if moving is not None:
             entry["interruption_to_training_again_s"] = round(moving.time - event["at"], 2)
         figures.append(entry)

@@ -66,8 +66,32 @@ COMMANDS: dict[str, list[str]] = {
 }
 TEAMS = ("vision", "nlp", "speech", "recsys", "research", "platform", "robotics")
 FIRST_NAMES = (
-    "alice", "bruno", "chen", "dana", "emeka", "farah", "goran", "hana", "ivan", "jules", "kofi", "lena", "mateo", "nadia",
-    "omar", "priya", "quinn", "rosa", "sven", "tariq", "uma", "viktor", "wen", "ximena", "yusuf", "zoe",
+    "alice",
+    "bruno",
+    "chen",
+    "dana",
+    "emeka",
+    "farah",
+    "goran",
+    "hana",
+    "ivan",
+    "jules",
+    "kofi",
+    "lena",
+    "mateo",
+    "nadia",
+    "omar",
+    "priya",
+    "quinn",
+    "rosa",
+    "sven",
+    "tariq",
+    "uma",
+    "viktor",
+    "wen",
+    "ximena",
+    "yusuf",
+    "zoe",
 )
 INSTANCE_TYPES = {  # type: (on-demand USD/h in us-east-1, GPUs)
     "g4dn.xlarge": (0.526, 1),
@@ -84,6 +108,7 @@ DAY_S = 86400.0
 
 # ------------------------------------------------------------------ the store
 
+
 def fill(url: str, *, jobs: int, rows_per_job: int, seed: int = 7, until: float | None = None) -> dict[str, Any]:
     """Create spotrun's schema at ``url`` and fill it with ``jobs`` finished jobs of ``rows_per_job`` closed ledger rows each."""
     location = DatabaseLocation(url, "benchmark")
@@ -92,7 +117,9 @@ def fill(url: str, *, jobs: int, rows_per_job: int, seed: int = 7, until: float 
     store = StateStore(location)  # checks the schema (and upgrades a SQLite file in place)
     rng = random.Random(seed)
     until = time.time() - 3600.0 if until is None else until
-    users = [(name, TEAMS[index % len(TEAMS)]) for index, name in enumerate(f"{first}.{rng.choice('abcdefghklmnprst')}" for first in FIRST_NAMES)]
+    users = [
+        (name, TEAMS[index % len(TEAMS)]) for index, name in enumerate(f"{first}.{rng.choice('abcdefghklmnprst')}" for first in FIRST_NAMES)
+    ]
     users += [(f"ci-{team}", team) for team in TEAMS[:3]]
     job_rows: list[dict[str, Any]] = []
     ledger_rows: list[dict[str, Any]] = []
@@ -106,22 +133,29 @@ def fill(url: str, *, jobs: int, rows_per_job: int, seed: int = 7, until: float 
     with store.engine.begin() as db:
         db.execute(jobs_table.insert(), job_rows)
         for first in range(0, len(ledger_rows), 5000):
-            db.execute(intervals_table.insert(), ledger_rows[first:first + 5000])
+            db.execute(intervals_table.insert(), ledger_rows[first : first + 5000])
     if not location.is_sqlite:
         with store.engine.begin() as db:
             db.execute(sa.text("ANALYZE"))  # what autovacuum does to a table this size soon after
     fill_s = time.perf_counter() - started
     with store.engine.connect() as db:
-        counted = db.execute(sa.select(sa.func.count(), sa.func.sum(intervals_table.c.cost_usd), sa.func.sum(intervals_table.c.on_demand_usd))).one()
+        counted = db.execute(
+            sa.select(sa.func.count(), sa.func.sum(intervals_table.c.cost_usd), sa.func.sum(intervals_table.c.on_demand_usd))
+        ).one()
         job_count = db.execute(sa.select(sa.func.count()).select_from(jobs_table)).scalar_one()
     store.engine.dispose()
     return {
-        "jobs": job_count, "ledger_rows": counted[0], "spent_usd": counted[1], "on_demand_usd": counted[2],
+        "jobs": job_count,
+        "ledger_rows": counted[0],
+        "spent_usd": counted[1],
+        "on_demand_usd": counted[2],
         "insert_s": round(fill_s, 2),
     }
 
 
-def _job(rng: random.Random, number: int, user: str, team: str | None, rows: int, *, started: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _job(
+    rng: random.Random, number: int, user: str, team: str | None, rows: int, *, started: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One finished job and its ledger rows: attempts back to back, the last one ends the job."""
     instance_type = rng.choice(list(INSTANCE_TYPES))
     on_demand_price, gpus = INSTANCE_TYPES[instance_type]
@@ -157,7 +191,8 @@ def _job(rng: random.Random, number: int, user: str, team: str | None, rows: int
         else:
             points = [PricePoint(start, on_demand_price)]
         end_reason = {
-            Outcome.PREEMPTED: EndReason.SPOT_INTERRUPTION, Outcome.CANCELLED: EndReason.TERMINATED_BY_USER,
+            Outcome.PREEMPTED: EndReason.SPOT_INTERRUPTION,
+            Outcome.CANCELLED: EndReason.TERMINATED_BY_USER,
             Outcome.STOPPED: EndReason.TERMINATED_BY_USER,
         }.get(outcome, EndReason.AGENT_EXITED)
         billed = BilledInterval(Market.SPOT if on_spot else Market.ON_DEMAND, start, end, tuple(points), end_reason)
@@ -168,34 +203,93 @@ def _job(rng: random.Random, number: int, user: str, team: str | None, rows: int
         cost, equivalent = interval_cost_usd(billed), one_instance_on_demand_usd(worked_s, kept_s, on_demand_price)
         worked_s += kept_s
         for node in range(nodes):
-            ledger.append({
-                "job": name, "attempt": attempt, "node": node, "instance_id": f"i-{rng.getrandbits(68):017x}",
-                "address": f"10.0.{rng.randrange(256)}.{rng.randrange(1, 255)}", "provider": "aws", "instance_type": instance_type,
-                "zone": zone, "market": billed.market.value, "gpus": gpus, "price_usd_per_hour": points[0].usd_per_hour,
-                "on_demand_price_usd_per_hour": on_demand_price, "requested_at": requested_at, "start": start, "end": end,
-                "end_reason": end_reason.value, "outcome": outcome.value, "cost_usd": cost, "on_demand_usd": equivalent,
-                "prices_json": json.dumps([[point.time, point.usd_per_hour] for point in points]), "productive_at": productive_at,
-                "work_lost_s": lost, "steps_lost": None if lost is None else int(lost / 0.35), "team": team,
-                "tags_json": json.dumps(tags), "launched_by": user,
-            })
+            ledger.append(
+                {
+                    "job": name,
+                    "attempt": attempt,
+                    "node": node,
+                    "instance_id": f"i-{rng.getrandbits(68):017x}",
+                    "address": f"10.0.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                    "provider": "aws",
+                    "instance_type": instance_type,
+                    "zone": zone,
+                    "market": billed.market.value,
+                    "gpus": gpus,
+                    "price_usd_per_hour": points[0].usd_per_hour,
+                    "on_demand_price_usd_per_hour": on_demand_price,
+                    "requested_at": requested_at,
+                    "start": start,
+                    "end": end,
+                    "end_reason": end_reason.value,
+                    "outcome": outcome.value,
+                    "cost_usd": cost,
+                    "on_demand_usd": equivalent,
+                    "prices_json": json.dumps([[point.time, point.usd_per_hour] for point in points]),
+                    "productive_at": productive_at,
+                    "work_lost_s": lost,
+                    "steps_lost": None if lost is None else int(lost / 0.35),
+                    "team": team,
+                    "tags_json": json.dumps(tags),
+                    "launched_by": user,
+                }
+            )
         clock = end
     spec = {
-        "name": name, "team": team, "tags": tags, "workdir": f"/home/{user}/src/{project}",
-        "train": {"model": "train.model:Model", "model_args": {"lr": 3e-4, "width": 1024}, "data": "train.data:Data",
-                  "data_args": {"batch_size": 64}, "trainer": {"max_epochs": 20, "precision": "bf16-mixed"}, "seed": 0, "command": None},
-        "checkpoint": {"url": f"s3://ml-{team or 'adhoc'}-checkpoints/{name}", "every_s": 600.0, "every_steps": None, "keep": 3, "keep_every": None},
-        "resources": {"provider": "aws", "instance_types": [instance_type], "nodes": nodes, "devices": gpus, "market": market,
-                      "max_restarts_on_errors": 3, "gang_timeout_s": 600.0, "collective_timeout_s": 300.0, "placement_group": None},
+        "name": name,
+        "team": team,
+        "tags": tags,
+        "workdir": f"/home/{user}/src/{project}",
+        "train": {
+            "model": "train.model:Model",
+            "model_args": {"lr": 3e-4, "width": 1024},
+            "data": "train.data:Data",
+            "data_args": {"batch_size": 64},
+            "trainer": {"max_epochs": 20, "precision": "bf16-mixed"},
+            "seed": 0,
+            "command": None,
+        },
+        "checkpoint": {
+            "url": f"s3://ml-{team or 'adhoc'}-checkpoints/{name}",
+            "every_s": 600.0,
+            "every_steps": None,
+            "keep": 3,
+            "keep_every": None,
+        },
+        "resources": {
+            "provider": "aws",
+            "instance_types": [instance_type],
+            "nodes": nodes,
+            "devices": gpus,
+            "market": market,
+            "max_restarts_on_errors": 3,
+            "gang_timeout_s": 600.0,
+            "collective_timeout_s": 300.0,
+            "placement_group": None,
+        },
         "budget": {"max_usd": round(rng.uniform(50, 2000), 0), "deadline_at": None, "expected_runtime_s": None, "restart_overhead_s": None},
         "local": None,
     }
     job = {
-        "name": name, "state": state.value, "spec_json": json.dumps(spec), "spec_path": f"/home/{user}/src/{project}/{name}.yaml",
-        "checkpoint_url": spec["checkpoint"]["url"], "created_at": started, "updated_at": clock, "preemptions": preemptions,
-        "restarts_on_errors": restarts, "cancel_requested": state is JobState.CANCELLED,
-        "progress_json": json.dumps({"step": rng.randrange(1000, 90000), "epoch": rng.randrange(1, 20), "loss": round(rng.uniform(0.1, 2), 4)}),
-        "message": None if state is JobState.SUCCEEDED else f"ended {state.value.lower()}", "launched_by": user, "stop_requested": None,
-        "stop_requested_at": None, "budget_alerted_pct": 0, "lease_owner": None, "lease_expires_at": None,
+        "name": name,
+        "state": state.value,
+        "spec_json": json.dumps(spec),
+        "spec_path": f"/home/{user}/src/{project}/{name}.yaml",
+        "checkpoint_url": spec["checkpoint"]["url"],
+        "created_at": started,
+        "updated_at": clock,
+        "preemptions": preemptions,
+        "restarts_on_errors": restarts,
+        "cancel_requested": state is JobState.CANCELLED,
+        "progress_json": json.dumps(
+            {"step": rng.randrange(1000, 90000), "epoch": rng.randrange(1, 20), "loss": round(rng.uniform(0.1, 2), 4)}
+        ),
+        "message": None if state is JobState.SUCCEEDED else f"ended {state.value.lower()}",
+        "launched_by": user,
+        "stop_requested": None,
+        "stop_requested_at": None,
+        "budget_alerted_pct": 0,
+        "lease_owner": None,
+        "lease_expires_at": None,
     }
     return job, ledger
 
@@ -209,6 +303,7 @@ _FINAL = {  # how a finished job's last attempt ended
 
 
 # ------------------------------------------------------------------ timing
+
 
 def timed(action: Callable[[], Any], runs: int) -> tuple[dict[str, float], Any]:
     """One warm-up, then ``runs`` timed calls: best and median seconds, and the last result."""
@@ -264,7 +359,9 @@ def measure(url: str, home: Path, runs: int, expected_spent_usd: float) -> dict[
 def run_backend(name: str, url: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
     print(f"[{name}] filling {args.jobs} jobs x {args.rows_per_job} ledger rows ...", flush=True)
     store = fill(url, jobs=args.jobs, rows_per_job=args.rows_per_job)
-    print(f"[{name}] {store['jobs']} jobs, {store['ledger_rows']} ledger rows, ${store['spent_usd']:,.2f} spent (inserted in {store['insert_s']} s)")
+    print(
+        f"[{name}] {store['jobs']} jobs, {store['ledger_rows']} ledger rows, ${store['spent_usd']:,.2f} spent (inserted in {store['insert_s']} s)"
+    )
     return {"store": store, **measure(url, home, args.runs, store["spent_usd"])}
 
 
@@ -278,15 +375,23 @@ def main() -> None:
     args = parser.parse_args()
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
     results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "python": platform.python_version(), "sqlalchemy": sa.__version__,
-        "load_average_at_start": round(os.getloadavg()[0], 2), "jobs": args.jobs, "rows_per_job": args.rows_per_job, "runs": args.runs,
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlalchemy": sa.__version__,
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "jobs": args.jobs,
+        "rows_per_job": args.rows_per_job,
+        "runs": args.runs,
         "backends": {},
     }
     with tempfile.TemporaryDirectory(prefix="spotrun-team-cost-") as scratch:
         home = Path(scratch, "home")
         home.mkdir()
         env = cli_env(f"sqlite:///{scratch}/unused.db", home)
-        results["startup"] = {label: timed(lambda label=label: cli(label.split(), env), args.runs)[0] for label in ("--help", "cost --help")}
+        results["startup"] = {
+            label: timed(lambda label=label: cli(label.split(), env), args.runs)[0] for label in ("--help", "cost --help")
+        }
         if "sqlite" in backends:
             results["backends"]["sqlite"] = run_backend("sqlite", f"sqlite:///{scratch}/state.db", home, args)
         if "postgresql" in backends:
@@ -320,8 +425,14 @@ def print_table(results: dict[str, Any]) -> None:
             cells.append(f"{figures['best_s']:>9.3f} / {figures['median_s']:.3f}")
         print(f"{label:<34}" + "".join(cells))
     for part in ("report_s", "render_s"):
-        print(f"{'  ' + part:<34}" + "".join(f"{results['backends'][name]['in-process --by team'][part]['best_s']:>9.3f} / "
-                                             f"{results['backends'][name]['in-process --by team'][part]['median_s']:.3f}" for name in backends))
+        print(
+            f"{'  ' + part:<34}"
+            + "".join(
+                f"{results['backends'][name]['in-process --by team'][part]['best_s']:>9.3f} / "
+                f"{results['backends'][name]['in-process --by team'][part]['median_s']:.3f}"
+                for name in backends
+            )
+        )
     for name, figures in results["backends"].items():
         if "skipped" in figures:
             print(f"{name}: skipped ({figures['skipped']})")

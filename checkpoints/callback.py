@@ -139,7 +139,11 @@ class SpotCheckpoint(Callback):
         self._trainer = trainer
         self._staging = Path(tempfile.mkdtemp(prefix="spotrun-ckpt-"))
         self._persister = BackgroundPersister(
-            self.store, self._staging, keep=self.keep, keep_every=self.keep_every, protect=self._protected,
+            self.store,
+            self._staging,
+            keep=self.keep,
+            keep_every=self.keep_every,
+            protect=self._protected,
             spotrun_version=_spotrun_version(),
         )
         if trainer.ckpt_path is not None:
@@ -200,8 +204,11 @@ class SpotCheckpoint(Callback):
             "grads": _gather_from_ranks(_open_gradients(trainer)) if trainer else None,
             "numerics": self._numerics.to_json() if self._numerics else None,
             "epoch_metrics": _gather_from_ranks(epoch_metrics.capture(trainer.fit_loop.epoch_loop._results)) if trainer else None,
-            "callback_metrics": {name: value.detach().cpu().clone() for name, value in trainer.callback_metrics.items()
-                                 if isinstance(value, torch.Tensor)} if trainer else None,
+            "callback_metrics": {
+                name: value.detach().cpu().clone() for name, value in trainer.callback_metrics.items() if isinstance(value, torch.Tensor)
+            }
+            if trainer
+            else None,
         }
 
     # ---------------------------------------------------------- data order
@@ -216,7 +223,9 @@ class SpotCheckpoint(Callback):
         self._install_signal_handlers()
         self._plan_loaders(trainer)
         # Lightning warns that a plain DataLoader cannot resume mid-epoch; spotrun resumes it, or warns itself.
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended", category=PossibleUserWarning)
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch ended", category=PossibleUserWarning
+        )
         restored = self._restored_state
         if restored is not None:
             self._resume_loaders(trainer, restored)
@@ -252,7 +261,10 @@ class SpotCheckpoint(Callback):
                 "RESUME IS NOT EXACT: resuming at step %d, %d batches into epoch %d, by drawing and dropping the batches already "
                 "trained; the rest of this epoch sees the same data only if the stream is deterministic. Why: %s. "
                 "Give the dataset (or loader) state_dict()/load_state_dict() to resume it exactly.",
-                trainer.global_step, restored["batches_done"], trainer.current_epoch, "; ".join(self.inexact_reasons),
+                trainer.global_step,
+                restored["batches_done"],
+                trainer.current_epoch,
+                "; ".join(self.inexact_reasons),
             )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -448,7 +460,11 @@ class SpotCheckpoint(Callback):
         self._last_save_time = time.monotonic()
         if trainer.is_global_zero:
             request = SaveRequest(
-                snapshot_to_host(checkpoint), step=step, epoch=trainer.current_epoch, reason=reason, final=final,
+                snapshot_to_host(checkpoint),
+                step=step,
+                epoch=trainer.current_epoch,
+                reason=reason,
+                final=final,
                 metrics=_float_metrics(trainer),
             )
             self._persister.submit(request)
@@ -614,7 +630,6 @@ def _part_of_rank(saved: Any, rank: int) -> Any:
     if rank >= len(saved):
         log.warning("resuming with more ranks than the checkpoint had: rank %d reuses rank %d's RNG states", rank, rank % len(saved))
     return saved[rank % len(saved)]
-
 
 
 def _at_optimizer_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:

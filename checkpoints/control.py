@@ -43,9 +43,7 @@ class ControlWriter:
     def request(self, action: str, *, deadline: float | None = None, reason: str = "") -> None:
         """Ask the training process to ``action`` at its next step boundary."""
         self._seq += 1
-        write_json_atomically(
-            self.path, {"seq": self._seq, "action": action, "deadline": deadline, "reason": reason, "time": time.time()}
-        )
+        write_json_atomically(self.path, {"seq": self._seq, "action": action, "deadline": deadline, "reason": reason, "time": time.time()})
 
 
 class ControlReader:

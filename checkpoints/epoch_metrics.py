@@ -20,9 +20,7 @@ from lightning.pytorch.trainer.connectors.logger_connector.result import _Result
 
 def _epoch_accumulators(results: _ResultCollection) -> dict[str, _ResultMetric]:
     return {
-        key: metric
-        for key, metric in results.items()
-        if isinstance(metric, _ResultMetric) and metric.is_tensor and metric.meta.on_epoch
+        key: metric for key, metric in results.items() if isinstance(metric, _ResultMetric) and metric.is_tensor and metric.meta.on_epoch
     }
 
 
@@ -59,7 +57,9 @@ class PendingAccumulators:
             elif metric.meta.is_min_reduction:
                 metric.value = torch.minimum(value, metric.value)
             if "cumulated_batch_size" in saved:
-                metric.cumulated_batch_size = saved["cumulated_batch_size"].to(metric.cumulated_batch_size.device) + metric.cumulated_batch_size
+                metric.cumulated_batch_size = (
+                    saved["cumulated_batch_size"].to(metric.cumulated_batch_size.device) + metric.cumulated_batch_size
+                )
 
     def drop(self) -> None:
         """The epoch ended: what was not logged again belongs to no later epoch."""
@@ -67,4 +67,3 @@ class PendingAccumulators:
 
     def __bool__(self) -> bool:
         return bool(self._saved)
-

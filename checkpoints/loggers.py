@@ -148,7 +148,10 @@ class _Adapter:
 
 def _adapter_for(logger: Logger) -> _Adapter | None:
     kinds: tuple[tuple[type, type[_Adapter]], ...] = (
-        (CSVLogger, _CsvAdapter), (TensorBoardLogger, _TensorBoardAdapter), (MLFlowLogger, _MlflowAdapter), (WandbLogger, _WandbAdapter),
+        (CSVLogger, _CsvAdapter),
+        (TensorBoardLogger, _TensorBoardAdapter),
+        (MLFlowLogger, _MlflowAdapter),
+        (WandbLogger, _WandbAdapter),
     )
     for kind, adapter in kinds:
         if isinstance(logger, kind):
@@ -203,7 +206,9 @@ class _CsvAdapter(_Adapter):
         writer.metrics_keys = header  # later rows go under the existing header, as in an uninterrupted file
         fs.rm_file(aside)
         if len(kept) < len(rows):
-            log.info("CSVLogger %s: dropped %d row(s) lost attempts logged at or after step %s", logger.log_dir, len(rows) - len(kept), step)
+            log.info(
+                "CSVLogger %s: dropped %d row(s) lost attempts logged at or after step %s", logger.log_dir, len(rows) - len(kept), step
+            )
         return True
 
 
@@ -285,7 +290,9 @@ class _MlflowAdapter(_Adapter):
             try:
                 client.get_run(entry["run_id"])
             except Exception as error:  # any store's "no such run"
-                log.warning("MLflow run %s of the earlier attempts is gone (%s): logging to the new run %s", entry["run_id"], error, fresh_run)
+                log.warning(
+                    "MLflow run %s of the earlier attempts is gone (%s): logging to the new run %s", entry["run_id"], error, fresh_run
+                )
                 return False
             client.delete_run(fresh_run)  # the empty run Lightning just made for this attempt
             logger._run_id = entry["run_id"]
@@ -296,7 +303,9 @@ class _MlflowAdapter(_Adapter):
         if run_dir is None:
             log.warning(
                 "MLflow tracking store %s is not a local file store: metrics that lost attempts logged at or after "
-                "step %d are not removed and can appear twice", logger._tracking_uri, step,
+                "step %d are not removed and can appear twice",
+                logger._tracking_uri,
+                step,
             )
             return True
         for metric_file in sorted(path for path in (run_dir / "metrics").rglob("*") if path.is_file()):
@@ -363,7 +372,9 @@ class _WandbAdapter(_Adapter):
         if step is not None:
             log.warning(
                 "W&B run %s continues across attempts, but its history cannot be rewritten: what a lost attempt "
-                "logged at or after step %d appears twice", entry["run_id"], step,
+                "logged at or after step %d appears twice",
+                entry["run_id"],
+                step,
             )
         return True
 

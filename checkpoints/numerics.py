@@ -43,8 +43,11 @@ class Numerics:
     def apply_to_this_process(self, log: logging.Logger) -> None:
         """Set what can be set: the thread count and deterministic algorithms, as the first attempt had them."""
         if torch.get_num_threads() != self.intra_op_threads:
-            log.info("using %d intra-op threads as the run's first attempt did (this process had %d)",
-                     self.intra_op_threads, torch.get_num_threads())
+            log.info(
+                "using %d intra-op threads as the run's first attempt did (this process had %d)",
+                self.intra_op_threads,
+                torch.get_num_threads(),
+            )
             torch.set_num_threads(self.intra_op_threads)
         if torch.are_deterministic_algorithms_enabled() != self.deterministic_algorithms:
             torch.use_deterministic_algorithms(self.deterministic_algorithms)

@@ -47,13 +47,27 @@ except ImportError:  # pragma: no cover
     _AIOHTTP_TRANSIENT = ()
 
 # S3 error codes (and the names other clouds give the same thing) that mean "try again later".
-TRANSIENT_ERROR_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
-    "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
-    "ProvisionedThroughputExceededException", "BandwidthLimitExceeded", "TransactionInProgressException",
-    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable", "OperationAborted",
-    "PriorRequestNotComplete",
-})
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "BandwidthLimitExceeded",
+        "TransactionInProgressException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+        "PriorRequestNotComplete",
+    }
+)
 # Transport failures: the request may or may not have arrived, the answer did not.
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     ConnectionError,  # reset, refused, aborted, broken pipe, http.client.RemoteDisconnected

@@ -59,9 +59,15 @@ RENDEZVOUS_PORT = 29500
 # no interruption rate per pool, and a spot instance in a middling pool lasts about a day.
 PRIORS = ProviderPriors(restart_overhead_s=300.0, spot_s_between_preemptions=24 * 3600.0)
 
-CAPACITY_CODES = frozenset({
-    "InsufficientInstanceCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "Unsupported", "InstanceLimitExceeded",
-})
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "Unsupported",
+        "InstanceLimitExceeded",
+    }
+)
 THROTTLING_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled"})
 SPOT_TERMINATION = "Server.SpotInstanceTermination"
 _LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
@@ -186,6 +192,7 @@ class AwsProvider(Provider):
         pages = []
         token: str | None = None
         while True:
+
             def next_page(token: str | None = token) -> dict[str, Any]:  # token bound now: the loop moves it on
                 response: dict[str, Any] = getattr(self._ec2, operation)(**kwargs, **({"NextToken": token} if token else {}))
                 return response
@@ -210,13 +217,15 @@ class AwsProvider(Provider):
         if request.market is Market.ON_DEMAND:
             offers = [
                 Offer(self.name, instance_type, zone, Market.ON_DEMAND, price, price, gpus.get(instance_type, 0))
-                for instance_type, price in on_demand.items() for zone in allowed
+                for instance_type, price in on_demand.items()
+                for zone in allowed
             ]
         else:
             spot = self.spot_prices(request.instance_types)
             offers = [
                 Offer(self.name, instance_type, zone, Market.SPOT, price, on_demand[instance_type], gpus.get(instance_type, 0))
-                for (instance_type, zone), price in spot.items() if zone in allowed
+                for (instance_type, zone), price in spot.items()
+                if zone in allowed
             ]
         return sorted(offers, key=lambda offer: (offer.price_usd_per_hour, offer.instance_type, offer.zone))
 
@@ -224,8 +233,11 @@ class AwsProvider(Provider):
         """The current Linux spot price of each (instance type, zone)."""
         newest: dict[tuple[str, str], tuple[datetime, float]] = {}
         pages = self._pages(
-            "describe_spot_price_history", "describe_spot_price_history",
-            InstanceTypes=list(instance_types), ProductDescriptions=["Linux/UNIX"], StartTime=datetime.fromtimestamp(self._clock(), UTC),
+            "describe_spot_price_history",
+            "describe_spot_price_history",
+            InstanceTypes=list(instance_types),
+            ProductDescriptions=["Linux/UNIX"],
+            StartTime=datetime.fromtimestamp(self._clock(), UTC),
         )
         for page in pages:
             for entry in page.get("SpotPriceHistory", []):
@@ -246,14 +258,19 @@ class AwsProvider(Provider):
         if offer.market is Market.ON_DEMAND:
             return constant_price(offer.price_usd_per_hour, start)
         pages = self._pages(
-            "describe_spot_price_history", "describe_spot_price_history",
-            InstanceTypes=[offer.instance_type], AvailabilityZone=offer.zone, ProductDescriptions=["Linux/UNIX"],
-            StartTime=datetime.fromtimestamp(start, UTC), EndTime=datetime.fromtimestamp(end, UTC),
+            "describe_spot_price_history",
+            "describe_spot_price_history",
+            InstanceTypes=[offer.instance_type],
+            AvailabilityZone=offer.zone,
+            ProductDescriptions=["Linux/UNIX"],
+            StartTime=datetime.fromtimestamp(start, UTC),
+            EndTime=datetime.fromtimestamp(end, UTC),
         )
         points = sorted(
             (
                 PricePoint(entry["Timestamp"].timestamp(), float(entry["SpotPrice"]))
-                for page in pages for entry in page.get("SpotPriceHistory", [])
+                for page in pages
+                for entry in page.get("SpotPriceHistory", [])
                 if entry["InstanceType"] == offer.instance_type and entry["AvailabilityZone"] == offer.zone
             ),
             key=lambda point: point.time,
@@ -332,7 +349,8 @@ class AwsProvider(Provider):
             }
         try:
             response = self._call(
-                "run_instances", lambda: self._ec2.run_instances(**parameters),
+                "run_instances",
+                lambda: self._ec2.run_instances(**parameters),
                 before_retry=lambda: self.launched_under(request.token, offer),
             )
         except ClientError as error:  # only capacity errors reach here
@@ -431,10 +449,16 @@ class AwsProvider(Provider):
         instances = []
         for described in self._described(Filters=filters):
             tags = {tag["Key"]: tag["Value"] for tag in described.get("Tags", [])}
-            instances.append(TaggedInstance(
-                described["InstanceId"], described["State"]["Name"], described["InstanceType"],
-                described["Placement"]["AvailabilityZone"], _launch_time(described, self._clock()), tags,
-            ))
+            instances.append(
+                TaggedInstance(
+                    described["InstanceId"],
+                    described["State"]["Name"],
+                    described["InstanceType"],
+                    described["Placement"]["AvailabilityZone"],
+                    _launch_time(described, self._clock()),
+                    tags,
+                )
+            )
         return instances
 
 

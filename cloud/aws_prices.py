@@ -59,14 +59,24 @@ class OnDemandPrices:
             if price is None:
                 price = ON_DEMAND_USD_PER_HOUR[instance_type]
                 if self.region != TABLE_REGION:
-                    log.warning("on-demand price of %s is the %s table price of %s; %s may differ", instance_type, TABLE_REGION, TABLE_DATE, self.region)
+                    log.warning(
+                        "on-demand price of %s is the %s table price of %s; %s may differ",
+                        instance_type,
+                        TABLE_REGION,
+                        TABLE_DATE,
+                        self.region,
+                    )
             self._cache[instance_type] = price
         return self._cache[instance_type]
 
     def _from_api(self, instance_type: str) -> float | None:
         filters = {
-            "instanceType": instance_type, "regionCode": self.region, "operatingSystem": "Linux", "tenancy": "Shared",
-            "preInstalledSw": "NA", "capacitystatus": "Used",
+            "instanceType": instance_type,
+            "regionCode": self.region,
+            "operatingSystem": "Linux",
+            "tenancy": "Shared",
+            "preInstalledSw": "NA",
+            "capacitystatus": "Used",
         }
         try:
             response = self._pricing_client().get_products(

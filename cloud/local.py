@@ -339,7 +339,11 @@ class LocalProvider(Provider, Interruptible):
             spec, state = read_spec(InstanceFiles(folder)), read_state(InstanceFiles(folder))
             if folder.name == instance_id:
                 return  # a launch seen before: idempotent, not a new instance
-            if spec is not None and spec.offer.instance_type == offer.instance_type and (state is None or state.state is not InstanceState.TERMINATED):
+            if (
+                spec is not None
+                and spec.offer.instance_type == offer.instance_type
+                and (state is None or state.state is not InstanceState.TERMINATED)
+            ):
                 live += 1
         if live >= limit:
             raise CapacityError(f"InsufficientInstanceCapacity: the local cloud has {limit} {offer.instance_type} and all are in use")
@@ -460,7 +464,9 @@ class LocalProvider(Provider, Interruptible):
         _kill_agent_group(state)
         ended = state.ended(EndReason.HOST_LOST, ended_at)
         write_state(files, ended)
-        _append_line(files.host_log, f"provider: host gone without recording an end; agent group killed; recorded {EndReason.HOST_LOST.value}")
+        _append_line(
+            files.host_log, f"provider: host gone without recording an end; agent group killed; recorded {EndReason.HOST_LOST.value}"
+        )
         return ended
 
     def _await_termination(self, files: InstanceFiles, state: HostState, deadline: float) -> None:

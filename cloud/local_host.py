@@ -106,8 +106,13 @@ class Host:
             try:
                 # process_group=0: the agent leads a new group, so one killpg reaches all it starts.
                 agent = subprocess.Popen(
-                    self.spec.agent_command, env=env, cwd=self.spec.workdir, stdin=subprocess.DEVNULL,
-                    stdout=output, stderr=subprocess.STDOUT, process_group=0,
+                    self.spec.agent_command,
+                    env=env,
+                    cwd=self.spec.workdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    process_group=0,
                 )
             except OSError as error:
                 output.write(f"spotrun local host: cannot start the agent {list(self.spec.agent_command)}: {error}\n".encode())
@@ -228,7 +233,9 @@ class Host:
     def _serve_notice(self, metadata: MetadataServer, now: float, notice_s: float) -> None:
         terminate_at = now + notice_s
         metadata.schedule_interruption(terminate_at)
-        self._record(replace(self._state, notice_at=now, terminate_at=terminate_at), f"interruption notice served: terminating in {notice_s:g}s")
+        self._record(
+            replace(self._state, notice_at=now, terminate_at=terminate_at), f"interruption notice served: terminating in {notice_s:g}s"
+        )
 
     def _stop_agent(self, agent: subprocess.Popen[bytes], agent_fd: int, agent_exit: int | None) -> int | None:
         """SIGTERM the agent group and give the agent the grace period; its exit code if it left in time."""

@@ -108,6 +108,4 @@ def serve_on_loopback(port: int) -> Any:
         from torch.distributed import TCPStore  # type: ignore[attr-defined]  # its documented home; torch's stubs do not re-export it
 
         # The store owns the descriptor it is given and closes it when it stops; ours closes on leaving.
-        return TCPStore(
-            LOOPBACK, port, None, True, STORE_TIMEOUT, wait_for_workers=False, master_listen_fd=os.dup(listener.fileno())
-        )
+        return TCPStore(LOOPBACK, port, None, True, STORE_TIMEOUT, wait_for_workers=False, master_listen_fd=os.dup(listener.fileno()))

@@ -79,7 +79,9 @@ def running_distribution() -> importlib.metadata.Distribution:
         for path in distribution.files or ():
             if path.name == here.name and Path(str(distribution.locate_file(path))).resolve() == here:
                 return distribution
-    raise ProviderError(f"the running spotrun ({here.parent.parent}) was not installed by pip: `pip install .` (or `pip install -e .` in a checkout)")
+    raise ProviderError(
+        f"the running spotrun ({here.parent.parent}) was not installed by pip: `pip install .` (or `pip install -e .` in a checkout)"
+    )
 
 
 def build_wheel_of(distribution: importlib.metadata.Distribution, directory: Path) -> Path:
@@ -139,7 +141,11 @@ def _build_from_source(distribution: importlib.metadata.Distribution, source: Pa
             shutil.copytree(source / package, tree / package, ignore=ignore)
     out = scratch / "out"
     result = subprocess.run(
-        [sys.executable, "-c", _BUILD, str(out)], cwd=tree, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S,
+        [sys.executable, "-c", _BUILD, str(out)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=_BUILD_TIMEOUT_S,
         env={**os.environ, "SOURCE_DATE_EPOCH": str(FIXED_EPOCH)},
     )
     wheels = list(out.glob("*.whl"))

@@ -234,8 +234,15 @@ class TerraformModule:
         # stderr goes to a file: a full stderr pipe would stall terraform while stdout is being read.
         with tempfile.TemporaryFile() as stderr:
             process = subprocess.Popen(
-                [binary, *arguments], cwd=self.workdir, env=environment, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=stderr, text=True, encoding="utf-8", errors="replace",
+                [binary, *arguments],
+                cwd=self.workdir,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
             )
             assert process.stdout is not None
             try:

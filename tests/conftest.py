@@ -75,7 +75,6 @@ def s3_bucket(moto_endpoint: str) -> str:
     return f"s3://{name}"
 
 
-
 @pytest.fixture
 def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     """A fault-injecting proxy on 127.0.0.1 in front of the session's moto server."""

@@ -115,6 +115,8 @@ def _json_text(value: Any) -> str:
         return item
 
     return json.dumps(finite(value), allow_nan=False)
+
+
 JobArgument = Annotated[str, typer.Argument(help="Job name (the spec's `name`).")]
 _FOLLOW_INTERVAL_S = 1.0
 command = command_for(app)
@@ -208,7 +210,10 @@ def _drive_or_detach(store: StateStore, name: str, detach: bool) -> None:
         with open(log_file, "ab") as output:
             process = subprocess.Popen(
                 [sys.executable, "-m", "runner", "resume", name],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         out.print(f"job {name} submitted; controller pid {process.pid} (log: {log_file})")
         out.print(f"follow it with `spotrun status {name}` or `spotrun logs {name} --follow`")
@@ -270,7 +275,9 @@ def _drive(store: StateStore, name: str) -> None:
         err.print(
             f"controller stopped ({stopped_by.name}); job {name}'s instance keeps running. "
             f"`spotrun resume {name}` picks it up again, `spotrun cancel {name}` stops it.",
-            markup=False, highlight=False, soft_wrap=True,
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(128 + stopped_by) from None
     summary = job_summary(final, store.attempts(name), store.intervals(name))
@@ -344,7 +351,11 @@ def status(
         out.print(f"  {summary.message}", highlight=False)
     if not found.state.is_final:
         lease = store.lease(job)
-        driver = f"controller {lease.owner} (lease {lease.expires_in_s:.0f}s left)" if lease else f"no controller; `spotrun resume {job}` drives it"
+        driver = (
+            f"controller {lease.owner} (lease {lease.expires_in_s:.0f}s left)"
+            if lease
+            else f"no controller; `spotrun resume {job}` drives it"
+        )
         out.print(f"  driven by: {driver}", highlight=False, soft_wrap=True)
     if attempts:
         out.print(views.attempts_table(attempts))
@@ -435,8 +446,12 @@ def checkpoints(job: JobArgument, as_json: JsonOption = False) -> None:
         table.add_column(column)
     for info in infos:
         table.add_row(
-            str(info.step), str(info.epoch), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.time)),
-            f"{info.size_bytes / 1e6:.2f} MB", info.reason + (" (final)" if info.final else ""), info.url,
+            str(info.step),
+            str(info.epoch),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.time)),
+            f"{info.size_bytes / 1e6:.2f} MB",
+            info.reason + (" (final)" if info.final else ""),
+            info.url,
         )
     out.print(table)
 
@@ -520,7 +535,9 @@ def prices(
 @command
 def gc(
     yes: Annotated[bool, typer.Option("--yes", help="Terminate what is listed (without it, only list).")] = False,
-    all_stores: Annotated[bool, typer.Option("--all", help="Also instances launched from other state stores (safe with a shared team store).")] = False,
+    all_stores: Annotated[
+        bool, typer.Option("--all", help="Also instances launched from other state stores (safe with a shared team store).")
+    ] = False,
     region: Annotated[str | None, typer.Option(help="AWS region; default: the infra's region, else AWS_DEFAULT_REGION.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -533,10 +550,23 @@ def gc(
     if yes and found:
         provider.terminate([instance.instance_id for instance in found])
     if as_json:
-        print(json.dumps([{
-            "instance_id": i.instance_id, "state": i.state, "instance_type": i.instance_type, "zone": i.zone, "job": i.job,
-            "store": i.store, "launched_at": i.launched_at, "terminated": yes,
-        } for i in found]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "instance_id": i.instance_id,
+                        "state": i.state,
+                        "instance_type": i.instance_type,
+                        "zone": i.zone,
+                        "job": i.job,
+                        "store": i.store,
+                        "launched_at": i.launched_at,
+                        "terminated": yes,
+                    }
+                    for i in found
+                ]
+            )
+        )
         return
     if not found:
         out.print("no orphaned spotrun instances" + ("" if all_stores else " from this state store (--all looks at every store's)"))
@@ -545,7 +575,9 @@ def gc(
     for column in ("instance", "state", "type", "zone", "job", "store", "running for"):
         table.add_column(column)
     for i in found:
-        table.add_row(i.instance_id, i.state, i.instance_type, i.zone, i.job or "", i.store or "", format_duration(time.time() - i.launched_at))
+        table.add_row(
+            i.instance_id, i.state, i.instance_type, i.zone, i.job or "", i.store or "", format_duration(time.time() - i.launched_at)
+        )
     out.print(table)
 
 
@@ -579,8 +611,14 @@ def agent(
     from runner.instance import bootstrap
 
     options = bootstrap.AgentOptions(
-        checkpoint_url=checkpoint_url, attempt=attempt, node=node, rendezvous=rendezvous, from_instance_tags=from_instance_tags,
-        metadata_endpoint=metadata_endpoint, poll_interval_s=poll_interval, heartbeat_interval_s=heartbeat_interval,
+        checkpoint_url=checkpoint_url,
+        attempt=attempt,
+        node=node,
+        rendezvous=rendezvous,
+        from_instance_tags=from_instance_tags,
+        metadata_endpoint=metadata_endpoint,
+        poll_interval_s=poll_interval,
+        heartbeat_interval_s=heartbeat_interval,
     )
     raise typer.Exit(bootstrap.run_agent(bootstrap.agent_settings(options, os.environ)))
 

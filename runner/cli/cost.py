@@ -36,7 +36,9 @@ _TEXT_WIDTH = 200  # a table written to a file is not wrapped to a terminal
 def cost(
     job: Annotated[str | None, typer.Argument(help="A job: its spend attempt by attempt. Left out: every job, grouped with --by.")] = None,
     by: Annotated[str | None, typer.Option("--by", help=f"Group every job's spend by {', '.join(GROUPINGS)} (default: job).")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only instances still running in this window back from now, e.g. 30d, 12h.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only instances still running in this window back from now, e.g. 30d, 12h.")
+    ] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="table, json, csv, or html: one self-contained page to share, usually written with -o.")
     ] = "table",

@@ -42,4 +42,8 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     if as_json:
         print(json.dumps({"url": where, "source": location.source, "revision": found.current, "head": found.head, "status": verdict}))
         return
-    out.print(f"{where} ({location.source}): schema revision {found.current or '(empty)'}, this spotrun's is {found.head}: {verdict}", highlight=False, soft_wrap=True)
+    out.print(
+        f"{where} ({location.source}): schema revision {found.current or '(empty)'}, this spotrun's is {found.head}: {verdict}",
+        highlight=False,
+        soft_wrap=True,
+    )

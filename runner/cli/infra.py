@@ -39,7 +39,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the outputs as J
 VarOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--var", metavar="KEY=VALUE",
+        "--var",
+        metavar="KEY=VALUE",
         help="A module variable, repeatable: --var region=eu-west-1. Lists and maps in Terraform syntax: --var 'subnet_ids=[\"subnet-1\"]'. "
         "Kept for later runs (and for `infra down`).",
     ),
@@ -95,7 +96,12 @@ def _running_wheel(terraform: TerraformModule) -> dict[str, str]:
     wheel stays for `infra down`, which needs the variable's file to exist.
     """
     wheel = build_running_wheel(terraform.workdir / WHEEL_DIR)
-    err.print(f"instances will install {wheel.name} (sha256 {sha256_of(wheel)}), built from this spotrun", markup=False, highlight=False, soft_wrap=True)
+    err.print(
+        f"instances will install {wheel.name} (sha256 {sha256_of(wheel)}), built from this spotrun",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     return {WHEEL_VARIABLE: str(wheel)}
 
 
@@ -113,7 +119,9 @@ def up(
     variables: VarOption = None,
     module: Annotated[
         Path | None,
-        typer.Option(exists=True, file_okay=False, help="Apply this module (a customised copy of spotrun's terraform/) instead of the shipped one."),
+        typer.Option(
+            exists=True, file_okay=False, help="Apply this module (a customised copy of spotrun's terraform/) instead of the shipped one."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -122,7 +130,9 @@ def up(
     given = _pin_region(terraform, parse_variables(variables or []))
     if WHEEL_VARIABLE not in given:  # a wheel given with --var is the user's choice
         given = {**given, **_running_wheel(terraform)}
-    err.print(f"applying {terraform.source} in {given['region']} (state in {terraform.workdir})", markup=False, highlight=False, soft_wrap=True)
+    err.print(
+        f"applying {terraform.source} in {given['region']} (state in {terraform.workdir})", markup=False, highlight=False, soft_wrap=True
+    )
     terraform.init(_progress)
     outputs = terraform.apply(given, _progress)
     if as_json:
@@ -132,7 +142,9 @@ def up(
     out.print(
         f"jobs on it: resources.provider aws, checkpoint.url {outputs['checkpoint_url_prefix']}/JOB-NAME "
         f"(outputs stored in {terraform.outputs_file})",
-        markup=False, highlight=False, soft_wrap=True,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -144,7 +156,10 @@ def down(yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirm
         raise SpecError(f"nothing to destroy: no Terraform state in {terraform.workdir} (`spotrun infra up` creates it)")
     region = terraform.variables().get("region", "its region")
     if not yes:
-        typer.confirm(f"Destroy the spotrun infrastructure in {region}: launch template, role, security group, and the bucket if it is empty?", abort=True)
+        typer.confirm(
+            f"Destroy the spotrun infrastructure in {region}: launch template, role, security group, and the bucket if it is empty?",
+            abort=True,
+        )
     stored_wheel = terraform.variables().get(WHEEL_VARIABLE)
     # The module checks that the wheel exists even to destroy: one deleted since `up` is built again.
     replaced = _running_wheel(terraform) if stored_wheel and not Path(stored_wheel).is_file() else {}
@@ -157,7 +172,9 @@ def down(yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirm
             f"{error}. The bucket still holds checkpoints: empty it (every version), or let Terraform delete them with it: "
             f"`spotrun infra up --var force_destroy=true`, then `spotrun infra down` again"
         ) from error
-    out.print(f"spotrun infrastructure in {region} destroyed (state kept in {terraform.workdir})", markup=False, highlight=False, soft_wrap=True)
+    out.print(
+        f"spotrun infrastructure in {region} destroyed (state kept in {terraform.workdir})", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 @_command
@@ -170,4 +187,9 @@ def show(as_json: JsonOption = False) -> None:
     out.print(_outputs_table(outputs, f"spotrun infrastructure ({escape(str(infra_outputs_file(spotrun_home())))})"))
     variables = _terraform().variables()
     if variables:
-        out.print("variables: " + ", ".join(f"{key}={value}" for key, value in sorted(variables.items())), markup=False, highlight=False, soft_wrap=True)
+        out.print(
+            "variables: " + ", ".join(f"{key}={value}" for key, value in sorted(variables.items())),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )

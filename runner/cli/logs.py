@@ -47,7 +47,7 @@ def print_logs(
                 console.rule(f"attempt {number}" + (f", node {node}" if node else ""))
                 printed[number] = 0
             if len(content) > printed[number]:
-                console.out(content[printed[number]:].decode(errors="replace"), end="", highlight=False)
+                console.out(content[printed[number] :].decode(errors="replace"), end="", highlight=False)
                 printed[number] = len(content)
         if keep_following is None:
             return

@@ -145,11 +145,18 @@ def node_summaries(intervals: list[Interval], channel: JobChannel) -> list[NodeS
         except ProtocolError:
             heartbeat = None
         current = heartbeat if heartbeat is not None and heartbeat.attempt == newest else None
-        summaries.append(NodeSummary(
-            node=row.node, attempt=newest, instance_id=row.instance_id, address=row.address, zone=row.zone,
-            state="running" if row.end is None else (row.outcome or "ended"),
-            agent_status=current.status if current else None, heartbeat_at=current.time if current else None,
-        ))
+        summaries.append(
+            NodeSummary(
+                node=row.node,
+                attempt=newest,
+                instance_id=row.instance_id,
+                address=row.address,
+                zone=row.zone,
+                state="running" if row.end is None else (row.outcome or "ended"),
+                agent_status=current.status if current else None,
+                heartbeat_at=current.time if current else None,
+            )
+        )
     return summaries
 
 

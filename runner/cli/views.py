@@ -41,7 +41,18 @@ def status_line(summary: JobSummary) -> str:
 def jobs_table(summaries: list[JobSummary], *, show_user: bool = False) -> Table:
     """Jobs, one row each; ``show_user`` adds who launched each (a team's listing)."""
     table = Table(title="spotrun jobs")
-    for column in ("job", *(("user",) if show_user else ()), "state", "step", "epoch", "preemptions", "attempts", "spent", "saved", "updated"):
+    for column in (
+        "job",
+        *(("user",) if show_user else ()),
+        "state",
+        "step",
+        "epoch",
+        "preemptions",
+        "attempts",
+        "spent",
+        "saved",
+        "updated",
+    ):
         table.add_column(column, justify="right" if column not in ("job", "user", "state") else "left")
     for summary in summaries:
         table.add_row(

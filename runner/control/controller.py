@@ -87,7 +87,9 @@ class ControllerSettings:
 
     def __post_init__(self) -> None:
         if self.lease_s <= 2 * self.poll_interval_s:
-            raise ValueError(f"lease_s ({self.lease_s}s) must be more than two polling intervals ({self.poll_interval_s}s each), or leases lapse between cycles")
+            raise ValueError(
+                f"lease_s ({self.lease_s}s) must be more than two polling intervals ({self.poll_interval_s}s each), or leases lapse between cycles"
+            )
 
     @property
     def stop_reserve_s(self) -> float:
@@ -348,7 +350,9 @@ class Controller:
         if market is None:
             self._wait(job, number, f"attempt {number}: waiting for spot capacity ({why})")
             return
-        offers = self._not_released(attempts, self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=job.spec.resources.nodes)))
+        offers = self._not_released(
+            attempts, self.provider.offers(OfferRequest(instance_types=instance_types, market=market, nodes=job.spec.resources.nodes))
+        )
         if not offers:
             self._wait(job, number, f"attempt {number}: no {market.value} capacity in any offer for {list(instance_types)}; trying again")
             return
@@ -379,7 +383,11 @@ class Controller:
         if not attempts or attempts[-1].outcome is not Outcome.RELEASED:
             return offers
         last = attempts[-1]
-        others = [offer for offer in offers if (offer.instance_type, offer.zone, offer.market.value) != (last.instance_type, last.zone, last.market)]
+        others = [
+            offer
+            for offer in offers
+            if (offer.instance_type, offer.zone, offer.market.value) != (last.instance_type, last.zone, last.market)
+        ]
         return others or offers
 
     def _wait(self, job: Job, number: int, message: str) -> None:
@@ -415,7 +423,10 @@ class Controller:
             decision_interval_s=self.settings.poll_interval_s,
         )
         choice = DEADLINE_POLICY.choose(situation)
-        return choice, f"deadline policy: {format_duration(situation.slack_s)} of slack, spot {'available' if spot_available else 'unavailable'}"
+        return (
+            choice,
+            f"deadline policy: {format_duration(situation.slack_s)} of slack, spot {'available' if spot_available else 'unavailable'}",
+        )
 
     def _steady_progress(self, job: Job) -> Progress | None:
         """The job's progress as the deadline policy reads it: the newest report, with the last step and throughput known.
@@ -507,20 +518,45 @@ class Controller:
                 return
             if node == 0 and port is not None:
                 hosted = Rendezvous(instance.private_address, port)
-            launched[node] = self._open_interval(job, attempt, node, instance, _ledger_address(instance, hosted if node == 0 else None), rows)
-            self.store.event(job.name, "launch", f"attempt {attempt.number}: {_node_label(job, node)}instance {instance.instance_id} launched", attempt=attempt.number)
+            launched[node] = self._open_interval(
+                job, attempt, node, instance, _ledger_address(instance, hosted if node == 0 else None), rows
+            )
+            self.store.event(
+                job.name,
+                "launch",
+                f"attempt {attempt.number}: {_node_label(job, node)}instance {instance.instance_id} launched",
+                attempt=attempt.number,
+            )
 
     def _open_interval(self, job: Job, attempt: Attempt, node: int, instance: Instance, address: str, rows: list[Interval]) -> Interval:
         """Record the node's launched instance as an open ledger row; ``rows`` are the job's rows before this launch."""
         spec = job.spec
         interval = Interval(
-            job=job.name, attempt=attempt.number, node=node, instance_id=instance.instance_id, provider=attempt.provider,
-            instance_type=attempt.instance_type, zone=attempt.zone, market=attempt.market, gpus=attempt.gpus,
-            price_usd_per_hour=attempt.price_usd_per_hour, on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
-            requested_at=attempt.requested_at, start=instance.launched_at, end=None, end_reason=None, outcome=None,
-            cost_usd=None, on_demand_usd=None, prices=((instance.launched_at, attempt.price_usd_per_hour),),
-            productive_at=None, work_lost_s=None, steps_lost=None, team=spec.team,
-            tags=dict(spec.tags), launched_by=job.launched_by,
+            job=job.name,
+            attempt=attempt.number,
+            node=node,
+            instance_id=instance.instance_id,
+            provider=attempt.provider,
+            instance_type=attempt.instance_type,
+            zone=attempt.zone,
+            market=attempt.market,
+            gpus=attempt.gpus,
+            price_usd_per_hour=attempt.price_usd_per_hour,
+            on_demand_price_usd_per_hour=attempt.on_demand_price_usd_per_hour,
+            requested_at=attempt.requested_at,
+            start=instance.launched_at,
+            end=None,
+            end_reason=None,
+            outcome=None,
+            cost_usd=None,
+            on_demand_usd=None,
+            prices=((instance.launched_at, attempt.price_usd_per_hour),),
+            productive_at=None,
+            work_lost_s=None,
+            steps_lost=None,
+            team=spec.team,
+            tags=dict(spec.tags),
+            launched_by=job.launched_by,
             address=address,
         )
         # From its first moment the row holds its node's earlier work (as each refresh keeps it), so its share of the
@@ -560,7 +596,11 @@ class Controller:
                 self.store.set_state(job.name, JobState.RUNNING, f"attempt {attempt.number} training", attempt=attempt.number)
             if job.stop_requested == STOP_FOR_MARKET:
                 self._terminate_after_grace(job, attempt, nodes)
-            if not self._enforce_budget(job, attempt, nodes, intervals) and job.stop_requested is None and job.spec.resources.market == "auto":
+            if (
+                not self._enforce_budget(job, attempt, nodes, intervals)
+                and job.stop_requested is None
+                and job.spec.resources.market == "auto"
+            ):
                 self._follow_policy(job, attempt, intervals)
             return
         if len(ended) < len(nodes):
@@ -574,7 +614,9 @@ class Controller:
         ended_at = max((status.ended_at or self.clock()) for status in statuses.values())
         node_outcomes = _node_outcomes(outcome, statuses)
         end_reason = rank0.end_reason.value if rank0.end_reason else "unknown"
-        self.store.end_attempt(job.name, attempt.number, ended_at=ended_at, end_reason=end_reason, outcome=outcome, exit_code=rank0.exit_code)
+        self.store.end_attempt(
+            job.name, attempt.number, ended_at=ended_at, end_reason=end_reason, outcome=outcome, exit_code=rank0.exit_code
+        )
         for node, (row, _) in nodes.items():
             self._close_interval(job, attempt, row, statuses[node], node_outcomes[node], heartbeat)
         self.store.event(job.name, "exit", f"attempt {attempt.number} {outcome.value}: {message}", attempt=attempt.number)
@@ -601,8 +643,11 @@ class Controller:
                 unseen = self._unseen.pop(row.instance_id, None)
                 if unseen is not None and status.state is not InstanceState.TERMINATED:
                     self.store.event(
-                        job.name, "provider", f"attempt {attempt.number}: {_node_label(job, node)}instance {row.instance_id} is "
-                        f"{status.state.value} after all ({unseen.polls} polls without it)", attempt=attempt.number,
+                        job.name,
+                        "provider",
+                        f"attempt {attempt.number}: {_node_label(job, node)}instance {row.instance_id} is "
+                        f"{status.state.value} after all ({unseen.polls} polls without it)",
+                        attempt=attempt.number,
                     )
                 if status.state is InstanceState.TERMINATED:
                     gone[node] = _labelled(status, job.stop_requested)
@@ -615,9 +660,12 @@ class Controller:
                 gone[node] = replace(status, ended_at=min(status.ended_at or now, unseen.since))
             elif unseen.polls == 1:
                 self.store.event(
-                    job.name, "provider", f"attempt {attempt.number}: {_node_label(job, node)}the provider reports instance "
+                    job.name,
+                    "provider",
+                    f"attempt {attempt.number}: {_node_label(job, node)}the provider reports instance "
                     f"{row.instance_id} {status.end_reason.value}; it counts as lost once that holds for {format_duration(window_s)} "
-                    "with its agent silent", attempt=attempt.number,
+                    "with its agent silent",
+                    attempt=attempt.number,
                 )
         return gone
 
@@ -642,18 +690,26 @@ class Controller:
             self._finish_launch(job, attempt, intervals)
             return
         self.store.event(
-            job.name, "gang",
+            job.name,
+            "gang",
             f"attempt {attempt.number}: only {len(nodes)} of {job.spec.resources.nodes} nodes after {format_duration(timeout)}; releasing them to try another offer",
             attempt=attempt.number,
         )
         self.provider.terminate([row.instance_id for row, _ in nodes.values()])
 
-    def _stop_the_rest(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], ended: dict[int, InstanceStatus]) -> None:
+    def _stop_the_rest(
+        self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]], ended: dict[int, InstanceStatus]
+    ) -> None:
         lost = any(status.end_reason in _LOST for status in ended.values())
         first_end = min((status.ended_at or self.clock()) for status in ended.values())
         if lost or len(nodes) < job.spec.resources.nodes or self.clock() - first_end > self.settings.stop_grace_s:
             running = [row.instance_id for node, (row, _) in nodes.items() if node not in ended]
-            self.store.event(job.name, "gang", f"attempt {attempt.number}: node {min(ended)} ended; stopping the rest of the gang", attempt=attempt.number)
+            self.store.event(
+                job.name,
+                "gang",
+                f"attempt {attempt.number}: node {min(ended)} ended; stopping the rest of the gang",
+                attempt=attempt.number,
+            )
             self.provider.terminate(running)
 
     def _heartbeat(self, job: Job, attempt: Attempt) -> Heartbeat | None:
@@ -677,7 +733,12 @@ class Controller:
         """Record what a new heartbeat tells; returns the job with it as its progress, as its row now reads (not read again)."""
         previous = job.progress if job.progress is not None and job.progress.attempt == attempt.number else None  # this attempt's
         if heartbeat.interruption_at and not (previous is not None and previous.interruption_at):
-            self.store.event(job.name, "notice", f"attempt {attempt.number}: spot interruption notice; emergency checkpoint requested", attempt=attempt.number)
+            self.store.event(
+                job.name,
+                "notice",
+                f"attempt {attempt.number}: spot interruption notice; emergency checkpoint requested",
+                attempt=attempt.number,
+            )
         training = TrainingStatus.TRAINING
         if heartbeat.training_status is training and not (previous is not None and previous.training_status is training):
             self.store.set_productive(job.name, attempt.number, heartbeat.time or self.clock())
@@ -701,13 +762,25 @@ class Controller:
         prices = self.provider.price_history(offer, row.start, ended_at)
         interval = BilledInterval(offer.market, row.start, ended_at, prices, status.end_reason)
         rows = self.store.intervals(job.name)
-        row = next(stored for stored in rows if (stored.attempt, stored.node) == (row.attempt, row.node))  # training may have begun this cycle
+        row = next(
+            stored for stored in rows if (stored.attempt, stored.node) == (row.attempt, row.node)
+        )  # training may have begun this cycle
         training_from = row.productive_at if row.productive_at is not None else row.start
-        lost_s, lost_steps = _work_lost(heartbeat, training_from, ended_at) if outcome in (Outcome.PREEMPTED, Outcome.STOPPED) else (None, None)
+        lost_s, lost_steps = (
+            _work_lost(heartbeat, training_from, ended_at) if outcome in (Outcome.PREEMPTED, Outcome.STOPPED) else (None, None)
+        )
         self.store.close_interval(
-            job.name, attempt.number, node=row.node, end=ended_at, end_reason=status.end_reason.value if status.end_reason else "unknown",
-            outcome=outcome, cost_usd=interval_cost_usd(interval), on_demand_usd=ledger.share_at_close_usd(rows, row, ended_at, lost_s),
-            prices=tuple((point.time, point.usd_per_hour) for point in prices), work_lost_s=lost_s, steps_lost=lost_steps,
+            job.name,
+            attempt.number,
+            node=row.node,
+            end=ended_at,
+            end_reason=status.end_reason.value if status.end_reason else "unknown",
+            outcome=outcome,
+            cost_usd=interval_cost_usd(interval),
+            on_demand_usd=ledger.share_at_close_usd(rows, row, ended_at, lost_s),
+            prices=tuple((point.time, point.usd_per_hour) for point in prices),
+            work_lost_s=lost_s,
+            steps_lost=lost_steps,
         )
 
     def _refresh_running_prices(self, job: Job, attempt: Attempt, intervals: list[Interval]) -> list[Interval]:
@@ -727,7 +800,12 @@ class Controller:
         try:
             history = self._price_history(job.name, _offer_of(attempt), min(row.start for row in running), now)
         except ProviderError as error:  # an outage of the price API: the rows keep the series they hold, the next cycle asks again
-            self._event_once(job, "provider", f"attempt {attempt.number}: no price history now ({error}); spend counted at the prices last seen", attempt.number)
+            self._event_once(
+                job,
+                "provider",
+                f"attempt {attempt.number}: no price history now ({error}); spend counted at the prices last seen",
+                attempt.number,
+            )
             return intervals
         current: dict[int, Interval] = {}
         for row in running:
@@ -765,23 +843,34 @@ class Controller:
             max_usd = job.spec.budget.max_usd
             budget = "its" if max_usd is None else f"the {format_usd(max_usd)}"  # only a budget asks for this stop
             self.store.set_state(
-                job.name, JobState.BUDGET_EXHAUSTED,
+                job.name,
+                JobState.BUDGET_EXHAUSTED,
                 f"spent ${spent:.4f} of {budget} budget ({message}); "
                 f"`spotrun resume {job.name} --budget USD` continues from the checkpoint",
                 attempt=attempt.number,
             )
         elif outcome is Outcome.STOPPED:
-            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} stopped ({message}); relaunching", attempt=attempt.number)
+            self.store.set_state(
+                job.name, JobState.RECOVERING, f"attempt {attempt.number} stopped ({message}); relaunching", attempt=attempt.number
+            )
         elif outcome is Outcome.RELEASED:
-            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number}: the gang never filled; trying another offer", attempt=attempt.number)
+            self.store.set_state(
+                job.name,
+                JobState.RECOVERING,
+                f"attempt {attempt.number}: the gang never filled; trying another offer",
+                attempt=attempt.number,
+            )
         elif outcome is Outcome.PREEMPTED:
-            self.store.set_state(job.name, JobState.RECOVERING, f"attempt {attempt.number} preempted ({message}); relaunching", attempt=attempt.number)
+            self.store.set_state(
+                job.name, JobState.RECOVERING, f"attempt {attempt.number} preempted ({message}); relaunching", attempt=attempt.number
+            )
         else:
             allowed = job.spec.resources.max_restarts_on_errors
             if job.restarts_on_errors < allowed:
                 self.store.count_restart_on_error(job.name)
                 self.store.set_state(
-                    job.name, JobState.RECOVERING,
+                    job.name,
+                    JobState.RECOVERING,
                     f"attempt {attempt.number} failed ({message}); restart {job.restarts_on_errors + 1} of {allowed}",
                     attempt=attempt.number,
                 )
@@ -811,7 +900,9 @@ class Controller:
         next_interval = spent + per_s * self.settings.poll_interval_s
         if job.stop_requested == STOP_FOR_BUDGET:
             if next_interval >= max_usd:
-                self.store.event(job.name, "stop", f"attempt {attempt.number}: budget reached before the checkpoint; terminating", attempt=attempt.number)
+                self.store.event(
+                    job.name, "stop", f"attempt {attempt.number}: budget reached before the checkpoint; terminating", attempt=attempt.number
+                )
                 self.provider.terminate([row.instance_id for row, _ in nodes.values()])
             return True
         if spent + per_s * self.settings.stop_reserve_s >= max_usd:
@@ -839,7 +930,11 @@ class Controller:
         if granted is not None and granted.attempt == attempt.number and abs(until - granted.until) < budget.horizon_s / 10:
             return
         horizon = SpendingHorizon(
-            attempt=attempt.number, until=until, duration_s=duration_s, granted_at=now, stop_grace_s=self.settings.stop_grace_s,
+            attempt=attempt.number,
+            until=until,
+            duration_s=duration_s,
+            granted_at=now,
+            stop_grace_s=self.settings.stop_grace_s,
             reason=f"granted for {format_duration(duration_s)} by controller {self.owner}",
         )
         _channel(job).write_horizon(horizon)
@@ -850,7 +945,10 @@ class Controller:
         if crossed:
             pct = crossed[-1]
             self.store.alert_budget(
-                job.name, pct, f"budget: {pct}% used (${spent:.4f} of {format_usd(max_usd)})", {"pct": pct, "spent_usd": spent, "max_usd": max_usd}
+                job.name,
+                pct,
+                f"budget: {pct}% used (${spent:.4f} of {format_usd(max_usd)})",
+                {"pct": pct, "spent_usd": spent, "max_usd": max_usd},
             )
 
     def _budget_cannot_start(self, job: Job, offer: Offer, intervals: list[Interval]) -> bool:
@@ -859,12 +957,20 @@ class Controller:
         if max_usd is None:
             return False
         admission = admit(
-            job.spec, job.training_progress, intervals, offer, priors=self.provider.priors, max_usd=max_usd, reserve_s=self.settings.stop_reserve_s, now=self.clock()
+            job.spec,
+            job.training_progress,
+            intervals,
+            offer,
+            priors=self.provider.priors,
+            max_usd=max_usd,
+            reserve_s=self.settings.stop_reserve_s,
+            now=self.clock(),
         )
         if admission.pays_for_start:
             return False
         self.store.set_state(
-            job.name, JobState.BUDGET_EXHAUSTED,
+            job.name,
+            JobState.BUDGET_EXHAUSTED,
             f"spent ${admission.spent_usd:.4f} of the {format_usd(max_usd)} budget; another instance needs about ${admission.start_usd:.4f} "
             f"before it makes progress. `spotrun resume {job.name} --budget USD` continues from the newest checkpoint",
         )
@@ -883,11 +989,18 @@ class Controller:
     def _request_stop(self, job: Job, attempt: Attempt, kind: str, reason: str) -> None:
         """Ask the agent, through object storage, for a checkpoint and a stop."""
         _channel(job).write_stop(StopRequest(attempt=attempt.number, kind=kind, reason=reason, time=self.clock()))
-        self.store.request_stop(job.name, kind, f"attempt {attempt.number}: checkpoint and stop requested ({reason})", attempt=attempt.number)
+        self.store.request_stop(
+            job.name, kind, f"attempt {attempt.number}: checkpoint and stop requested ({reason})", attempt=attempt.number
+        )
 
     def _terminate_after_grace(self, job: Job, attempt: Attempt, nodes: dict[int, tuple[Interval, InstanceStatus]]) -> None:
         if job.stop_requested_at is not None and self.clock() - job.stop_requested_at > self.settings.stop_grace_s:
-            self.store.event(job.name, "stop", f"attempt {attempt.number}: no checkpoint within {self.settings.stop_grace_s:.0f}s of the stop request; terminating", attempt=attempt.number)
+            self.store.event(
+                job.name,
+                "stop",
+                f"attempt {attempt.number}: no checkpoint within {self.settings.stop_grace_s:.0f}s of the stop request; terminating",
+                attempt=attempt.number,
+            )
             self.provider.terminate([row.instance_id for row, _ in nodes.values()])
 
     # ---------------------------------------------------------------- cancel
@@ -899,12 +1012,23 @@ class Controller:
             for row in nodes:
                 status = statuses[row.instance_id]
                 if status.end_reason is None:
-                    status = InstanceStatus(status.instance_id, status.state, status.launched_at, status.ended_at or self.clock(), EndReason.TERMINATED_BY_USER, status.exit_code)
+                    status = InstanceStatus(
+                        status.instance_id,
+                        status.state,
+                        status.launched_at,
+                        status.ended_at or self.clock(),
+                        EndReason.TERMINATED_BY_USER,
+                        status.exit_code,
+                    )
                 if row.node == 0:
                     assert status.end_reason is not None
                     self.store.end_attempt(
-                        job.name, attempt.number, ended_at=status.ended_at or self.clock(), end_reason=status.end_reason.value,
-                        outcome=Outcome.CANCELLED, exit_code=status.exit_code,
+                        job.name,
+                        attempt.number,
+                        ended_at=status.ended_at or self.clock(),
+                        end_reason=status.end_reason.value,
+                        outcome=Outcome.CANCELLED,
+                        exit_code=status.exit_code,
                     )
                 self._close_interval(job, attempt, row, status, Outcome.CANCELLED, None)
         elif attempt is not None:
@@ -1023,7 +1147,8 @@ def _gang_outcome(statuses: dict[int, InstanceStatus], heartbeat: Heartbeat | No
         assert reason is not None
         return Outcome.PREEMPTED, f"node {lost[0]}: {_agent_death(statuses[lost[0]]) if _killed(statuses[lost[0]]) else reason.value}"
     failed = sorted(
-        node for node, status in statuses.items()
+        node
+        for node, status in statuses.items()
         if status.end_reason is EndReason.AGENT_EXITED and status.exit_code not in (0, PREEMPTED_EXIT_CODE)
     )
     if failed and outcome is not Outcome.STOPPED:

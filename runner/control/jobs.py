@@ -64,9 +64,7 @@ class Resumed:
         return self.applied_by is None
 
 
-def submit(
-    spec: JobSpec, *, spec_path: Path, open_store: Callable[[], StateStore], home: Path, launched_by: str, force: bool
-) -> Submitted:
+def submit(spec: JobSpec, *, spec_path: Path, open_store: Callable[[], StateStore], home: Path, launched_by: str, force: bool) -> Submitted:
     """Check the checkpoint URL and the cost forecast, then record the job and leave its description next to its checkpoints.
 
     The URL is checked before ``open_store`` is called: a spec spotrun cannot use writes nothing, not even a new store.
@@ -112,7 +110,9 @@ def resume(store: StateStore, name: str, *, home: Path, budget: float | None = N
     spent = ledger.summarize(intervals, store.clock()).spent_usd
     if budget <= spent:
         raise BudgetError(f"--budget: job {name!r} already spent ${spent:.4f}; give a total budget above that, got {format_usd(budget)}")
-    notes = _admission_notes(found.spec, budget, found.training_progress, intervals, provider_for(found.spec, home, store), force=force, now=store.clock())
+    notes = _admission_notes(
+        found.spec, budget, found.training_progress, intervals, provider_for(found.spec, home, store), force=force, now=store.clock()
+    )
     store.set_budget(name, budget)
     if exhausted:
         store.set_state(name, JobState.RECOVERING, f"resumed with a {format_usd(budget)} budget (${spent:.4f} spent)")
@@ -142,7 +142,14 @@ def cancel(store: StateStore, name: str, *, home: Path) -> Job:
 
 
 def _admission_notes(
-    spec: JobSpec, max_usd: float | None, progress: Progress | None, intervals: Sequence[Interval], provider: Provider, *, force: bool, now: float
+    spec: JobSpec,
+    max_usd: float | None,
+    progress: Progress | None,
+    intervals: Sequence[Interval],
+    provider: Provider,
+    *,
+    force: bool,
+    now: float,
 ) -> tuple[Note, ...]:
     """Refuse (BudgetError), or with ``force`` warn, when ``max_usd`` does not admit the job at the price offered now."""
     if max_usd is None:
@@ -154,7 +161,14 @@ def _admission_notes(
     if not offers:
         return (Note(NoteLevel.WARNING, f"no cost forecast: no {market.value} offer to price it with right now"),)
     admission = admit(
-        spec, progress, intervals, offers[0], priors=provider.priors, max_usd=max_usd, reserve_s=controller_settings(spec).stop_reserve_s, now=now
+        spec,
+        progress,
+        intervals,
+        offers[0],
+        priors=provider.priors,
+        max_usd=max_usd,
+        reserve_s=controller_settings(spec).stop_reserve_s,
+        now=now,
     )
     spent = admission.spent_usd
     on_top = f" on top of ${spent:.4f} spent" if spent else ""
@@ -177,4 +191,6 @@ def _admission_notes(
     if force:
         text = f"warning: {detail} exceeds the {format_usd(max_usd)} budget; going ahead (--force); it stops when the budget is spent"
         return (Note(NoteLevel.WARNING, text),)
-    raise BudgetError(f"{detail} exceeds the {format_usd(max_usd)} budget; raise budget.max_usd, or run with --force to stop when it is spent")
+    raise BudgetError(
+        f"{detail} exceeds the {format_usd(max_usd)} budget; raise budget.max_usd, or run with --force to stop when it is spent"
+    )

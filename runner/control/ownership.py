@@ -47,7 +47,9 @@ def _parse(data: dict[str, Any] | None) -> PrefixClaim | None:
     if data is None:
         return None
     try:
-        return PrefixClaim(job=str(data["job"]), store_id=str(data["store_id"]), claimed_at=float(data["claimed_at"]), version=int(data["version"]))
+        return PrefixClaim(
+            job=str(data["job"]), store_id=str(data["store_id"]), claimed_at=float(data["claimed_at"]), version=int(data["version"])
+        )
     except (ValueError, TypeError, KeyError):
         return None
 
@@ -65,9 +67,7 @@ def owned_by(url: str, owner: str, where: str, *, removable: bool = False) -> Sp
     )
 
 
-def claim_prefix(
-    mailbox: Mailbox, claim: PrefixClaim, *, ended_here: Callable[[str], bool]
-) -> Takeover | None:
+def claim_prefix(mailbox: Mailbox, claim: PrefixClaim, *, ended_here: Callable[[str], bool]) -> Takeover | None:
     """Make ``claim`` the prefix's owner; returns a Takeover when it passed from an ended job, None when it was free.
 
     ``ended_here(job)`` says whether a job of this store has ended or is gone from it. A prefix

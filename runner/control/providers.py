@@ -85,8 +85,13 @@ def controller_settings(spec: JobSpec) -> ControllerSettings:
 def agent_command(job: Job, attempt: int) -> tuple[str, ...]:
     """The command an instance runs: the agent of this very spotrun installation."""
     return (
-        sys.executable, "-m", "runner", "agent",
-        "--checkpoint-url", job.checkpoint_url,
-        "--attempt", str(attempt),
+        sys.executable,
+        "-m",
+        "runner",
+        "agent",
+        "--checkpoint-url",
+        job.checkpoint_url,
+        "--attempt",
+        str(attempt),
         *_LOCAL_AGENT_INTERVALS,
     )

@@ -93,7 +93,9 @@ class ControllerService:
         except _EXPECTED as error:
             self._failed(key, f"cannot drive {key} jobs such as {job.name!r}: {error}")
             return None
-        group = _Group(Controller(self.store, provider, agent_command=agent_command, settings=controller_settings(job.spec), owner=self.owner))
+        group = _Group(
+            Controller(self.store, provider, agent_command=agent_command, settings=controller_settings(job.spec), owner=self.owner)
+        )
         self._groups[key] = group
         return group
 

@@ -226,8 +226,14 @@ def simulate(
     job = SimulatedJob(work_s, deadline_s, restart_overhead_s, spot_price, on_demand_price)
     job.check(trace)
     if optimum is None:
-        optimum = optimal_cost(trace, work_s=work_s, deadline_s=deadline_s, restart_overhead_s=restart_overhead_s,
-                               spot_price=spot_price, on_demand_price=on_demand_price)
+        optimum = optimal_cost(
+            trace,
+            work_s=work_s,
+            deadline_s=deadline_s,
+            restart_overhead_s=restart_overhead_s,
+            spot_price=spot_price,
+            on_demand_price=on_demand_price,
+        )
     gap = trace.gap_s
     held: Market | None = None
     overhead_left = 0.0
@@ -326,8 +332,17 @@ def _coarser_step(gap: int, work: int) -> int:
 
 
 def _optimum_dp(
-    trace: Trace, gap: int, overhead: int, work: int, deadline: int, step: int,
-    ticks: int, ages: int, steps: int, spot_price: float, on_demand_price: float,
+    trace: Trace,
+    gap: int,
+    overhead: int,
+    work: int,
+    deadline: int,
+    step: int,
+    ticks: int,
+    ages: int,
+    steps: int,
+    spot_price: float,
+    on_demand_price: float,
 ) -> float:
     """Backward induction. State at a tick's start: work done (vector index j) and the instance held.
 
@@ -348,7 +363,7 @@ def _optimum_dp(
         shift = (gap - part) // step
         value = np.empty(steps)
         keep = max(0, steps - shift)  # indices that do not finish in this tick
-        value[:keep] = price * gap * per_ms + later[min(age + 1, ages)][shift:shift + keep]
+        value[:keep] = price * gap * per_ms + later[min(age + 1, ages)][shift : shift + keep]
         billed = part + work - done[keep:]
         value[keep:] = np.where(start + billed <= deadline, price * billed * per_ms, np.inf)
         return value

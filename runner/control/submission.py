@@ -80,7 +80,9 @@ def record_job(store: StateStore, spec: JobSpec, *, spec_path: str, launched_by:
             inherited = None
     try:
         job = store.create_job(
-            spec, spec_path=spec_path, launched_by=launched_by,
+            spec,
+            spec_path=spec_path,
+            launched_by=launched_by,
             key=inherited or signing.new_key(),
         )
     except BaseException:

@@ -93,7 +93,14 @@ class Forecast:
 
 
 def forecast(
-    spec: JobSpec, progress: Progress | None, intervals: Sequence[Interval], usd_per_hour: float, *, priors: ProviderPriors, spot: bool, now: float
+    spec: JobSpec,
+    progress: Progress | None,
+    intervals: Sequence[Interval],
+    usd_per_hour: float,
+    *,
+    priors: ProviderPriors,
+    spot: bool,
+    now: float,
 ) -> Forecast | None:
     """The cost to finish at ``usd_per_hour`` per instance (times the gang's nodes), or None without a measurement or an estimate."""
     left = work(spec, progress)
@@ -102,10 +109,16 @@ def forecast(
     restart = restart_overhead_s(spec, intervals, priors)
     between = spot_seconds_between_preemptions(intervals, now, priors) if spot else None
     preemptions = left.remaining_s / between if between else 0.0
-    lost = [interval.work_lost_s for interval in intervals if interval.outcome == Outcome.PREEMPTED.value and interval.work_lost_s is not None]
+    lost = [
+        interval.work_lost_s for interval in intervals if interval.outcome == Outcome.PREEMPTED.value and interval.work_lost_s is not None
+    ]
     lost_each = sum(lost) / len(lost) if lost else 0.0
     running = any(interval.end is None for interval in intervals)
     overhead = preemptions * (restart + lost_each) + (0.0 if running else restart)
     return Forecast(
-        remaining_s=left.remaining_s, expected_preemptions=preemptions, overhead_s=overhead, usd_per_hour=usd_per_hour * spec.resources.nodes, basis=left.basis,
+        remaining_s=left.remaining_s,
+        expected_preemptions=preemptions,
+        overhead_s=overhead,
+        usd_per_hour=usd_per_hour * spec.resources.nodes,
+        basis=left.basis,
     )

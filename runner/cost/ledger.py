@@ -84,7 +84,9 @@ def worked_before_s(intervals: Iterable[Interval], interval: Interval, now: floa
 
 def on_demand_share_usd(interval: Interval, worked_before_s: float | None, now: float) -> float:
     """``interval``'s share of its job's on-demand equivalent by ``now``: the next seconds of the one instance's bill."""
-    return one_instance_on_demand_usd(worked_before_s or 0.0, productive_s(interval, worked_before_s, now), interval.on_demand_price_usd_per_hour)
+    return one_instance_on_demand_usd(
+        worked_before_s or 0.0, productive_s(interval, worked_before_s, now), interval.on_demand_price_usd_per_hour
+    )
 
 
 def share_at_close_usd(intervals: Iterable[Interval], interval: Interval, end: float, work_lost_s: float | None) -> float:
@@ -198,8 +200,15 @@ def summarize(intervals: Iterable[Interval], now: float) -> CostSummary:
             preempted_rows.append(interval)
             lost += interval.work_lost_s or 0.0
     return CostSummary(
-        spent_usd=spent, on_demand_usd=on_demand, instance_seconds=seconds, gpu_seconds=gpu_seconds, intervals=count,
-        preemptions=count_preemptions(preempted_rows), work_lost_s=lost, provisioning_s=provisioning, restart_s=restart,
+        spent_usd=spent,
+        on_demand_usd=on_demand,
+        instance_seconds=seconds,
+        gpu_seconds=gpu_seconds,
+        intervals=count,
+        preemptions=count_preemptions(preempted_rows),
+        work_lost_s=lost,
+        provisioning_s=provisioning,
+        restart_s=restart,
     )
 
 
@@ -217,10 +226,15 @@ def closed_sums(store: StateStore, column: str, *, since: float | None = None) -
     preempted = table.c.outcome == Outcome.PREEMPTED.value
     query = (
         sa.select(
-            table.c[column], table.c.job,
-            sa.func.sum(table.c.cost_usd), sa.func.sum(table.c.on_demand_usd), sa.func.sum(ran), sa.func.sum(ran * table.c.gpus),
+            table.c[column],
+            table.c.job,
+            sa.func.sum(table.c.cost_usd),
+            sa.func.sum(table.c.on_demand_usd),
+            sa.func.sum(ran),
+            sa.func.sum(ran * table.c.gpus),
             # count_preemptions: within one job's rows an attempt is its number (the case is NULL, uncounted, on other rows)
-            sa.func.count(), sa.func.count(sa.distinct(sa.case((preempted, table.c.attempt)))),
+            sa.func.count(),
+            sa.func.count(sa.distinct(sa.case((preempted, table.c.attempt)))),
             sa.func.sum(sa.case((preempted, sa.func.coalesce(table.c.work_lost_s, 0.0)), else_=0.0)),
             sa.func.sum(sa.case((table.c.start > table.c.requested_at, table.c.start - table.c.requested_at), else_=0.0)),
             sa.func.sum(sa.case((productive > table.c.start, productive - table.c.start), else_=0.0)),
@@ -231,7 +245,20 @@ def closed_sums(store: StateStore, column: str, *, since: float | None = None) -
     if since is not None:
         query = query.where(table.c.end >= since)
     return [
-        (key, job, CostSummary(float(spent), float(on_demand), float(seconds), float(gpu_seconds), int(count), int(preemptions), float(lost), float(waited), float(booting)))
+        (
+            key,
+            job,
+            CostSummary(
+                float(spent),
+                float(on_demand),
+                float(seconds),
+                float(gpu_seconds),
+                int(count),
+                int(preemptions),
+                float(lost),
+                float(waited),
+                float(booting),
+            ),
+        )
         for key, job, spent, on_demand, seconds, gpu_seconds, count, preemptions, lost, waited, booting in map(tuple, store.read(query))
     ]
-

@@ -19,6 +19,8 @@ def report_for(store: StateStore, job: str | None, by: str, *, now: float, since
         return job_report(job, store.intervals(job, since=since), now=now, since=since)
     if by in LEDGER_COLUMNS and not charts:
         key = LEDGER_COLUMNS[by]
-        running = [(getattr(interval, key), interval.job, summarize([interval], now)) for interval in store.intervals(since=since, priced=False)]
+        running = [
+            (getattr(interval, key), interval.job, summarize([interval], now)) for interval in store.intervals(since=since, priced=False)
+        ]
         return grouped_report([*closed_sums(store, key, since=since), *running], by, now=now, since=since)
     return group_report(store.intervals(since=since), by, now=now, since=since)  # every interval, cut at midnight for the daily spend

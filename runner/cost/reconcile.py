@@ -42,7 +42,7 @@ _TAG_HINT = (
 )
 _ERROR_ADVICE = {
     "AccessDeniedException": "this AWS identity may not read Cost Explorer: it needs ce:GetCostAndUsage, "
-                             "and Cost Explorer must be enabled for the account (Billing console > Cost Explorer)",
+    "and Cost Explorer must be enabled for the account (Billing console > Cost Explorer)",
     "DataUnavailableException": f"no Cost Explorer data for {{period}} yet: {_LAG_HINT}, and about a day after Cost Explorer is first enabled",
     "LimitExceededException": "Cost Explorer is rate limiting this account; try again in a minute",
     "ValidationException": f"Cost Explorer refused the request; --since may reach further back than the {CE_HISTORY_DAYS} days it keeps",
@@ -150,8 +150,11 @@ class ReconcileRow:
         """The row's figures, rounded to the micro-dollar."""
         pct = self.difference_pct
         return {
-            "job": self.job, "ledger_usd": round(self.ledger_usd, 6), "cost_explorer_usd": round(self.cost_explorer_usd, 6),
-            "difference_usd": round(self.difference_usd, 6), "difference_pct": None if pct is None else round(pct, 2),
+            "job": self.job,
+            "ledger_usd": round(self.ledger_usd, 6),
+            "cost_explorer_usd": round(self.cost_explorer_usd, 6),
+            "difference_usd": round(self.difference_usd, 6),
+            "difference_pct": None if pct is None else round(pct, 2),
             "seen_in": self.seen_in,
         }
 
@@ -173,10 +176,18 @@ class Reconciliation:
         ledger = sum(row.ledger_usd for row in self.rows)
         explorer = sum(row.cost_explorer_usd for row in self.rows)
         return {
-            "start": self.start_day, "end": self.end_day, "generated_at": utc_iso(self.generated_at),
+            "start": self.start_day,
+            "end": self.end_day,
+            "generated_at": utc_iso(self.generated_at),
             "jobs": [row.to_json() for row in self.rows],
-            "totals": {"ledger_usd": round(ledger, 6), "cost_explorer_usd": round(explorer, 6), "difference_usd": round(explorer - ledger, 6)},
-            "untagged_usd": round(self.untagged_usd, 6), "estimated": self.estimated, "notes": list(self.notes),
+            "totals": {
+                "ledger_usd": round(ledger, 6),
+                "cost_explorer_usd": round(explorer, 6),
+                "difference_usd": round(explorer - ledger, 6),
+            },
+            "untagged_usd": round(self.untagged_usd, 6),
+            "estimated": self.estimated,
+            "notes": list(self.notes),
         }
 
 
@@ -239,8 +250,10 @@ def render_reconcile_csv(result: Reconciliation) -> str:
 
 def render_reconcile_table(result: Reconciliation) -> Table:
     """A rich Table: job, ledger, Cost Explorer, difference $ and %, where the job was seen; totals last."""
-    table = Table(title=Text(f"ledger vs AWS Cost Explorer (EC2 compute), {result.start_day} to {result.end_day} (exclusive)"),
-                  caption=Text(f"untagged EC2 compute in the account: {format_usd(result.untagged_usd)}; {_LAG_HINT}"))
+    table = Table(
+        title=Text(f"ledger vs AWS Cost Explorer (EC2 compute), {result.start_day} to {result.end_day} (exclusive)"),
+        caption=Text(f"untagged EC2 compute in the account: {format_usd(result.untagged_usd)}; {_LAG_HINT}"),
+    )
     table.add_column("job")
     for header in ("ledger", "Cost Explorer", "difference", "difference %"):
         table.add_column(header, justify="right")
@@ -248,13 +261,23 @@ def render_reconcile_table(result: Reconciliation) -> Table:
     for index, row in enumerate(result.rows):
         pct = row.difference_pct
         table.add_row(
-            Text(row.job), format_usd(row.ledger_usd), format_usd(row.cost_explorer_usd), format_usd(row.difference_usd),
-            "-" if pct is None else f"{pct:+.1f}%", row.seen_in, end_section=index == len(result.rows) - 1,
+            Text(row.job),
+            format_usd(row.ledger_usd),
+            format_usd(row.cost_explorer_usd),
+            format_usd(row.difference_usd),
+            "-" if pct is None else f"{pct:+.1f}%",
+            row.seen_in,
+            end_section=index == len(result.rows) - 1,
         )
     ledger = sum(row.ledger_usd for row in result.rows)
     explorer = sum(row.cost_explorer_usd for row in result.rows)
     table.add_row(
-        "total", format_usd(ledger), format_usd(explorer), format_usd(explorer - ledger),
-        f"{100 * (explorer - ledger) / ledger:+.1f}%" if ledger > 0 else "-", "", style="bold",
+        "total",
+        format_usd(ledger),
+        format_usd(explorer),
+        format_usd(explorer - ledger),
+        f"{100 * (explorer - ledger) / ledger:+.1f}%" if ledger > 0 else "-",
+        "",
+        style="bold",
     )
     return table

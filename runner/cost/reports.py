@@ -39,7 +39,13 @@ _KEYS: dict[str, Callable[[Interval], str | None]] = {
     "user": lambda interval: interval.launched_by or None,
 }
 GROUPINGS = tuple(_KEYS)
-LEDGER_COLUMNS = {"job": "job", "team": "team", "instance-type": "instance_type", "zone": "zone", "user": "launched_by"}  # groupings the database can sum
+LEDGER_COLUMNS = {
+    "job": "job",
+    "team": "team",
+    "instance-type": "instance_type",
+    "zone": "zone",
+    "user": "launched_by",
+}  # groupings the database can sum
 _MISSING_LABELS = {"team": "(no team)", "user": "(unknown user)"}
 
 
@@ -90,19 +96,21 @@ def split_by_day(intervals: Iterable[Interval], now: float, *, since: float | No
             share = (piece_end - cut) / total_s if total_s > 0 else 1.0
             last = piece_end >= end
             productive_at = None if interval.productive_at is None else min(max(interval.productive_at, cut), piece_end)
-            pieces.append(replace(
-                interval,
-                requested_at=interval.requested_at if cut == interval.start else cut,
-                start=cut,
-                end=piece_end,
-                cost_usd=cost * share,
-                on_demand_usd=equivalent * share,
-                productive_at=productive_at,
-                end_reason=interval.end_reason if last else None,
-                outcome=interval.outcome if last else None,
-                work_lost_s=interval.work_lost_s if last else None,
-                steps_lost=interval.steps_lost if last else None,
-            ))
+            pieces.append(
+                replace(
+                    interval,
+                    requested_at=interval.requested_at if cut == interval.start else cut,
+                    start=cut,
+                    end=piece_end,
+                    cost_usd=cost * share,
+                    on_demand_usd=equivalent * share,
+                    productive_at=productive_at,
+                    end_reason=interval.end_reason if last else None,
+                    outcome=interval.outcome if last else None,
+                    work_lost_s=interval.work_lost_s if last else None,
+                    steps_lost=interval.steps_lost if last else None,
+                )
+            )
             if last:
                 break
             cut = piece_end
@@ -217,8 +225,13 @@ def group_report(intervals: Iterable[Interval], by: str, *, now: float, since: f
 
 
 def grouped_report(
-    parts: Iterable[tuple[str | None, str, CostSummary]], by: str, *, now: float, since: float | None = None,
-    daily: tuple[DailySpend, ...] = (), pieces_of: Sequence[Interval] | None = None,
+    parts: Iterable[tuple[str | None, str, CostSummary]],
+    by: str,
+    *,
+    now: float,
+    since: float | None = None,
+    daily: tuple[DailySpend, ...] = (),
+    pieces_of: Sequence[Interval] | None = None,
 ) -> GroupReport:
     """A grouped report from partial figures, each (group key, job, summary) of some of a job's intervals in the group.
 
@@ -255,6 +268,7 @@ def job_report(job: str, intervals: Iterable[Interval], *, now: float, since: fl
 
 # ------------------------------------------------------------------ JSON
 
+
 def _attempt_json(row: AttemptRow) -> dict[str, Any]:
     interval = row.interval
     return {
@@ -282,12 +296,15 @@ def report_json(report: Report) -> dict[str, Any]:
     common = {"generated_at": utc_iso(report.generated_at), "since": utc_iso(report.since)}
     if isinstance(report, JobReport):
         return {
-            "job": report.job, "by": "attempt", **common,
+            "job": report.job,
+            "by": "attempt",
+            **common,
             "attempts": [_attempt_json(row) for row in report.attempts],
             "totals": {**report.totals.to_json(), "jobs": 1 if report.attempts else 0},
         }
     return {
-        "by": report.by, **common,
+        "by": report.by,
+        **common,
         "groups": [{"key": row.key, **row.to_json()} for row in report.groups],
         "totals": report.totals.to_json(),
     }
@@ -301,13 +318,45 @@ def render_json(report: Report) -> str:
 # ------------------------------------------------------------------- CSV
 
 _GROUP_COLUMNS = (
-    "spent_usd", "on_demand_usd", "savings_usd", "savings_pct", "gpu_hours", "instance_hours",
-    "preemptions", "work_lost_s", "jobs", "intervals", "restart_s", "provisioning_s",
+    "spent_usd",
+    "on_demand_usd",
+    "savings_usd",
+    "savings_pct",
+    "gpu_hours",
+    "instance_hours",
+    "preemptions",
+    "work_lost_s",
+    "jobs",
+    "intervals",
+    "restart_s",
+    "provisioning_s",
 )
 _ATTEMPT_COLUMNS = (
-    "attempt", "node", "instance_id", "provider", "instance_type", "zone", "market", "start", "end", "end_reason", "outcome",
-    "spent_usd", "on_demand_usd", "savings_usd", "savings_pct", "instance_hours", "gpu_hours", "preemptions", "work_lost_s",
-    "steps_lost", "restart_s", "provisioning_s", "team", "launched_by", "tags",
+    "attempt",
+    "node",
+    "instance_id",
+    "provider",
+    "instance_type",
+    "zone",
+    "market",
+    "start",
+    "end",
+    "end_reason",
+    "outcome",
+    "spent_usd",
+    "on_demand_usd",
+    "savings_usd",
+    "savings_pct",
+    "instance_hours",
+    "gpu_hours",
+    "preemptions",
+    "work_lost_s",
+    "steps_lost",
+    "restart_s",
+    "provisioning_s",
+    "team",
+    "launched_by",
+    "tags",
 )
 
 
@@ -350,9 +399,14 @@ _FIGURE_HEADERS = ("spend", "on-demand", "saved", "saved %", "GPU h", "inst. h",
 
 def _figures(summary: CostSummary) -> list[str]:
     return [
-        format_usd(summary.spent_usd), format_usd(summary.on_demand_usd), format_usd(summary.savings_usd),
-        f"{summary.savings_pct:.1f}%", f"{summary.gpu_hours:.2f}", f"{summary.instance_seconds / 3600.0:.2f}",
-        str(summary.preemptions), format_duration(summary.work_lost_s),
+        format_usd(summary.spent_usd),
+        format_usd(summary.on_demand_usd),
+        format_usd(summary.savings_usd),
+        f"{summary.savings_pct:.1f}%",
+        f"{summary.gpu_hours:.2f}",
+        f"{summary.instance_seconds / 3600.0:.2f}",
+        str(summary.preemptions),
+        format_duration(summary.work_lost_s),
     ]
 
 
@@ -375,21 +429,43 @@ def render_table(report: Report) -> Table:
         for row in report.attempts:
             interval, summary = row.interval, row.summary
             ended = "running" if interval.end is None else ": ".join(filter(None, (interval.outcome, interval.end_reason)))
-            rows.append([
-                str(interval.attempt), *([str(interval.node)] if multi_node else []), _span(interval.start, interval.end), ended,
-                format_usd(summary.spent_usd), format_usd(summary.on_demand_usd), format_usd(summary.savings_usd),
-                format_duration(summary.work_lost_s), format_duration(summary.restart_s),
-                f"{interval.instance_type} {interval.market}", interval.zone, interval.instance_id,
-            ])
+            rows.append(
+                [
+                    str(interval.attempt),
+                    *([str(interval.node)] if multi_node else []),
+                    _span(interval.start, interval.end),
+                    ended,
+                    format_usd(summary.spent_usd),
+                    format_usd(summary.on_demand_usd),
+                    format_usd(summary.savings_usd),
+                    format_duration(summary.work_lost_s),
+                    format_duration(summary.restart_s),
+                    f"{interval.instance_type} {interval.market}",
+                    interval.zone,
+                    interval.instance_id,
+                ]
+            )
         totals = report.totals
-        total = [*[""] * len(lead), "total", f"{totals.intervals} intervals", format_usd(totals.spent_usd),
-                 format_usd(totals.on_demand_usd), format_usd(totals.savings_usd), format_duration(totals.work_lost_s),
-                 format_duration(totals.restart_s), "", "", ""]
+        total = [
+            *[""] * len(lead),
+            "total",
+            f"{totals.intervals} intervals",
+            format_usd(totals.spent_usd),
+            format_usd(totals.on_demand_usd),
+            format_usd(totals.savings_usd),
+            format_duration(totals.work_lost_s),
+            format_duration(totals.restart_s),
+            "",
+            "",
+            "",
+        ]
         numeric = set(range(len(lead))) | set(range(len(lead) + 2, len(lead) + 7))
         return _table(report_title(report), headers, rows, total, numeric)
     per_job = report.by != "job"  # by job, every row is one job
     headers = [report.by, *_FIGURE_HEADERS, *(["jobs"] if per_job else [])]
-    rows = [[group_label(report.by, group.key), *_figures(group.summary), *([str(group.jobs)] if per_job else [])] for group in report.groups]
+    rows = [
+        [group_label(report.by, group.key), *_figures(group.summary), *([str(group.jobs)] if per_job else [])] for group in report.groups
+    ]
     total = ["total", *_figures(report.totals.summary), *([str(report.totals.jobs)] if per_job else [])]
     return _table(report_title(report), headers, rows, total, set(range(1, len(headers))))
 

@@ -50,10 +50,16 @@ footer { color: #777; font-size: 0.85em; margin-top: 24px; }
 """
 
 _GLOSSARY = (
-    ("Spend", "what the cloud charged for the instances, by its billing rules (per second; spot instances the cloud "
-              "interrupts within their first hour are free). Instances still running are counted up to the report's time."),
-    ("On-demand equivalent", f"{ON_DEMAND_EQUIVALENT}. Boots after the first, work lost and time between instances "
-                             "are what spot costs on top, so they are not counted."),
+    (
+        "Spend",
+        "what the cloud charged for the instances, by its billing rules (per second; spot instances the cloud "
+        "interrupts within their first hour are free). Instances still running are counted up to the report's time.",
+    ),
+    (
+        "On-demand equivalent",
+        f"{ON_DEMAND_EQUIVALENT}. Boots after the first, work lost and time between instances "
+        "are what spot costs on top, so they are not counted.",
+    ),
     ("Saved", "on-demand equivalent minus spend: what using spot instances saved."),
     ("GPU-hours", "hours of instance time multiplied by the GPUs of each instance."),
     ("Preemptions", "times the cloud took a spot instance back; spotrun then resumed the job from its last checkpoint."),
@@ -109,13 +115,17 @@ def _period(report: Report) -> str:
 def _title_and_lead(report: Report) -> tuple[str, str]:
     if isinstance(report, JobReport):
         title = f"Cost of training job {report.job}"
-        lead = (f"What the cloud instances of the training job <strong>{escape(report.job)}</strong> cost, {escape(_period(report))}, "
-                "one row per instance it ran on, and what one uninterrupted on-demand instance would have cost for the same work.")
+        lead = (
+            f"What the cloud instances of the training job <strong>{escape(report.job)}</strong> cost, {escape(_period(report))}, "
+            "one row per instance it ran on, and what one uninterrupted on-demand instance would have cost for the same work."
+        )
         return title, lead + _job_labels(report)
     noun = {"instance-type": "instance type", "user": "person who launched the job"}.get(report.by, report.by)
     title = f"Training spend by {noun}"
-    lead = (f"What spotrun training jobs spent on cloud spot instances, {escape(_period(report))}, grouped by {escape(noun)}, "
-            "and what one uninterrupted on-demand instance per job would have cost for the same work.")
+    lead = (
+        f"What spotrun training jobs spent on cloud spot instances, {escape(_period(report))}, grouped by {escape(noun)}, "
+        "and what one uninterrupted on-demand instance per job would have cost for the same work."
+    )
     return title, lead
 
 
@@ -143,12 +153,14 @@ def _totals_sentence(report: Report, totals: CostSummary) -> str:
         + (
             f"the cloud took instances back {totals.preemptions} time{'s' if totals.preemptions != 1 else ''}, "
             f"losing {escape(format_duration(totals.work_lost_s))} of training that was done again."
-            if totals.preemptions else "the cloud took no instance back."
+            if totals.preemptions
+            else "the cloud took no instance back."
         )
     )
 
 
 # ---------------------------------------------------------------- charts
+
 
 def _days(daily: tuple[DailySpend, ...]) -> list[str]:
     first, last = date.fromisoformat(daily[0].day), date.fromisoformat(daily[-1].day)
@@ -181,7 +193,7 @@ def _charts(report: Report) -> list[str]:
     for point in report.daily:
         spend_by_group[point.group].append(point)
     ranked = sorted(spend_by_group, key=lambda group: (-sum(p.spent_usd for p in spend_by_group[group]), group or ""))
-    shown, rest = ranked[: _MAX_SERIES - 1], ranked[_MAX_SERIES - 1:]
+    shown, rest = ranked[: _MAX_SERIES - 1], ranked[_MAX_SERIES - 1 :]
     if len(rest) == 1:
         shown, rest = ranked, []
     named = [(group_label(by, group), spend_by_group[group]) for group in shown]
@@ -190,8 +202,10 @@ def _charts(report: Report) -> list[str]:
     spend = [_Series(label, _cumulative(points, days, "spent")) for label, points in named]
     saved = [_Series(label, _cumulative(points, days, "saved")) for label, points in named]
     return [
-        "<h2>Spend over time</h2>", _figure(days, spend, f"Cumulative spend per {by}, per day (UTC)"),
-        "<h2>Savings over time</h2>", _figure(days, saved, f"Cumulative savings against on-demand per {by}, per day (UTC)"),
+        "<h2>Spend over time</h2>",
+        _figure(days, spend, f"Cumulative spend per {by}, per day (UTC)"),
+        "<h2>Savings over time</h2>",
+        _figure(days, saved, f"Cumulative savings against on-demand per {by}, per day (UTC)"),
     ]
 
 
@@ -222,8 +236,10 @@ def _line_chart(days: list[str], series: list[_Series], caption: str) -> str:
     def y(value: float) -> float:
         return _TOP + plot_h * (1 - (value - low) / (high - low))
 
-    out = [f'<svg viewBox="0 0 {_WIDTH} {_HEIGHT}" width="{_WIDTH}" height="{_HEIGHT}" role="img" aria-label="{escape(caption)}">',
-           f"<title>{escape(caption)}</title>"]
+    out = [
+        f'<svg viewBox="0 0 {_WIDTH} {_HEIGHT}" width="{_WIDTH}" height="{_HEIGHT}" role="img" aria-label="{escape(caption)}">',
+        f"<title>{escape(caption)}</title>",
+    ]
     for tick in ticks:
         out.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>')
         out.append(f'<text x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{escape(format_usd(tick))}</text>')
@@ -261,8 +277,14 @@ _NUMERIC_HEADERS = ("Spend", "On-demand equivalent", "Saved", "Saved %", "GPU-ho
 
 def _figure_cells(summary: CostSummary) -> str:
     cells = (
-        format_usd(summary.spent_usd), format_usd(summary.on_demand_usd), format_usd(summary.savings_usd), f"{summary.savings_pct:.1f} %",
-        f"{summary.gpu_hours:,.2f}", f"{summary.instance_seconds / 3600:,.2f}", str(summary.preemptions), format_duration(summary.work_lost_s),
+        format_usd(summary.spent_usd),
+        format_usd(summary.on_demand_usd),
+        format_usd(summary.savings_usd),
+        f"{summary.savings_pct:.1f} %",
+        f"{summary.gpu_hours:,.2f}",
+        f"{summary.instance_seconds / 3600:,.2f}",
+        str(summary.preemptions),
+        format_duration(summary.work_lost_s),
     )
     return "".join(f'<td class="num">{escape(cell)}</td>' for cell in cells)
 
@@ -270,7 +292,7 @@ def _figure_cells(summary: CostSummary) -> str:
 def _group_table(report: GroupReport) -> str:
     header = f"<th>{escape(report.by.capitalize())}</th>" + "".join(f'<th class="num">{name}</th>' for name in (*_NUMERIC_HEADERS, "Jobs"))
     rows = [
-        f"<tr><td>{escape(group_label(report.by, group.key))}</td>{_figure_cells(group.summary)}<td class=\"num\">{group.jobs}</td></tr>"
+        f'<tr><td>{escape(group_label(report.by, group.key))}</td>{_figure_cells(group.summary)}<td class="num">{group.jobs}</td></tr>'
         for group in report.groups
     ]
     footer = f'<tr><td>Total</td>{_figure_cells(report.totals.summary)}<td class="num">{report.totals.jobs}</td></tr>'
@@ -278,30 +300,63 @@ def _group_table(report: GroupReport) -> str:
 
 
 def _job_table(report: JobReport) -> str:
-    headers = ("Attempt", "Node", "Instance", "Type", "Zone", "Market", "Start (UTC)", "End (UTC)", "How it ended",
-               "Cost", "On-demand equivalent", "Saved", "Work lost", "Restart")
+    headers = (
+        "Attempt",
+        "Node",
+        "Instance",
+        "Type",
+        "Zone",
+        "Market",
+        "Start (UTC)",
+        "End (UTC)",
+        "How it ended",
+        "Cost",
+        "On-demand equivalent",
+        "Saved",
+        "Work lost",
+        "Restart",
+    )
     numeric = {"Attempt", "Node", "Cost", "On-demand equivalent", "Saved", "Work lost", "Restart"}
     head = "".join(f'<th class="num">{name}</th>' if name in numeric else f"<th>{name}</th>" for name in headers)
     rows = []
     for row in report.attempts:
         interval, summary = row.interval, row.summary
         ended = "still running" if interval.end is None else " / ".join(filter(None, (interval.outcome, interval.end_reason)))
-        texts = (interval.instance_id, interval.instance_type, interval.zone, interval.market,
-                 datetime.fromtimestamp(interval.start, UTC).strftime("%Y-%m-%d %H:%M"),
-                 "" if interval.end is None else datetime.fromtimestamp(interval.end, UTC).strftime("%Y-%m-%d %H:%M"), ended)
-        numbers = (format_usd(summary.spent_usd), format_usd(summary.on_demand_usd), format_usd(summary.savings_usd),
-                   format_duration(summary.work_lost_s), format_duration(summary.restart_s))
+        texts = (
+            interval.instance_id,
+            interval.instance_type,
+            interval.zone,
+            interval.market,
+            datetime.fromtimestamp(interval.start, UTC).strftime("%Y-%m-%d %H:%M"),
+            "" if interval.end is None else datetime.fromtimestamp(interval.end, UTC).strftime("%Y-%m-%d %H:%M"),
+            ended,
+        )
+        numbers = (
+            format_usd(summary.spent_usd),
+            format_usd(summary.on_demand_usd),
+            format_usd(summary.savings_usd),
+            format_duration(summary.work_lost_s),
+            format_duration(summary.restart_s),
+        )
         rows.append(
             f'<tr><td class="num">{interval.attempt}</td><td class="num">{interval.node}</td>'
             + "".join(f"<td>{escape(text)}</td>" for text in texts)
-            + "".join(f'<td class="num">{escape(number)}</td>' for number in numbers) + "</tr>"
+            + "".join(f'<td class="num">{escape(number)}</td>' for number in numbers)
+            + "</tr>"
         )
     totals = report.totals
     footer = (
         f'<tr><td colspan="9">Total ({totals.intervals} intervals)</td>'
-        + "".join(f'<td class="num">{escape(value)}</td>' for value in (
-            format_usd(totals.spent_usd), format_usd(totals.on_demand_usd), format_usd(totals.savings_usd),
-            format_duration(totals.work_lost_s), format_duration(totals.restart_s)))
+        + "".join(
+            f'<td class="num">{escape(value)}</td>'
+            for value in (
+                format_usd(totals.spent_usd),
+                format_usd(totals.on_demand_usd),
+                format_usd(totals.savings_usd),
+                format_duration(totals.work_lost_s),
+                format_duration(totals.restart_s),
+            )
+        )
         + "</tr>"
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody><tfoot>{footer}</tfoot></table>"

@@ -353,25 +353,42 @@ class Agent:
         progress = self._progress()
         checkpoint_step = progress.checkpoint_step if progress is not None else None
         if exit_code == environment.PREEMPTED_EXIT_CODE and self.stop_reason is not None and self.interruption_at is None:
-            return AgentStatus.STOPPED, f"checkpoint at step {checkpoint_step} is durable; stopped ({self.stop_reason})", environment.PREEMPTED_EXIT_CODE
+            return (
+                AgentStatus.STOPPED,
+                f"checkpoint at step {checkpoint_step} is durable; stopped ({self.stop_reason})",
+                environment.PREEMPTED_EXIT_CODE,
+            )
         if exit_code == environment.PREEMPTED_EXIT_CODE:
-            return AgentStatus.PREEMPTED, f"emergency checkpoint at step {checkpoint_step} is durable; leaving", environment.PREEMPTED_EXIT_CODE
+            return (
+                AgentStatus.PREEMPTED,
+                f"emergency checkpoint at step {checkpoint_step} is durable; leaving",
+                environment.PREEMPTED_EXIT_CODE,
+            )
         if exit_code == 0 and progress is not None and progress.status is TrainingStatus.FINISHED:
             return AgentStatus.FINISHED, f"training finished at step {progress.step}", 0
         if self._end_training_at is not None and self.interruption_at is None:  # the horizon lapsed; training had to be ended
             return (
-                AgentStatus.STOPPED, f"training ended (exit code {exit_code}) without a checkpoint after {self.stop_reason}",
+                AgentStatus.STOPPED,
+                f"training ended (exit code {exit_code}) without a checkpoint after {self.stop_reason}",
                 environment.PREEMPTED_EXIT_CODE,
             )
         if exit_code == 0 and self.settings.node > 0:
             return AgentStatus.EXITED, "training exited 0 (rank 0 reports how the gang's training ended)", 0
         if self.interruption_at is not None:
-            return AgentStatus.PREEMPTED, f"training ended (exit code {exit_code}) during the interruption notice", environment.PREEMPTED_EXIT_CODE
+            return (
+                AgentStatus.PREEMPTED,
+                f"training ended (exit code {exit_code}) during the interruption notice",
+                environment.PREEMPTED_EXIT_CODE,
+            )
         if exit_code == 0:
-            return AgentStatus.FAILED, (
-                "training exited 0 without reaching its end (no 'finished' report from the spotrun callback; "
-                "in command mode the script must use spotrun_checkpoint())"
-            ), FAILED_EXIT_CODE
+            return (
+                AgentStatus.FAILED,
+                (
+                    "training exited 0 without reaching its end (no 'finished' report from the spotrun callback; "
+                    "in command mode the script must use spotrun_checkpoint())"
+                ),
+                FAILED_EXIT_CODE,
+            )
         error = last_error_line(self.log_file)
         return AgentStatus.FAILED, f"training failed with exit code {exit_code}" + (f": {error}" if error else ""), FAILED_EXIT_CODE
 

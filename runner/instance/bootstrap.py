@@ -37,9 +37,14 @@ def agent_settings(options: AgentOptions, environ: Mapping[str, str]) -> AgentSe
     """The agent's settings from its instance's tags, or from its options and the launch credentials in ``environ``."""
     launch = _from_instance_tags(options.metadata_endpoint) if options.from_instance_tags else _from_options(options, environ)
     return AgentSettings(
-        checkpoint_url=launch.checkpoint_url, attempt=launch.attempt, node=launch.node, rendezvous=launch.rendezvous,
-        credentials=launch.credentials, metadata_endpoint=options.metadata_endpoint,
-        poll_interval_s=options.poll_interval_s, heartbeat_interval_s=options.heartbeat_interval_s,
+        checkpoint_url=launch.checkpoint_url,
+        attempt=launch.attempt,
+        node=launch.node,
+        rendezvous=launch.rendezvous,
+        credentials=launch.credentials,
+        metadata_endpoint=options.metadata_endpoint,
+        poll_interval_s=options.poll_interval_s,
+        heartbeat_interval_s=options.heartbeat_interval_s,
     )
 
 
@@ -68,7 +73,9 @@ def _from_options(options: AgentOptions, environ: Mapping[str, str]) -> _Launch:
     if options.checkpoint_url is None or options.attempt is None:
         raise SpecError("agent: give --checkpoint-url and --attempt, or --from-instance-tags on an instance spotrun launched")
     return _Launch(
-        checkpoint_url=options.checkpoint_url, attempt=options.attempt, node=options.node,
+        checkpoint_url=options.checkpoint_url,
+        attempt=options.attempt,
+        node=options.node,
         rendezvous=_rendezvous(options.rendezvous, f"--rendezvous ({RENDEZVOUS_ENV})"),
         credentials=LaunchCredentials.from_env(environ),
     )

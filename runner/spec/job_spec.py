@@ -416,7 +416,9 @@ class LocalSpec(_Section):
     spot_price: float = Field(0.45, ge=0, le=MAX_PRICE_USD_PER_HOUR)  # USD per hour
     on_demand_price: float = Field(1.006, ge=0, le=MAX_PRICE_USD_PER_HOUR)  # USD per hour
     gpus: int = Field(1, ge=0, le=MAX_MACHINES)  # per emulated instance: what GPU-hours are counted in
-    cpus: int = Field(1, ge=1, le=MAX_MACHINES)  # per emulated instance: its training's torch intra-op threads (instances share this machine)
+    cpus: int = Field(
+        1, ge=1, le=MAX_MACHINES
+    )  # per emulated instance: its training's torch intra-op threads (instances share this machine)
     # instance type -> how many can run at once; launches beyond get a capacity error
     capacity: dict[str, Annotated[int, Field(ge=0, le=MAX_MACHINES)]] = {}
     spot_trace: str | None = None  # a spot availability trace (`spotrun simulate`'s format): no spot capacity in its 0 ticks
@@ -512,13 +514,23 @@ class JobSpec(_Section):
             )
         self.checkpoint.url = _checkpoint_url(self.checkpoint.url, self.name, self.resources.provider, Path(self.workdir))
         if "num_nodes" in self.train.trainer:
-            raise _Problem("expected resources.nodes (spotrun launches the gang and sets num_nodes)", _show(self.train.trainer["num_nodes"]), "train", "trainer", "num_nodes")
+            raise _Problem(
+                "expected resources.nodes (spotrun launches the gang and sets num_nodes)",
+                _show(self.train.trainer["num_nodes"]),
+                "train",
+                "trainer",
+                "num_nodes",
+            )
         if "devices" in self.train.trainer and self.resources.devices > 1:
-            raise _Problem("expected devices in resources.devices only", _show(self.train.trainer["devices"]), "train", "trainer", "devices")
+            raise _Problem(
+                "expected devices in resources.devices only", _show(self.train.trainer["devices"]), "train", "trainer", "devices"
+            )
         if self.resources.market == "auto" and self.budget.deadline_at is None:
             raise _Problem(
                 "expected budget.deadline with market auto (it chooses spot or on-demand to finish by the deadline)",
-                "no deadline", "resources", "market",
+                "no deadline",
+                "resources",
+                "market",
             )
         return self
 
@@ -556,7 +568,9 @@ def _checkpoint_url(url: str | None, name: str, provider: str, workdir: Path) ->
             raise _Problem("expected a path on this machine, file:///path or file://localhost/path", _show(url), "checkpoint", "url")
         path = _expand("/" + local if separator else rest)
         if provider != "local":
-            raise _Problem(f"expected a URL the {provider} instances can reach, such as s3://bucket/prefix", _show(url), "checkpoint", "url")
+            raise _Problem(
+                f"expected a URL the {provider} instances can reach, such as s3://bucket/prefix", _show(url), "checkpoint", "url"
+            )
         return f"file://{os.path.normpath(workdir / path)}"
     try:
         fsspec.get_filesystem_class(protocol)
@@ -565,7 +579,9 @@ def _checkpoint_url(url: str | None, name: str, provider: str, workdir: Path) ->
     except ImportError as error:
         raise _Problem(f"expected a protocol whose fsspec backend is installed ({error})", _show(url), "checkpoint", "url") from None
     if protocol == "memory":
-        raise _Problem(f"expected storage shared between processes (memory:// lives in one), {_URL_EXAMPLES}", _show(url), "checkpoint", "url")
+        raise _Problem(
+            f"expected storage shared between processes (memory:// lives in one), {_URL_EXAMPLES}", _show(url), "checkpoint", "url"
+        )
     if not rest.strip("/"):
         raise _Problem("expected a bucket (and prefix) after the protocol", _show(url), "checkpoint", "url")
     return f"{protocol}://{rest.rstrip('/')}"

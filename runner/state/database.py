@@ -73,14 +73,18 @@ def connect(location: DatabaseLocation) -> Engine:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise DatabaseError(f"cannot create the folder {folder} of the state database ({location.source}): {error.strerror or error}") from None
+                raise DatabaseError(
+                    f"cannot create the folder {folder} of the state database ({location.source}): {error.strerror or error}"
+                ) from None
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
     elif url.get_backend_name() == "postgresql":
         connect_args.update(connect_timeout=CONNECT_TIMEOUT_S, application_name="spotrun")
     try:
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=url.get_backend_name() != "sqlite")
     except sa.exc.NoSuchModuleError:
-        raise DatabaseError(f"{location.source}: {url.drivername!r} is not a database SQLAlchemy knows; use postgresql:// or sqlite:///") from None
+        raise DatabaseError(
+            f"{location.source}: {url.drivername!r} is not a database SQLAlchemy knows; use postgresql:// or sqlite:///"
+        ) from None
     except ImportError as missing:
         raise DatabaseError(
             f"{location.source}: the {url.get_backend_name()} driver ({missing.name}) is not installed; "
@@ -128,7 +132,7 @@ def hide_password(url: str) -> str:
         credentials, at, rest = url.rpartition("@")
         scheme = _SCHEME.match(credentials)
         prefix = scheme.group(0) if scheme else ""
-        user, colon, _ = credentials[len(prefix):].partition(":")
+        user, colon, _ = credentials[len(prefix) :].partition(":")
         shown = f"{prefix}{user}:***@{rest}" if at and colon else url
     return _PASSWORD_QUERY.sub(r"\1***", shown)  # libpq also takes ?password=...
 

@@ -22,4 +22,3 @@ def spotrun_home() -> Path:
 def infra_outputs_file(home: Path) -> Path:
     """Where `spotrun infra up` keeps the Terraform outputs the aws provider launches from."""
     return home / "infra" / "outputs.json"
-

@@ -112,7 +112,9 @@ def check(engine: Engine, *, upgrade_in_place: bool) -> None:
         return
     where = _safe_url(engine)
     if found.current is None:
-        raise DatabaseError(f"the state database {where} has no spotrun tables yet; create them with `spotrun db upgrade` (once, for everyone)")
+        raise DatabaseError(
+            f"the state database {where} has no spotrun tables yet; create them with `spotrun db upgrade` (once, for everyone)"
+        )
     raise DatabaseError(
         f"the state database {where} is at schema revision {found.current}, this spotrun needs {found.head}; "
         "run `spotrun db upgrade` (once, for everyone: stop older spotruns first)"
@@ -146,4 +148,3 @@ def _unversioned_revision(connection: Connection) -> str | None:
     if "jobs" not in tables:
         return None
     return "0002" if "ledger" in tables else "0001"
-

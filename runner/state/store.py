@@ -356,7 +356,9 @@ class StateStore:
                     .values(lease_owner=self.lease_owner)
                 ).rowcount
                 if not held:
-                    raise LeaseLostError(f"job {job!r}: controller {self.lease_owner} no longer holds its lease; another controller drives it")
+                    raise LeaseLostError(
+                        f"job {job!r}: controller {self.lease_owner} no longer holds its lease; another controller drives it"
+                    )
             yield connection
 
     # -------------------------------------------------------------- jobs
@@ -387,7 +389,9 @@ class StateStore:
             ) from None
         return self.job(name)
 
-    def _insert_job(self, name: str, now: float, *, spec_json: str, spec_path: str, checkpoint_url: str, launched_by: str, key: str | None) -> None:
+    def _insert_job(
+        self, name: str, now: float, *, spec_json: str, spec_path: str, checkpoint_url: str, launched_by: str, key: str | None
+    ) -> None:
         """The job's row and its "submitted" event, in one transaction: IntegrityError when the name is taken."""
         with self._transaction() as db:
             db.execute(
@@ -450,11 +454,14 @@ class StateStore:
         with self._transaction() as db:
             jobs = _jobs_named(db, names)
             for chunk in _chunks(names):
-                query = sa.select(attempts_table).where(attempts_table.c.job.in_(chunk)).order_by(attempts_table.c.job, attempts_table.c.number)
+                query = (
+                    sa.select(attempts_table).where(attempts_table.c.job.in_(chunk)).order_by(attempts_table.c.job, attempts_table.c.number)
+                )
                 for row in db.execute(query):
                     attempts.setdefault(row.job, []).append(_attempt_from_row(row))
                 query = (
-                    sa.select(*_INTERVAL_COLUMNS).where(intervals_table.c.job.in_(chunk))
+                    sa.select(*_INTERVAL_COLUMNS)
+                    .where(intervals_table.c.job.in_(chunk))
                     .order_by(intervals_table.c.job, intervals_table.c.start, intervals_table.c.id)
                 )
                 for interval in _intervals_from_rows(db.execute(query)):
@@ -478,7 +485,9 @@ class StateStore:
         final = [state.value for state in JobState if state.is_final]
         with self._transaction() as db:
             seen = [
-                row for chunk in _chunks(sorted(names)) for row in db.execute(
+                row
+                for chunk in _chunks(sorted(names))
+                for row in db.execute(
                     sa.select(jobs_table.c.name, jobs_table.c.lease_owner, jobs_table.c.lease_expires_at)
                     .where(jobs_table.c.name.in_(chunk), jobs_table.c.state.not_in(final))
                     .order_by(jobs_table.c.name)
@@ -488,12 +497,16 @@ class StateStore:
             now = self._now(db)
             mine = [row.name for row in seen if row.lease_owner == owner]
             free = [  # unleased, lapsed, or left by a controller that is gone
-                row for row in seen
-                if row.lease_owner != owner and (row.lease_owner is None or (row.lease_expires_at or 0.0) <= now or vacated(row.lease_owner))
+                row
+                for row in seen
+                if row.lease_owner != owner
+                and (row.lease_owner is None or (row.lease_expires_at or 0.0) <= now or vacated(row.lease_owner))
             ]
             if db.dialect.name == "postgresql":
                 for chunk in _chunks(sorted([*mine, *(row.name for row in free)])):
-                    db.execute(sa.select(jobs_table.c.name).where(jobs_table.c.name.in_(chunk)).order_by(jobs_table.c.name).with_for_update())
+                    db.execute(
+                        sa.select(jobs_table.c.name).where(jobs_table.c.name.in_(chunk)).order_by(jobs_table.c.name).with_for_update()
+                    )
             held = self._renew_leases(db, mine, owner, now + ttl_s)
             for row in free:
                 taken = db.execute(
@@ -514,7 +527,10 @@ class StateStore:
                     expired_s = now - (row.lease_expires_at or now)
                     why = f"whose lease expired {expired_s:.1f}s ago" if expired_s >= 0 else "whose process is gone"
                     self._event(
-                        db, row.name, "lease", f"controller {owner} adopted the job from {row.lease_owner}, {why}",
+                        db,
+                        row.name,
+                        "lease",
+                        f"controller {owner} adopted the job from {row.lease_owner}, {why}",
                         data={"from": row.lease_owner, "expired_s": expired_s},
                     )
         return held
@@ -528,9 +544,12 @@ class StateStore:
         controller ever writes this owner's name.
         """
         for chunk in _chunks(names):
-            db.execute(jobs_table.update().where(jobs_table.c.name.in_(chunk), jobs_table.c.lease_owner == owner).values(lease_expires_at=until))
+            db.execute(
+                jobs_table.update().where(jobs_table.c.name.in_(chunk), jobs_table.c.lease_owner == owner).values(lease_expires_at=until)
+            )
         return {
-            row.name for chunk in _chunks(names)
+            row.name
+            for chunk in _chunks(names)
             for row in db.execute(sa.select(jobs_table.c.name).where(jobs_table.c.name.in_(chunk), jobs_table.c.lease_owner == owner))
         }
 
@@ -621,11 +640,16 @@ class StateStore:
     def retarget_attempt(self, attempt: Attempt) -> None:
         """Point a not yet launched attempt at another offer (and token), after its offer ran out of capacity."""
         values = _attempt_values(attempt)
-        changed = {key: values[key] for key in ("token", "provider", "instance_type", "zone", "market", "price_usd_per_hour", "on_demand_price_usd_per_hour")}
+        changed = {
+            key: values[key]
+            for key in ("token", "provider", "instance_type", "zone", "market", "price_usd_per_hour", "on_demand_price_usd_per_hour")
+        }
         with self._transaction(attempt.job) as db:
             db.execute(
                 attempts_table.update()
-                .where(attempts_table.c.job == attempt.job, attempts_table.c.number == attempt.number, attempts_table.c.instance_id.is_(None))
+                .where(
+                    attempts_table.c.job == attempt.job, attempts_table.c.number == attempt.number, attempts_table.c.instance_id.is_(None)
+                )
                 .values(**changed)
             )
 
@@ -644,7 +668,9 @@ class StateStore:
                 )
             exists = db.execute(
                 sa.select(intervals_table.c.id).where(
-                    intervals_table.c.job == interval.job, intervals_table.c.attempt == interval.attempt, intervals_table.c.node == interval.node
+                    intervals_table.c.job == interval.job,
+                    intervals_table.c.attempt == interval.attempt,
+                    intervals_table.c.node == interval.node,
                 )
             ).first()
             if exists is None:
@@ -666,9 +692,7 @@ class StateStore:
                 .values(prices_json=json.dumps(prices), on_demand_usd=on_demand_usd)
             )
 
-    def end_attempt(
-        self, name: str, number: int, *, ended_at: float, end_reason: str, outcome: Outcome, exit_code: int | None
-    ) -> None:
+    def end_attempt(self, name: str, number: int, *, ended_at: float, end_reason: str, outcome: Outcome, exit_code: int | None) -> None:
         """Close an attempt: its billed interval ends at ``ended_at``."""
         with self._transaction(name) as db:
             db.execute(
@@ -689,7 +713,9 @@ class StateStore:
                 .where(jobs_table.c.name == name)
                 .values(spec_json=json.dumps(stored_form(spec)), updated_at=self.clock(), budget_alerted_pct=0)
             )
-            self._event(db, name, "budget", f"budget set to {format_usd(max_usd)} (was {'none' if previous is None else format_usd(previous)})")
+            self._event(
+                db, name, "budget", f"budget set to {format_usd(max_usd)} (was {'none' if previous is None else format_usd(previous)})"
+            )
 
     # ------------------------------------------------------------ ledger
 
@@ -723,8 +749,14 @@ class StateStore:
                 intervals_table.update()
                 .where(*_interval_key(name, attempt, node))
                 .values(
-                    end=end, end_reason=end_reason, outcome=outcome.value, cost_usd=cost_usd, on_demand_usd=on_demand_usd,
-                    prices_json=json.dumps(prices), work_lost_s=work_lost_s, steps_lost=steps_lost,
+                    end=end,
+                    end_reason=end_reason,
+                    outcome=outcome.value,
+                    cost_usd=cost_usd,
+                    on_demand_usd=on_demand_usd,
+                    prices_json=json.dumps(prices),
+                    work_lost_s=work_lost_s,
+                    steps_lost=steps_lost,
                 )
             )
 
@@ -818,7 +850,9 @@ def _job_from_row(row: Any) -> Job:
         updated_at=row.updated_at,
         restarts_on_errors=row.restarts_on_errors,
         cancel_requested=bool(row.cancel_requested),
-        progress=Heartbeat.from_json(json.loads(row.progress_json), where=f"job {row.name!r}'s newest heartbeat") if row.progress_json else None,
+        progress=Heartbeat.from_json(json.loads(row.progress_json), where=f"job {row.name!r}'s newest heartbeat")
+        if row.progress_json
+        else None,
         message=row.message,
         launched_by=row.launched_by or "",
         stop_requested=row.stop_requested,
@@ -838,7 +872,7 @@ _NAMES_PER_STATEMENT = 30_000 if sqlite3.sqlite_version_info >= (3, 32) else 900
 def _chunks(names: Sequence[str]) -> Iterator[list[str]]:
     """``names`` in lists short enough to bind in one IN list (none when there are no names)."""
     for first in range(0, len(names), _NAMES_PER_STATEMENT):
-        yield list(names[first:first + _NAMES_PER_STATEMENT])
+        yield list(names[first : first + _NAMES_PER_STATEMENT])
 
 
 def _jobs_named(db: Connection, names: Sequence[str]) -> list[Job]:
@@ -884,7 +918,9 @@ def _intervals_from_rows(rows: Iterable[Sequence[Any]]) -> list[Interval]:
 
 def is_priced() -> sa.ColumnElement[bool]:
     """Ledger rows that carry their final price: closed, with their cost and on-demand equivalent."""
-    return sa.and_(intervals_table.c.end.is_not(None), intervals_table.c.cost_usd.is_not(None), intervals_table.c.on_demand_usd.is_not(None))
+    return sa.and_(
+        intervals_table.c.end.is_not(None), intervals_table.c.cost_usd.is_not(None), intervals_table.c.on_demand_usd.is_not(None)
+    )
 
 
 def _attempt_values(attempt: Attempt) -> dict[str, Any]:

@@ -143,9 +143,14 @@ def _train(request: dict[str, Any]) -> None:
     pl.seed_everything(0)
     torch.set_num_threads(1)
     trainer = pl.Trainer(
-        max_epochs=request["epochs"], callbacks=[SpotCheckpoint(request["url"], every_steps=1, keep=2), ReportResume()],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, val_check_interval=0.5,
+        max_epochs=request["epochs"],
+        callbacks=[SpotCheckpoint(request["url"], every_steps=1, keep=2), ReportResume()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=0.5,
     )
     trainer.fit(BallastModel(), ToyData())
     state = {name: value for name, value in trainer.lightning_module.state_dict().items() if name != "ballast"}

@@ -56,8 +56,14 @@ def _train(request: dict[str, Any]) -> None:
     if request.get("stop_at_step") is not None:
         callbacks.append(StopAtStep(request["stop_at_step"], control))
     trainer = pl.Trainer(
-        max_epochs=6, callbacks=callbacks, logger=make_logger(request["logger"], request["log_root"]), log_every_n_steps=1,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=6,
+        callbacks=callbacks,
+        logger=make_logger(request["logger"], request["log_root"]),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
         val_check_interval=0.5,
     )
     trainer.fit(EpochMeanModel(request.get("step_delay", 0.0)), ToyData())

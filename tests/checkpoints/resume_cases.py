@@ -169,11 +169,20 @@ class StreamData(Data):
 
 def _plateau_and_step(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     return [
-        {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0), "monitor": "val_loss", "interval": "epoch"},
+        {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0),
+            "monitor": "val_loss",
+            "interval": "epoch",
+        },
         {"scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.97), "interval": "step", "frequency": 3},
         # Steps every 4 batches on the newest val_loss (skipped, with a warning, before the first validation).
-        {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.9, patience=0), "monitor": "val_loss",
-         "interval": "step", "frequency": 4, "strict": False},
+        {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.9, patience=0),
+            "monitor": "val_loss",
+            "interval": "step",
+            "frequency": 4,
+            "strict": False,
+        },
     ]
 
 

@@ -69,12 +69,16 @@ def _train(request: dict[str, Any]) -> None:
     torch.set_num_threads(request.get("threads", 1))
     model, data, trainer_args = CASES[request["case"]]()
     control = Path(request["board"]).with_suffix(".control")
-    spot = SpotCheckpoint(request["url"], every_steps=request["every_steps"], keep=2, control_file=control,
-                          progress_file=request.get("progress"))
+    spot = SpotCheckpoint(
+        request["url"], every_steps=request["every_steps"], keep=2, control_file=control, progress_file=request.get("progress")
+    )
     trainer = pl.Trainer(
         **{"max_epochs": 6, "val_check_interval": 0.5, **trainer_args},
         callbacks=[spot, Board(Path(request["board"]), request.get("stop_after"), request.get("at_validation", False), control)],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         num_sanity_val_steps=0,
     )
     trainer.fit(model, data)

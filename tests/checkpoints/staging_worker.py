@@ -52,9 +52,14 @@ def _leftovers() -> list[str]:
 
 def _fit(url: str, max_steps: int, *callbacks: pl.Callback, control: Path | None = None) -> None:
     trainer = pl.Trainer(
-        max_steps=max_steps, callbacks=[SpotCheckpoint(url, every_steps=3, keep=2, control_file=control), *callbacks],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0,
+        max_steps=max_steps,
+        callbacks=[SpotCheckpoint(url, every_steps=3, keep=2, control_file=control), *callbacks],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
     trainer.fit(PlainToy(), ToyData())
 

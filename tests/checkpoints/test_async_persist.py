@@ -64,8 +64,9 @@ def test_a_slow_upload_neither_stalls_training_nor_queues_saves() -> None:
     url = f"slowmem://bucket-{uuid.uuid4().hex[:8]}/run"
     data = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
     callback = SpotCheckpoint(url, every_steps=1, keep=100)
-    trainer = pl.Trainer(max_steps=40, callbacks=[callback], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=40, callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     started = time.perf_counter()
     trainer.fit(Tiny(), DataLoader(data, batch_size=8, shuffle=True))
     elapsed = time.perf_counter() - started
@@ -79,13 +80,18 @@ def test_a_slow_upload_neither_stalls_training_nor_queues_saves() -> None:
     assert final is not None and final.final and final.step == 40
 
 
-
 def test_signal_handlers_are_the_pre_fit_ones_after_fit() -> None:
     """A process that used SpotCheckpoint must still die on SIGTERM after fit (as pytest under `timeout` must)."""
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGUSR1)}
     data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
-    trainer = pl.Trainer(max_steps=2, callbacks=[SpotCheckpoint(f"memory://handlers-{uuid.uuid4().hex[:8]}", every_steps=1)],
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=2,
+        callbacks=[SpotCheckpoint(f"memory://handlers-{uuid.uuid4().hex[:8]}", every_steps=1)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Tiny(), DataLoader(data, batch_size=8))
     assert {signum: signal.getsignal(signum) for signum in before} == before
 

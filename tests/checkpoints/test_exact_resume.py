@@ -65,8 +65,11 @@ def test_sigkill_at_random_moments_resumes_bit_exactly(reference: Path, tmp_path
             break
         # Kill 1-3 checkpoints past where this run resumed, up to 60 ms later: mid-step, mid-save or mid-prune.
         target = (before.step if before else 0) + 3 * rng.randint(1, 3)
-        process = subprocess.Popen([sys.executable, str(TOY), url, str(tmp_path / "unused.pt"), "--every-steps", "3"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, str(TOY), url, str(tmp_path / "unused.pt"), "--every-steps", "3"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_step = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < wait_for_step:
             newest = latest(url)
@@ -93,9 +96,23 @@ def _reported_step(progress_file: Path) -> int:
 def test_sigterm_takes_an_emergency_checkpoint_and_exits_preempted(reference: Path, tmp_path: Path) -> None:
     """Plain Lightning exits 0 on SIGTERM without saving; under SpotCheckpoint it saves, then exits 75."""
     url, progress = f"file://{tmp_path}/ckpts", tmp_path / "progress.json"
-    process = subprocess.Popen([sys.executable, str(TOY), url, str(tmp_path / "unused.pt"), "--every-steps", "1000",
-                                "--progress", str(progress), "--step-delay", "0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(TOY),
+            url,
+            str(tmp_path / "unused.pt"),
+            "--every-steps",
+            "1000",
+            "--progress",
+            str(progress),
+            "--step-delay",
+            "0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline and _reported_step(progress) < 1:
         time.sleep(0.02)
@@ -149,8 +166,9 @@ def test_final_checkpoint_loads_in_plain_lightning(reference: Path, tmp_path: Pa
         sys.path.remove(str(TOY.parent))
     restored = RecordRestoredState()
     # One epoch more than the run had: Lightning then starts training (and calls on_train_start) however the run ended.
-    trainer = pl.Trainer(max_epochs=7, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         num_sanity_val_steps=0, callbacks=[restored])
+    trainer = pl.Trainer(
+        max_epochs=7, logger=False, enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0, callbacks=[restored]
+    )
     trainer.fit(ToyModel(), ToyData(), ckpt_path=str(local))
     assert restored.step == final.step
     reference_weights = torch.load(reference)

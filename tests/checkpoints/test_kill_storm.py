@@ -39,6 +39,7 @@ WAIT_S = 60.0
 
 pytestmark = pytest.mark.slow  # 62 training runs from a fork server
 
+
 class PhaseWatch:
     """The test's side of the shared phase file."""
 

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.slow  # training runs from a fork server, killed and re
 
 Series = dict[str, list[tuple[int, float]]]
 
+
 @pytest.fixture(scope="module")
 def fork_server() -> ForkServer:
     server = ForkServer(WORKER)
@@ -44,8 +45,13 @@ def fork_server() -> ForkServer:
 
 def _request(tmp: Path, logger: str, attempt: int, **extra: object) -> dict[str, object]:
     return {
-        "url": f"file://{tmp}/ckpts", "logger": logger, "log_root": str(tmp / "logs"), "control": str(tmp / f"control-{attempt}.json"),
-        "every_steps": EVERY_STEPS, "step_delay": STEP_DELAY_S, **extra,
+        "url": f"file://{tmp}/ckpts",
+        "logger": logger,
+        "log_root": str(tmp / "logs"),
+        "control": str(tmp / f"control-{attempt}.json"),
+        "every_steps": EVERY_STEPS,
+        "step_delay": STEP_DELAY_S,
+        **extra,
     }
 
 
@@ -86,8 +92,7 @@ def _read(logger: str, log_root: Path) -> Series:
         assert len(runs) == 1, f"{len(runs)} active runs"
         run_id = runs[0].info.run_id
         return {
-            key: sorted((metric.step, metric.value) for metric in client.get_metric_history(run_id, key))
-            for key in runs[0].data.metrics
+            key: sorted((metric.step, metric.value) for metric in client.get_metric_history(run_id, key)) for key in runs[0].data.metrics
         }
     versions = sorted((log_root / "toy").glob("version_*"))
     assert [path.name for path in versions] == ["version_0"], f"versions: {[path.name for path in versions]}"

@@ -35,11 +35,17 @@ def _examples(count: int) -> settings:
     return settings(max_examples=count, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-
 def _valid(step: int = 12) -> dict[str, Any]:
     return {
-        "format_version": 1, "spotrun_version": "x", "step": step, "epoch": 1, "time": 1700000000.5, "reason": "periodic",
-        "final": False, "metrics": {"val_loss": 0.25}, "files": {DATA_NAME: {"size_bytes": 2048, "sha256": "ab" * 32}},
+        "format_version": 1,
+        "spotrun_version": "x",
+        "step": step,
+        "epoch": 1,
+        "time": 1700000000.5,
+        "reason": "periodic",
+        "final": False,
+        "metrics": {"val_loss": 0.25},
+        "files": {DATA_NAME: {"size_bytes": 2048, "sha256": "ab" * 32}},
     }
 
 
@@ -104,8 +110,11 @@ def test_wrong_types_and_values_are_a_damaged_manifest(manifest: Any) -> None:
         _parse(manifest)
 
 
-@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b'{"step": ' + b"9" * 5000 + b"}", b"\xff\xfe{", b"{", b""],
-                         ids=["nested 100k deep", "5000 digits", "not utf-8", "cut off", "empty"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"step": ' + b"9" * 5000 + b"}", b"\xff\xfe{", b"{", b""],
+    ids=["nested 100k deep", "5000 digits", "not utf-8", "cut off", "empty"],
+)
 def test_unreadable_bytes_are_a_damaged_manifest(raw: bytes) -> None:
     with pytest.raises(ManifestError, match="not readable JSON"):
         parse_manifest(raw, url=URL, step=12)
@@ -124,8 +133,12 @@ def test_older_manifests_with_a_nan_metric_still_resume() -> None:
 def test_with_a_key_only_a_manifest_signed_for_manifests_is_accepted() -> None:
     assert _parse(signing.signed(KEY, "manifest", _valid()), key=KEY).step == 12
     assert _parse(signing.signed(KEY, "manifest", _valid())).step == 12  # without a key, signed ones count too
-    for forged in (_valid(), signing.signed(bytes(32), "manifest", _valid()), signing.signed(KEY, "heartbeat", _valid()),
-                   {**signing.signed(KEY, "manifest", _valid()), "step": 12, "epoch": 2}):
+    for forged in (
+        _valid(),
+        signing.signed(bytes(32), "manifest", _valid()),
+        signing.signed(KEY, "heartbeat", _valid()),
+        {**signing.signed(KEY, "manifest", _valid()), "step": 12, "epoch": 2},
+    ):
         with pytest.raises(ForeignManifest, match="not signed by this job's key"):
             _parse(forged, key=KEY)
     with pytest.raises(ForeignManifest):
@@ -218,8 +231,11 @@ def _commit(store: CheckpointStore, tmp_path: Path, step: int) -> CheckpointInfo
     return store.commit(data, step=step, epoch=0, reason="periodic")
 
 
-@pytest.mark.parametrize("manifest", [DAMAGED["files is a list"], DAMAGED["step overflows to infinity"], DAMAGED["metrics is a list"]],
-                         ids=["files list", "step 1e999", "metrics list"])
+@pytest.mark.parametrize(
+    "manifest",
+    [DAMAGED["files is a list"], DAMAGED["step overflows to infinity"], DAMAGED["metrics is a list"]],
+    ids=["files list", "step 1e999", "metrics list"],
+)
 def test_a_damaged_manifest_is_skipped_by_discovery_prune_and_latest(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, manifest: dict[str, Any]
 ) -> None:

@@ -27,7 +27,15 @@ _metrics = st.dictionaries(st.text(max_size=12), _numbers, max_size=4)
 _text = st.text(max_size=40)
 
 checkpoint_reports = st.builds(
-    CheckpointReport, step=_counts, epoch=_counts, time=_times, size_bytes=_counts, url=_text, reason=_text, final=st.booleans(), metrics=_metrics
+    CheckpointReport,
+    step=_counts,
+    epoch=_counts,
+    time=_times,
+    size_bytes=_counts,
+    url=_text,
+    reason=_text,
+    final=st.booleans(),
+    metrics=_metrics,
 )
 progress_reports = st.builds(
     Progress,
@@ -88,7 +96,9 @@ def _escaped(text: str) -> str:
 def test_a_diverged_loss_is_reported_and_a_missing_report_is_none(tmp_path: Path) -> None:
     path = tmp_path / "progress.json"
     assert read_progress(path) is None
-    write_progress(path, Progress(status=TrainingStatus.TRAINING, time=1.0, step=3, epoch=0, loss=float("nan"), metrics={"loss": float("nan")}))
+    write_progress(
+        path, Progress(status=TrainingStatus.TRAINING, time=1.0, step=3, epoch=0, loss=float("nan"), metrics={"loss": float("nan")})
+    )
     read = read_progress(path)
     assert read is not None and read.loss is not None and math.isnan(read.loss) and math.isnan(read.metrics["loss"])
     assert [path.name] == [entry.name for entry in tmp_path.iterdir()]  # replaced by a rename: no temporary left behind
@@ -127,13 +137,16 @@ def test_the_callbacks_last_report_of_a_real_fit_is_its_end_and_final_checkpoint
     path = tmp_path / "progress.json"
     data = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=4)
     callback = SpotCheckpoint(f"file://{tmp_path}/ckpts", every_steps=5, progress_file=path)
-    trainer = pl.Trainer(max_epochs=2, callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=2, callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(_Tiny(), data)
 
     report = read_progress(path)
     assert report is not None and report.status is TrainingStatus.FINISHED
     assert report.step == report.total_steps == 16 and report.epoch == trainer.current_epoch
-    assert report.checkpoint is not None and report.checkpoint.step == 16 and report.checkpoint.final and report.checkpoint.reason == "final"
+    assert (
+        report.checkpoint is not None and report.checkpoint.step == 16 and report.checkpoint.final and report.checkpoint.reason == "final"
+    )
     assert report.loss is not None and report.loss == report.metrics["train_loss"]
     assert report.resumed_from_step is None and report.emergency is None and report.resume_exact

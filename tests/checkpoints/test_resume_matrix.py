@@ -39,6 +39,7 @@ WAIT_S = 120.0
 
 pytestmark = pytest.mark.slow  # every test trains in real processes (a fork server, or a script of its own)
 
+
 @pytest.fixture(scope="module")
 def litdata_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The training samples as LitData chunks, written by ``litdata.optimize`` (several chunks, so shuffling spans them)."""
@@ -63,7 +64,9 @@ def litdata_s3_dir(litdata_dir: Path, moto_endpoint: str) -> str:
 @pytest.fixture(scope="module")
 def server(litdata_dir: Path, litdata_s3_dir: str) -> ForkServer:
     cache = litdata_dir.parent / "litdata-cache"
-    fork_server = ForkServer(WORKER, {**os.environ, "LITDATA_DIR": str(litdata_dir), "LITDATA_S3_DIR": litdata_s3_dir, "LITDATA_CACHE_DIR": str(cache)})
+    fork_server = ForkServer(
+        WORKER, {**os.environ, "LITDATA_DIR": str(litdata_dir), "LITDATA_S3_DIR": litdata_s3_dir, "LITDATA_CACHE_DIR": str(cache)}
+    )
     yield fork_server
     fork_server.close()
 
@@ -115,7 +118,11 @@ def assert_identical(expected: Any, actual: Any, where: str = "state") -> None:
     """Every tensor equal with ``torch.equal``, every other value equal, the same structure."""
     if isinstance(expected, torch.Tensor):
         same = isinstance(actual, torch.Tensor) and actual.shape == expected.shape and torch.equal(expected, actual)
-        assert same, f"{where} differs" + (f" (max abs diff {(expected - actual).abs().max():.3g})" if isinstance(actual, torch.Tensor) and actual.shape == expected.shape and expected.is_floating_point() else "")
+        assert same, f"{where} differs" + (
+            f" (max abs diff {(expected - actual).abs().max():.3g})"
+            if isinstance(actual, torch.Tensor) and actual.shape == expected.shape and expected.is_floating_point()
+            else ""
+        )
     elif isinstance(expected, dict):
         assert isinstance(actual, dict) and expected.keys() == actual.keys(), f"{where}: keys differ"
         for key in expected:

@@ -195,4 +195,3 @@ def test_with_a_key_a_forged_commit_of_the_same_step_and_data_is_replaced(url: s
     _forge(store, tmp_path, 20, key=None)
     committed = store.commit(_data(tmp_path, 20), step=20, epoch=0, reason="emergency")
     assert committed.reason == "emergency" and store.latest(check_sha256=True) == committed
-

@@ -25,11 +25,19 @@ def test_no_staging_folder_survives_an_exception_a_normal_end_or_an_emergency_ex
     temp.mkdir()
     url, report = f"file://{tmp_path}/ckpts", tmp_path / "report.json"
     environment = {**os.environ, "TMPDIR": str(temp), KEY_ENV: KEY.hex()}
-    result = subprocess.run([sys.executable, str(WORKER), url, str(tmp_path / "control.json"), str(report)],
-                            env=environment, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, str(WORKER), url, str(tmp_path / "control.json"), str(report)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-3000:]
     assert json.loads(report.read_text()) == {
-        "after_exception": [], "resumed_from": 3, "staging_at_start": [], "after_normal_end": []
+        "after_exception": [],
+        "resumed_from": 3,
+        "staging_at_start": [],
+        "after_normal_end": [],
     }  # the resume file went as soon as it was loaded; the folders at the end of each fit
     assert sorted(path.name for path in temp.iterdir() if path.name.startswith("spotrun-")) == []
     # The callback's store had the job's key: what it committed is signed with it, and nothing else reads as this job's.

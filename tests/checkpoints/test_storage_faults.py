@@ -69,7 +69,9 @@ def test_slowdown_and_dropped_puts_are_retried_and_the_commit_is_sound(s3_bucket
     assert sleeps and max(sleeps) <= 8.0
 
 
-def test_failures_beyond_the_budget_raise_and_leave_older_checkpoints_alone(s3_bucket: str, fault_proxy: FaultProxy, tmp_path: Path) -> None:
+def test_failures_beyond_the_budget_raise_and_leave_older_checkpoints_alone(
+    s3_bucket: str, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
     sleeps = _Sleeps()
     store = _store(s3_bucket, fault_proxy, sleeps, attempts=3, botocore_attempts=1)
     old = store.commit(_data(tmp_path, 10), step=10, epoch=0, reason="periodic")
@@ -79,7 +81,9 @@ def test_failures_beyond_the_budget_raise_and_leave_older_checkpoints_alone(s3_b
     message = str(raised.value)
     assert f"{s3_bucket}/run/step-000000000020/model.ckpt" in message and "upload" in message and "3 attempts" in message
     assert isinstance(raised.value.__cause__, OSError) and is_transient(raised.value.__cause__)
-    assert fault_proxy.count("PUT", r"step-000000000020/model\.ckpt$") == 3 and len(sleeps) == 2, "\n".join(map(str, [s for s in fault_proxy.seen if "000020" in s.target]))
+    assert fault_proxy.count("PUT", r"step-000000000020/model\.ckpt$") == 3 and len(sleeps) == 2, "\n".join(
+        map(str, [s for s in fault_proxy.seen if "000020" in s.target])
+    )
     fault_proxy.clear()
     assert [info.step for info in store.list()] == [10]
     assert store.list()[0].files == old.files and store.problem(old, check_sha256=True) is None
@@ -125,6 +129,7 @@ def test_multipart_checkpoint_through_faults_is_whole(s3_bucket: str, fault_prox
 
 # ------------------------------------------------------------ is_transient on real exceptions
 
+
 def _client_error(code: str, status: int, operation: str = "PutObject") -> botocore.exceptions.ClientError:
     return botocore.exceptions.ClientError(
         {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
@@ -133,8 +138,17 @@ def _client_error(code: str, status: int, operation: str = "PutObject") -> botoc
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("SlowDown", 503), ("ServiceUnavailable", 503), ("InternalError", 500), ("RequestTimeout", 400),
-     ("Throttling", 400), ("ThrottlingException", 400), ("503", 503), ("502", 502), ("SomethingNew", 504)],
+    [
+        ("SlowDown", 503),
+        ("ServiceUnavailable", 503),
+        ("InternalError", 500),
+        ("RequestTimeout", 400),
+        ("Throttling", 400),
+        ("ThrottlingException", 400),
+        ("503", 503),
+        ("502", 502),
+        ("SomethingNew", 504),
+    ],
 )
 def test_transient_s3_codes_as_s3fs_raises_them(code: str, status: int) -> None:
     error = _client_error(code, status)
@@ -145,8 +159,16 @@ def test_transient_s3_codes_as_s3fs_raises_them(code: str, status: int) -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("AccessDenied", 403), ("403", 403), ("InvalidAccessKeyId", 403), ("ExpiredToken", 400),
-     ("NoSuchKey", 404), ("NoSuchBucket", 404), ("InvalidArgument", 400), ("EntityTooLarge", 400)],
+    [
+        ("AccessDenied", 403),
+        ("403", 403),
+        ("InvalidAccessKeyId", 403),
+        ("ExpiredToken", 400),
+        ("NoSuchKey", 404),
+        ("NoSuchBucket", 404),
+        ("InvalidArgument", 400),
+        ("EntityTooLarge", 400),
+    ],
 )
 def test_permanent_s3_codes_are_not_transient(code: str, status: int) -> None:
     assert not is_transient(_client_error(code, status))
@@ -206,4 +228,3 @@ def test_policy_backs_off_exponentially_and_keeps_the_cause() -> None:
 def test_default_store_filesystem_has_bounded_inner_retries(moto_endpoint: str) -> None:
     store = CheckpointStore(f"s3://bucket-{uuid.uuid4().hex[:6]}/x")
     assert store.fs.retries == S3FS_RETRIES and store.fs.config_kwargs == S3_CONFIG_KWARGS
-

@@ -101,17 +101,24 @@ def main() -> None:
     parser.add_argument("--signal-at-step", type=int)
     args = parser.parse_args()
     pl.seed_everything(0)
-    callbacks: list[pl.Callback] = [SpotCheckpoint(
-        args.url, every_steps=args.every_steps, keep=2, control_file=args.control, progress_file=args.progress
-    )]
+    callbacks: list[pl.Callback] = [
+        SpotCheckpoint(args.url, every_steps=args.every_steps, keep=2, control_file=args.control, progress_file=args.progress)
+    ]
     if args.stop_at_step is not None:
         callbacks.append(StopAtStep(args.stop_at_step, args.control))
     if args.signal_rank is not None:
         callbacks.append(SignalAtStep(args.signal_at_step, args.signal_rank))
     distributed = {"strategy": "ddp", "accelerator": "cpu", "devices": 2} if args.ddp else {}
     trainer = pl.Trainer(
-        max_epochs=6, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=0.5, **distributed,
+        max_epochs=6,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=0.5,
+        **distributed,
     )
     trainer.fit(ToyModel(args.step_delay), ToyData())
     if trainer.is_global_zero:

@@ -34,8 +34,9 @@ def template(moto_endpoint: str) -> str:
 
 
 def _request(job: str = "train-1", attempt: int = 1) -> LaunchRequest:
-    return LaunchRequest(job=job, attempt=attempt, token=f"{job}-{uuid.uuid4().hex[:8]}", agent_command=(),
-                         tags={TAG_JOB: job, "team": "vision"})
+    return LaunchRequest(
+        job=job, attempt=attempt, token=f"{job}-{uuid.uuid4().hex[:8]}", agent_command=(), tags={TAG_JOB: job, "team": "vision"}
+    )
 
 
 def _instances(moto_endpoint: str, **filters: str) -> list[dict]:
@@ -50,7 +51,9 @@ def test_offers_are_every_type_and_zone_cheapest_first(fault_proxy: FaultProxy, 
     provider = provider_behind(fault_proxy, template)
     offers = provider.offers(OfferRequest(("g5.xlarge", "g6.xlarge"), Market.SPOT))
     assert [(o.instance_type, o.zone, o.price_usd_per_hour) for o in offers] == [
-        ("g6.xlarge", "us-east-1a", 0.31), ("g5.xlarge", "us-east-1b", 0.39), ("g5.xlarge", "us-east-1a", 0.45),
+        ("g6.xlarge", "us-east-1a", 0.31),
+        ("g5.xlarge", "us-east-1b", 0.39),
+        ("g5.xlarge", "us-east-1a", 0.45),
     ]
     # Pricing API is not served by moto: the dated table answers, and offers carry it.
     assert offers[1].on_demand_price_usd_per_hour == pytest.approx(1.006)

@@ -100,7 +100,9 @@ def test_exit_code_environment_and_workdir_of_an_agent_that_ends_by_itself(
     workdir.mkdir()
     instance = provider.launch(
         offer(provider),
-        launch_request("exits", agent.command("--exit-after-s", "0", "--exit-code", "3"), env={"FAKE_AGENT_MARKER": "m"}, workdir=str(workdir)),
+        launch_request(
+            "exits", agent.command("--exit-after-s", "0", "--exit-code", "3"), env={"FAKE_AGENT_MARKER": "m"}, workdir=str(workdir)
+        ),
     )
     assert instance.instance_id == instance_id_for("exits")
     status = wait_until(lambda: ended(provider, instance.instance_id), what="the instance to end")
@@ -123,9 +125,7 @@ def test_an_agent_that_cannot_start_ends_the_instance_with_127(make_provider: Ma
     assert "/nonexistent/agent" in provider.agent_log_path(instance.instance_id).read_text()
 
 
-def test_launching_a_token_twice_gives_one_instance_and_one_process(
-    make_provider: MakeProvider, fake_agent: Callable, home: Path
-) -> None:
+def test_launching_a_token_twice_gives_one_instance_and_one_process(make_provider: MakeProvider, fake_agent: Callable, home: Path) -> None:
     agent = fake_agent("agent")
     provider = make_provider()
     first = provider.launch(offer(provider), launch_request("once", agent.command()))
@@ -144,7 +144,9 @@ def test_scheduled_interruption_rebalance_notice_then_kill_of_the_whole_group(
     # seed 4, job "preempted", attempt 1 draw 1.09 s from an exponential with mean 2 s.
     provider = make_provider(preempt_every_s=2.0, seed=4, notice_s=1.0, rebalance_lead_s=0.5)
     agent = fake_agent("agent")
-    instance = provider.launch(offer(provider), launch_request("preempted", agent.command("--grandchild", "--training-starts-after-s", "0")))
+    instance = provider.launch(
+        offer(provider), launch_request("preempted", agent.command("--grandchild", "--training-starts-after-s", "0"))
+    )
     grandchild = agent.wait_for("grandchild")
     status = wait_until(lambda: ended(provider, instance.instance_id), timeout_s=15, what="the interruption")
     assert (status.end_reason, status.exit_code) == (EndReason.SPOT_INTERRUPTION, None)
@@ -231,7 +233,9 @@ def test_interruption_schedule_comes_from_seed_job_and_attempt_and_spares_on_dem
 
     def draw(seed: int, job: str, attempt: int = 1) -> float | None:
         other = tmp_path / f"other-{seed}-{job}-{attempt}"
-        replay = LocalProvider(other, preempt_every_s=30.0, notice_s=1.0, seed=seed, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0)
+        replay = LocalProvider(
+            other, preempt_every_s=30.0, notice_s=1.0, seed=seed, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0
+        )
         request = launch_request(f"another token {seed}", ("true",), job=job, attempt=attempt)
         return spec_of(other, replay.launch(offer(replay), request).instance_id).interrupt_after_s
 
@@ -308,9 +312,7 @@ def test_a_host_that_dies_alone_takes_its_orphaned_agent_with_it_at_the_next_pol
     wait_until(lambda: not is_alive(started["pid"], started["start_ticks"]), what="the orphaned agent to be killed")
 
 
-def test_terminate_stops_the_agent_group_and_is_idempotent(
-    make_provider: MakeProvider, fake_agent: Callable, wait_until: Callable
-) -> None:
+def test_terminate_stops_the_agent_group_and_is_idempotent(make_provider: MakeProvider, fake_agent: Callable, wait_until: Callable) -> None:
     provider = make_provider()
     agent = fake_agent("agent")
     instance = provider.launch(offer(provider), launch_request("stop", agent.command("--grandchild")))
@@ -325,9 +327,7 @@ def test_terminate_stops_the_agent_group_and_is_idempotent(
 
 
 @pytest.mark.slow
-def test_terminate_kills_an_agent_that_ignores_sigterm_after_the_grace_period(
-    make_provider: MakeProvider, fake_agent: Callable
-) -> None:
+def test_terminate_kills_an_agent_that_ignores_sigterm_after_the_grace_period(make_provider: MakeProvider, fake_agent: Callable) -> None:
     provider = make_provider()
     agent = fake_agent("agent")
     instance = provider.launch(offer(provider), launch_request("stubborn", agent.command("--ignore-term")))
@@ -367,8 +367,19 @@ def test_a_launch_whose_host_never_started_is_pending_then_lost(make_provider: M
     files = InstanceFiles.of(home, instance_id)
     files.root.mkdir(parents=True)
     spec = InstanceSpec(
-        instance_id=instance_id, token="half-launched", job="job", attempt=1, offer=offer(provider), agent_command=("true",),
-        env={}, workdir="/", tags={}, launched_at=now[0], interrupt_after_s=None, notice_s=1.0, rebalance_lead_s=1.0,
+        instance_id=instance_id,
+        token="half-launched",
+        job="job",
+        attempt=1,
+        offer=offer(provider),
+        agent_command=("true",),
+        env={},
+        workdir="/",
+        tags={},
+        launched_at=now[0],
+        interrupt_after_s=None,
+        notice_s=1.0,
+        rebalance_lead_s=1.0,
     )
     write_json_atomic(files.spec, spec.to_json())
 
@@ -419,13 +430,9 @@ print(provider.launch(offer, LaunchRequest(job="job", attempt=1, token="survivor
 """
 
 
-def test_the_instance_outlives_the_process_that_launched_it(
-    make_provider: MakeProvider, fake_agent: Callable, home: Path
-) -> None:
+def test_the_instance_outlives_the_process_that_launched_it(make_provider: MakeProvider, fake_agent: Callable, home: Path) -> None:
     agent = fake_agent("agent")
-    launcher = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, str(home), *agent.command()], capture_output=True, text=True, timeout=60
-    )
+    launcher = subprocess.run([sys.executable, "-c", LAUNCHER, str(home), *agent.command()], capture_output=True, text=True, timeout=60)
     assert launcher.returncode == 0, launcher.stderr
     instance_id = launcher.stdout.strip()
 

@@ -127,7 +127,12 @@ def test_every_instance_is_tagged_with_its_job_attempt_token_and_place_in_the_ga
     single = provider.instance_tags(_request("job-3"))
 
     assert tags == {
-        "team": "vision", TAG_JOB: "job", TAG_ATTEMPT: "3", TAG_TOKEN: "job-3-n1", TAG_NODE: "1", TAG_RENDEZVOUS: "10.0.0.5:29500",
+        "team": "vision",
+        TAG_JOB: "job",
+        TAG_ATTEMPT: "3",
+        TAG_TOKEN: "job-3-n1",
+        TAG_NODE: "1",
+        TAG_RENDEZVOUS: "10.0.0.5:29500",
     }
     assert TAG_NODE not in single and TAG_RENDEZVOUS not in single
 
@@ -188,4 +193,6 @@ def test_a_forecast_before_anything_is_measured_uses_its_providers_priors(make_p
     assert local is not None and never is not None and aws is not None
     assert (local.expected_preemptions, local.overhead_s) == (2.0, 3 * 15.0)  # two restarts expected, and the first start
     assert (never.expected_preemptions, never.overhead_s) == (0.0, 15.0)
-    assert aws.expected_preemptions == pytest.approx(60.0 / (24 * 3600.0)) and aws.overhead_s == pytest.approx(300.0 * (1 + 60.0 / (24 * 3600.0)))
+    assert aws.expected_preemptions == pytest.approx(60.0 / (24 * 3600.0)) and aws.overhead_s == pytest.approx(
+        300.0 * (1 + 60.0 / (24 * 3600.0))
+    )

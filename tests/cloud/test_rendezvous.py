@@ -98,8 +98,17 @@ def test_a_local_gangs_rendezvous_and_collectives_listen_on_loopback_only(make_p
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER],
-            env={**marked, **held[node].env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nodes), "RANK": str(node)},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={
+                **marked,
+                **held[node].env,
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "WORLD_SIZE": str(nodes),
+                "RANK": str(node),
+            },
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for node in range(nodes)
     ]

@@ -141,7 +141,9 @@ MODEL_ARGS = {"lr": 0.05, "hidden": [2048, 2048], "dropout": 0.2, "patience": 4}
 DATA_ARGS = {"batch_size": 32}
 STEPS_PER_EPOCH = 45  # ceil(1438 training digits / 32)
 # The same model, data and seed through the user's own script: the same weights are expected.
-COMMAND = f"python examples/custom_script/train.py --max-epochs {TRAINER['max_epochs']} --batch-size 32 --hidden 2048 2048 --patience 4 --lr 0.05"
+COMMAND = (
+    f"python examples/custom_script/train.py --max-epochs {TRAINER['max_epochs']} --batch-size 32 --hidden 2048 2048 --patience 4 --lr 0.05"
+)
 
 
 def digits_spec(name: str, *, command: bool = False) -> dict[str, Any]:

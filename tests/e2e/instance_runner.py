@@ -84,9 +84,24 @@ class InstanceRunner:
         endpoint = metadata.start()
         log = open(self.logs / f"{instance_id}.log", "wb")  # noqa: SIM115 - owned by the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "runner", "agent", "--from-instance-tags", "--metadata-endpoint", endpoint,
-             "--poll-interval", "0.5", "--heartbeat-interval", "1"],
-            cwd=REPO, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "agent",
+                "--from-instance-tags",
+                "--metadata-endpoint",
+                endpoint,
+                "--poll-interval",
+                "0.5",
+                "--heartbeat-interval",
+                "1",
+            ],
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return RunningInstance(instance_id, tags, zone, metadata, process)
 

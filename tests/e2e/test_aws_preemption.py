@@ -53,7 +53,12 @@ def _step(url: str) -> int:
 
 
 def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
-    harness: Harness, aws_job: InstanceRunner, fault_proxy: FaultProxy, s3_bucket: str, moto_endpoint: str, tmp_path: Path,
+    harness: Harness,
+    aws_job: InstanceRunner,
+    fault_proxy: FaultProxy,
+    s3_bucket: str,
+    moto_endpoint: str,
+    tmp_path: Path,
 ) -> None:
     runner = aws_job
     reference_url = f"{s3_bucket}/reference"
@@ -65,13 +70,20 @@ def test_aws_job_survives_two_interruptions_and_a_capacity_error_bit_exactly(
     assert harness.wait_for_exit(process, 300) == 0, harness.controller_output()[-4000:]
 
     url = f"{s3_bucket}/digits"
-    spec = {**reference, "name": "digits", "team": "vision", "tags": {"project": "e2e"}, "checkpoint": {**reference["checkpoint"], "url": url}}
+    spec = {
+        **reference,
+        "name": "digits",
+        "team": "vision",
+        "tags": {"project": "e2e"},
+        "checkpoint": {**reference["checkpoint"], "url": url},
+    }
     process = harness.start("run", str(harness.write_spec(spec)))
     total = EPOCHS * STEPS_PER_EPOCH
     for at_step in (total // 4, total // 2):
         instance = wait_until(
             lambda at_step=at_step: next((i for i in runner.running() if i.tags[TAG_JOB] == "digits" and _step(url) >= at_step), None),
-            timeout_s=180, what=f"digits training past step {at_step}",
+            timeout_s=180,
+            what=f"digits training past step {at_step}",
         )
         if at_step == total // 2:
             # The relaunch after this interruption finds its first offer (the cheapest zone) out of capacity.
@@ -117,9 +129,7 @@ def test_aws_gang_launches_both_nodes_in_one_zone_with_their_ranks_and_rank_0_as
 
     mine = [{"Name": f"tag:{TAG_JOB}", "Values": ["gang"]}, {"Name": f"tag:{TAG_STORE}", "Values": [harness.store.store_id()]}]
     described = ec2_client(moto_endpoint).describe_instances(Filters=mine)  # the moto server is shared by every test
-    instances = {
-        {t["Key"]: t["Value"] for t in i["Tags"]}["spotrun:node"]: i for r in described["Reservations"] for i in r["Instances"]
-    }
+    instances = {{t["Key"]: t["Value"] for t in i["Tags"]}["spotrun:node"]: i for r in described["Reservations"] for i in r["Instances"]}
     assert sorted(instances) == ["0", "1"]
     assert len({i["Placement"]["AvailabilityZone"] for i in instances.values()}) == 1
     rank0_address = instances["0"]["PrivateIpAddress"]
@@ -127,7 +137,10 @@ def test_aws_gang_launches_both_nodes_in_one_zone_with_their_ranks_and_rank_0_as
     env0, env1 = (json.loads(path.read_text()) for path in seen)
     assert env0 == {"NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2"}
     assert env1 == {"NODE_RANK": "1", "MASTER_ADDR": rank0_address, "MASTER_PORT": "29500", "WORLD_SIZE": "2"}
-    assert {row.node: row.address for row in harness.store.intervals("gang")} == {0: f"{rank0_address}:29500", 1: instances["1"]["PrivateIpAddress"]}
+    assert {row.node: row.address for row in harness.store.intervals("gang")} == {
+        0: f"{rank0_address}:29500",
+        1: instances["1"]["PrivateIpAddress"],
+    }
 
     assert harness.cli("cancel", "gang").exit_code == 0
     assert harness.wait_for_exit(process, 120) == 1

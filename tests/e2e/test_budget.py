@@ -70,7 +70,9 @@ def test_budget_exhausted_stops_with_a_checkpoint_and_resume_finishes_bit_exactl
     checkpoint = latest(job.checkpoint_url)
     assert checkpoint is not None and total_steps // 5 <= checkpoint.step < total_steps and not checkpoint.final
     progress = job.training_progress
-    assert progress is not None and checkpoint.step == progress.checkpoint_step == progress.step  # the stop checkpointed where training stood
+    assert (
+        progress is not None and checkpoint.step == progress.checkpoint_step == progress.step
+    )  # the stop checkpointed where training stood
     provider = LocalProvider(harness.home, preempt_every_s=0, notice_s=0, seed=0, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0)
     assert provider.poll([attempt.instance_id])[attempt.instance_id].state.value == "terminated"
     kinds = [event.kind for _, event in harness.store.events(name)]

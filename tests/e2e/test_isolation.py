@@ -99,7 +99,9 @@ def test_another_jobs_instance_cannot_finish_stop_or_reprogram_a_job(
     wait_until(lambda: not list(scratch.glob("spotrun-b-2-*")), timeout_s=20, what="the cancelled agent's scratch folder to go")
 
 
-def test_a_budgeted_job_whose_controller_is_killed_stops_within_one_horizon(harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_budgeted_job_whose_controller_is_killed_stops_within_one_horizon(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))  # the agent's scratch folders go here, and must go again
@@ -116,15 +118,18 @@ def test_a_budgeted_job_whose_controller_is_killed_stops_within_one_horizon(harn
     provider = LocalProvider(harness.home, preempt_every_s=0, notice_s=0, seed=0, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0)
     status = wait_until(
         lambda: (found := provider.poll([row.instance_id])[row.instance_id]).state is InstanceState.TERMINATED and found,
-        timeout_s=60, what="the unwatched instance to stop by itself",
+        timeout_s=60,
+        what="the unwatched instance to stop by itself",
     )
 
     # The training ignores stop requests (no spotrun callback), so it is ended after the stop grace.
     assert status.ended_at is not None and status.ended_at - killed_at <= horizon_s + stop_grace_s + 3.0, status.ended_at - killed_at
     unwatched_usd = (status.ended_at - killed_at) * spot_usd_per_hour / 3600
     assert unwatched_usd <= (horizon_s + stop_grace_s + 3.0) * spot_usd_per_hour / 3600
-    log = CheckpointStore(harness.job("unwatched").checkpoint_url).fs.cat_file(
-        CheckpointStore(harness.job("unwatched").checkpoint_url).spotrun_path("logs/attempt-0001.log")
-    ).decode()
+    log = (
+        CheckpointStore(harness.job("unwatched").checkpoint_url)
+        .fs.cat_file(CheckpointStore(harness.job("unwatched").checkpoint_url).spotrun_path("logs/attempt-0001.log"))
+        .decode()
+    )
     assert "spending horizon ran out unrenewed" in log, log[-2000:]
     assert not list(scratch.glob("spotrun-*")), list(scratch.iterdir())

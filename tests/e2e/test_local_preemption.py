@@ -27,6 +27,7 @@ from .conftest import (
 
 pytestmark = pytest.mark.e2e
 
+
 def _running_attempt_at(harness: Harness, name: str, step: int) -> int | None:
     """The number of the attempt that is training at or past ``step``, per its own heartbeat."""
     attempts = harness.store.attempts(name)
@@ -47,6 +48,7 @@ def preempt_at_random_steps(
     # interruption lands on a new attempt's progress, and all before the last 30 % of the run.
     steps = sorted(rng.sample(range(total_steps // 10, total_steps * 7 // 10, 40), len(plan)))
     for action, step in zip(plan, steps, strict=True):
+
         def training_past_step(step: int = step) -> int | None:
             if controller.poll() is not None:
                 raise AssertionError(f"the controller exited early:\n{harness.controller_output()[-4000:]}")
@@ -55,7 +57,9 @@ def preempt_at_random_steps(
         number = wait_until(training_past_step, timeout_s=180, what=f"{name} training at step {step}")
         result = harness.cli("interrupt", name, *(["--no-notice"] if action == "kill" else []))
         assert result.exit_code == 0, result.output
-        wait_until(lambda number=number: not harness.store.attempts(name)[number - 1].is_open, timeout_s=60, what=f"attempt {number} to end")
+        wait_until(
+            lambda number=number: not harness.store.attempts(name)[number - 1].is_open, timeout_s=60, what=f"attempt {number} to end"
+        )
     return plan
 
 
@@ -125,7 +129,9 @@ def test_killed_controller_is_resumed_without_duplicate_instances(harness: Harne
     instance = harness.store.attempts(name)[0].instance_id
     from cloud.local import LocalProvider
 
-    provider = LocalProvider(harness.home, preempt_every_s=0, notice_s=2, seed=0, spot_price_usd_per_hour=0.45, on_demand_price_usd_per_hour=1.0)
+    provider = LocalProvider(
+        harness.home, preempt_every_s=0, notice_s=2, seed=0, spot_price_usd_per_hour=0.45, on_demand_price_usd_per_hour=1.0
+    )
     wait_until(lambda: provider.poll([instance])[instance].state.value == "terminated", timeout_s=60, what="the preempted instance to go")
     assert len(harness.store.attempts(name)) == 1
 
@@ -145,11 +151,19 @@ def test_a_second_controller_for_the_same_job_follows_it_and_takes_over_when_the
     first_id = harness.job(name).lease_owner
     second = harness.start("resume", name)
     try:
-        wait_until(lambda: f"driven by controller {first_id}; following it" in harness.controller_output(), timeout_s=60, what="the second to follow")
+        wait_until(
+            lambda: f"driven by controller {first_id}; following it" in harness.controller_output(),
+            timeout_s=60,
+            what="the second to follow",
+        )
         assert second.poll() is None and harness.job(name).lease_owner == first_id
         first.send_signal(signal.SIGINT)
         assert first.wait(timeout=60) == 130
-        taken = wait_until(lambda: harness.job(name).lease_owner not in (None, first_id) and harness.job(name).lease_owner, timeout_s=30, what="the second to take over")
+        taken = wait_until(
+            lambda: harness.job(name).lease_owner not in (None, first_id) and harness.job(name).lease_owner,
+            timeout_s=30,
+            what="the second to take over",
+        )
         assert harness.cli("cancel", name).exit_code == 0  # the second, now driving, terminates the instance
         assert harness.wait_for_exit(second, 60) == 1  # the job ended, not SUCCEEDED
     finally:
@@ -176,7 +190,9 @@ def test_detached_job_cancelled_through_its_controller_leaves_no_instance(harnes
 
     attempts = harness.store.attempts(name)
     assert [attempt.outcome for attempt in attempts] == [Outcome.CANCELLED]
-    provider = LocalProvider(harness.home, preempt_every_s=0, notice_s=2, seed=0, spot_price_usd_per_hour=0.45, on_demand_price_usd_per_hour=1.0)
+    provider = LocalProvider(
+        harness.home, preempt_every_s=0, notice_s=2, seed=0, spot_price_usd_per_hour=0.45, on_demand_price_usd_per_hour=1.0
+    )
     instance = attempts[0].instance_id
     assert provider.poll([instance])[instance].state.value == "terminated"
     assert harness.cli("cancel", name).exit_code == 2  # already ended: bad request, said plainly

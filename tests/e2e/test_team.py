@@ -50,7 +50,11 @@ def _start_controller(harness: Harness) -> tuple[subprocess.Popen[str], str]:
     """`spotrun controller` as its own process; its owner id from its first line of output."""
     process = harness.start("controller")
     log = sorted(harness.tmp.glob("controller-*.log"))[-1]
-    banner = wait_until(lambda: next((line for line in log.read_text().splitlines() if line.startswith("controller ")), None), timeout_s=60, what="the controller's banner")
+    banner = wait_until(
+        lambda: next((line for line in log.read_text().splitlines() if line.startswith("controller ")), None),
+        timeout_s=60,
+        what="the controller's banner",
+    )
     return process, banner.split()[1]
 
 
@@ -108,19 +112,27 @@ def test_a_killed_controllers_jobs_are_adopted_within_the_lease_and_resume_exact
     doomed, doomed_id = _start_controller(harness)
     monkeypatch.delenv("SPOTRUN_CONTROLLER_NAME")
     assert doomed_id.startswith("another-machine:")
-    wait_until(lambda: all(store.job(name).lease_owner == doomed_id for name in names), timeout_s=60, what="the first controller to take both jobs")
+    wait_until(
+        lambda: all(store.job(name).lease_owner == doomed_id for name in names), timeout_s=60, what="the first controller to take both jobs"
+    )
     survivor, survivor_id = _start_controller(harness)
     wait_until(lambda: all(step_of(store.job(name).progress) >= 60 for name in names), timeout_s=180, what="both jobs to train a while")
 
     doomed.send_signal(signal.SIGKILL)
     killed_at = time.time()
     doomed.wait(timeout=30)
-    wait_until(lambda: all(store.job(name).lease_owner == survivor_id for name in names), timeout_s=lease_s + 30, what="the survivor to adopt both jobs")
+    wait_until(
+        lambda: all(store.job(name).lease_owner == survivor_id for name in names),
+        timeout_s=lease_s + 30,
+        what="the survivor to adopt both jobs",
+    )
     for name in names:
         adoption = next(event for event in _controller_events(store, name) if event.kind == "lease" and event.actor == survivor_id)
         assert adoption.data["from"] == doomed_id
         latency_s = adoption.time - killed_at
-        print(f"{name}: adopted {latency_s:.1f}s after the kill (lease {lease_s:.0f}s)")  # the figure reported in the issue note (pytest -s)
+        print(
+            f"{name}: adopted {latency_s:.1f}s after the kill (lease {lease_s:.0f}s)"
+        )  # the figure reported in the issue note (pytest -s)
         assert adoption.data["expired_s"] >= 0 and latency_s <= lease_s + 3.0, f"{name} adopted {latency_s:.1f}s after the kill"
 
     assert harness.cli("interrupt", "team-a").exit_code == 0  # the adopter must also relaunch and resume from a checkpoint

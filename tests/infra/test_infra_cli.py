@@ -70,7 +70,11 @@ def test_up_show_down_on_a_stand_in_module(spotrun_home: Path, terraform_config:
     assert re.search(r"terraform_data\.infra: Creation complete after \d+s \[id=", up.stderr)  # brackets are not taken for markup
     assert json.loads((spotrun_home / "infra" / "outputs.json").read_text()) == outputs
     settings = aws_settings(spotrun_home, store_id="store-1")  # what `spotrun run` launches from
-    assert (settings.region, settings.launch_template_id, settings.subnet_ids) == ("us-east-1", "lt-0123456789abcdef0", ("subnet-0a", "subnet-0b"))
+    assert (settings.region, settings.launch_template_id, settings.subnet_ids) == (
+        "us-east-1",
+        "lt-0123456789abcdef0",
+        ("subnet-0a", "subnet-0b"),
+    )
     # The module was given a wheel of the spotrun running this test, built for the instances to install.
     [wheel] = (spotrun_home / "infra" / "terraform" / WHEEL_DIR).glob("*.whl")
     assert outputs["spotrun_wheel_sha256"] == sha256_of(wheel)

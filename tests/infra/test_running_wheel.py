@@ -42,8 +42,14 @@ def test_the_wheel_is_the_running_code_and_the_same_bytes_every_time(running_whe
     entries = _entries(running_wheel)
     here = Path(cloud.running_wheel.__file__).resolve()
     root = here.parent.parent  # where the packages that run here live
-    for name in ("cloud/running_wheel.py", "cloud/rendezvous.py", "runner/gc.py", "runner/infra_cli.py", "terraform/main.tf",
-                 "terraform/user_data.sh.tftpl"):
+    for name in (
+        "cloud/running_wheel.py",
+        "cloud/rendezvous.py",
+        "runner/gc.py",
+        "runner/infra_cli.py",
+        "terraform/main.tf",
+        "terraform/user_data.sh.tftpl",
+    ):
         assert entries[name] == (root / name).read_bytes(), name
     assert not [name for name in entries if "__pycache__" in name or name.startswith("tests/")]
     distribution = running_distribution()

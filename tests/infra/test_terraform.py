@@ -49,7 +49,9 @@ def test_init_apply_outputs_destroy_round_trip(tmp_path: Path, terraform_config:
 
 @needs_terraform
 def test_a_failing_apply_carries_terraforms_message(tmp_path: Path, terraform_config: Path) -> None:
-    source = write_module(tmp_path / "refusing", """
+    source = write_module(
+        tmp_path / "refusing",
+        """
 variable "allowed" {
   type    = bool
   default = false
@@ -63,11 +65,15 @@ resource "terraform_data" "guarded" {
     }
   }
 }
-""")
+""",
+    )
     terraform = _module(tmp_path, source)
     terraform.init()
 
-    with pytest.raises(TerraformError, match=r"terraform apply failed in .*: Resource precondition failed: The guarded resource needs allowed = true\. \(main\.tf:\d+\)"):
+    with pytest.raises(
+        TerraformError,
+        match=r"terraform apply failed in .*: Resource precondition failed: The guarded resource needs allowed = true\. \(main\.tf:\d+\)",
+    ):
         terraform.apply()
     assert not terraform.outputs_file.exists()
 
@@ -103,7 +109,9 @@ def test_missing_outputs_are_named(tmp_path: Path, terraform_config: Path) -> No
 
 @needs_terraform
 def test_init_replaces_the_old_copy_of_the_module_and_keeps_the_state(
-    tmp_path: Path, terraform_config: Path, stand_in_module: Path,
+    tmp_path: Path,
+    terraform_config: Path,
+    stand_in_module: Path,
 ) -> None:
     (stand_in_module / "extra.tf").write_text('output "extra" {\n  value = 1\n}\n')
     _module(tmp_path, stand_in_module).init()

@@ -44,9 +44,15 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     client = MetadataClient(os.environ["SPOTRUN_IMDS_ENDPOINT"])
     record(
-        "started", pid=os.getpid(), pgid=os.getpgid(0), start_ticks=process_start_ticks(os.getpid()),
-        instance_id=os.environ.get("SPOTRUN_INSTANCE_ID"), metadata_instance_id=client.instance_id(),
-        cwd=os.getcwd(), marker=os.environ.get("FAKE_AGENT_MARKER"), omp_threads=os.environ.get("OMP_NUM_THREADS"),
+        "started",
+        pid=os.getpid(),
+        pgid=os.getpgid(0),
+        start_ticks=process_start_ticks(os.getpid()),
+        instance_id=os.environ.get("SPOTRUN_INSTANCE_ID"),
+        metadata_instance_id=client.instance_id(),
+        cwd=os.getcwd(),
+        marker=os.environ.get("FAKE_AGENT_MARKER"),
+        omp_threads=os.environ.get("OMP_NUM_THREADS"),
     )
     if args.grandchild:
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -58,7 +64,11 @@ def main() -> int:
         if not rebalance_seen and (rebalance := client.rebalance()) is not None:
             rebalance_seen = True
             record("rebalance", notice_time=rebalance.timestamp())
-        if args.training_starts_after_s is not None and not training_reported and time.monotonic() - started >= args.training_starts_after_s:
+        if (
+            args.training_starts_after_s is not None
+            and not training_reported
+            and time.monotonic() - started >= args.training_starts_after_s
+        ):
             training_reported = True
             now = time.time()
             write_json_atomic(Path(os.environ[TRAINING_STARTED_FILE_ENV]), {"time": now})

@@ -20,9 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
-_ERROR_MESSAGES = {"SlowDown": "Please reduce your request rate.", "AccessDenied": "Access Denied",
-                   "InternalError": "We encountered an internal error. Please try again.",
-                   "ServiceUnavailable": "Service is unable to handle request."}
+_ERROR_MESSAGES = {
+    "SlowDown": "Please reduce your request rate.",
+    "AccessDenied": "Access Denied",
+    "InternalError": "We encountered an internal error. Please try again.",
+    "ServiceUnavailable": "Service is unable to handle request.",
+}
 
 
 @dataclass
@@ -77,13 +80,13 @@ class FaultProxy:
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def error(self, method: str, path: str, *, status: int = 503, code: str = "SlowDown",
-              times: int | None = None, for_s: float | None = None) -> None:
+    def error(
+        self, method: str, path: str, *, status: int = 503, code: str = "SlowDown", times: int | None = None, for_s: float | None = None
+    ) -> None:
         """Answer matching requests with an S3 XML error, for the next ``times`` or for ``for_s`` seconds."""
         self._add(Rule(method, path, "error", status=status, code=code), times, for_s)
 
-    def drop(self, method: str, path: str, *, times: int | None = None, for_s: float | None = None,
-             forward_first: bool = False) -> None:
+    def drop(self, method: str, path: str, *, times: int | None = None, for_s: float | None = None, forward_first: bool = False) -> None:
         """Close the connection without an answer (after moto did the request, if ``forward_first``)."""
         self._add(Rule(method, path, "drop", forward_first=forward_first), times, for_s)
 
@@ -91,8 +94,9 @@ class FaultProxy:
         """Send moto's status and headers but only half of its body, then close the connection."""
         self._add(Rule(method, path, "truncate"), times, for_s)
 
-    def ec2_error(self, action: str, code: str, *, status: int = 400, when: str | None = None,
-                  times: int | None = None, for_s: float | None = None) -> None:
+    def ec2_error(
+        self, action: str, code: str, *, status: int = 400, when: str | None = None, times: int | None = None, for_s: float | None = None
+    ) -> None:
         """Answer EC2 ``action`` calls (whose body also matches ``when``) with an EC2 error ``code``."""
         body = f"Action={action}(&|$)" if when is None else f"(?=.*Action={action}(&|$))(?=.*{when})"
         self._add(Rule("POST", ".", "error", status=status, code=code, body=body, ec2=True), times, for_s)
@@ -216,8 +220,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self._answer(status, reason, headers, payload[: len(payload) // 2], declared=len(payload))
                 self._hang_up()
 
-        def _answer(self, status: int, reason: str, headers: list[tuple[str, str]], payload: bytes,
-                    declared: int | None = None) -> None:
+        def _answer(self, status: int, reason: str, headers: list[tuple[str, str]], payload: bytes, declared: int | None = None) -> None:
             self.send_response_only(status, reason)
             for name, value in headers:
                 if name.lower() in _HOP_BY_HOP or (name.lower() == "content-length" and self.command != "HEAD"):
@@ -256,5 +259,3 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
     return Handler
-
-

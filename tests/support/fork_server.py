@@ -27,8 +27,13 @@ class ForkServer:
 
     def __init__(self, worker: Path, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(worker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-            cwd=worker.parent, env=env,
+            [sys.executable, str(worker)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            cwd=worker.parent,
+            env=env,
         )
 
     def start(self, **request: Any) -> int:
@@ -75,4 +80,3 @@ def _run(train: Callable[[dict[str, Any]], None], request: dict[str, Any]) -> in
     except BaseException:
         traceback.print_exc()
         return 1
-

@@ -41,18 +41,47 @@ def add_interval(
     """Open an interval as the controller does at launch and, with ``end``, close it at the given cost."""
     if not any(existing.name == job for existing in store.jobs()):
         store.create_job(unchecked_spec(job), spec_path=f"{job}.yaml", checkpoint_url=f"file:///tmp/{job}")
-    store.set_launched(Interval(
-        job=job, attempt=attempt, node=0, instance_id=f"i-{job[:8]}{attempt:04d}", provider=provider, instance_type=instance_type,
-        zone=zone, market=market, gpus=gpus, price_usd_per_hour=price, on_demand_price_usd_per_hour=on_demand_price,
-        requested_at=start if requested_at is None else requested_at, start=start, end=None, end_reason=None, outcome=None,
-        cost_usd=None, on_demand_usd=None, prices=((start, price),), productive_at=None, work_lost_s=None, steps_lost=None,
-        team=team, tags=tags or {}, launched_by=launched_by,
-    ))
+    store.set_launched(
+        Interval(
+            job=job,
+            attempt=attempt,
+            node=0,
+            instance_id=f"i-{job[:8]}{attempt:04d}",
+            provider=provider,
+            instance_type=instance_type,
+            zone=zone,
+            market=market,
+            gpus=gpus,
+            price_usd_per_hour=price,
+            on_demand_price_usd_per_hour=on_demand_price,
+            requested_at=start if requested_at is None else requested_at,
+            start=start,
+            end=None,
+            end_reason=None,
+            outcome=None,
+            cost_usd=None,
+            on_demand_usd=None,
+            prices=((start, price),),
+            productive_at=None,
+            work_lost_s=None,
+            steps_lost=None,
+            team=team,
+            tags=tags or {},
+            launched_by=launched_by,
+        )
+    )
     if productive_at is not None:
         store.set_productive(job, attempt, productive_at)
     if end is not None:
         store.close_interval(
-            job, attempt, end=end, end_reason="spot-interruption" if outcome is Outcome.PREEMPTED else "exited",
-            outcome=outcome, cost_usd=cost_usd, on_demand_usd=on_demand_usd, prices=((start, price),),
-            work_lost_s=work_lost_s, steps_lost=None,
+            job,
+            attempt,
+            end=end,
+            end_reason="spot-interruption" if outcome is Outcome.PREEMPTED else "exited",
+            outcome=outcome,
+            cost_usd=cost_usd,
+            on_demand_usd=on_demand_usd,
+            prices=((start, price),),
+            work_lost_s=work_lost_s,
+            steps_lost=None,
         )

@@ -160,8 +160,9 @@ class PostgresServer:
 
         if not self.running:
             raise RuntimeError("PostgresServer is not running")
-        with psycopg.connect(host=self.host, port=self.port, user=SUPERUSER, password=self.password,
-                             dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            host=self.host, port=self.port, user=SUPERUSER, password=self.password, dbname="postgres", autocommit=True, connect_timeout=10
+        ) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
@@ -175,8 +176,10 @@ class PostgresServer:
             raise RuntimeError("PostgresServer already started")
         bindir = self._bindir or find_postgres_bindir()
         if bindir is None:
-            raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: "
-                               "install Debian's `postgresql` package or put initdb on PATH")
+            raise RuntimeError(
+                "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: "
+                "install Debian's `postgresql` package or put initdb on PATH"
+            )
         self._bindir = bindir
         self._run_as = self._unprivileged_user() if os.geteuid() == 0 else None
         self._tmp = Path(tempfile.mkdtemp(prefix="spotrun-pg-", dir=self._temp_parent()))
@@ -202,8 +205,7 @@ class PostgresServer:
             return
         if (tmp / "data" / "postmaster.pid").exists():
             try:
-                self._run([self._tool("pg_ctl"), "-D", str(tmp / "data"), "-m", "immediate",
-                           "-w", "-t", str(_WAIT_S), "stop"], cwd=tmp)
+                self._run([self._tool("pg_ctl"), "-D", str(tmp / "data"), "-m", "immediate", "-w", "-t", str(_WAIT_S), "stop"], cwd=tmp)
             except (RuntimeError, subprocess.TimeoutExpired):
                 self._kill_postmaster(tmp / "data" / "postmaster.pid")
         self.port = None
@@ -212,8 +214,7 @@ class PostgresServer:
     def __enter__(self) -> PostgresServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     # ----------------------------------------------------------------- internals
@@ -227,8 +228,9 @@ class PostgresServer:
                 return pwd.getpwnam(name)
             except KeyError:
                 continue
-        raise RuntimeError("running as root, and neither a `postgres` nor a `nobody` user exists "
-                           "to run PostgreSQL as (it refuses to run as root)")
+        raise RuntimeError(
+            "running as root, and neither a `postgres` nor a `nobody` user exists to run PostgreSQL as (it refuses to run as root)"
+        )
 
     def _temp_parent(self) -> str | None:
         """Where mkdtemp puts the folder: the usual temp dir, unless we are root and that dir
@@ -253,8 +255,7 @@ class PostgresServer:
             return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", *cmd]
         if shutil.which("runuser"):
             return ["runuser", "-u", user.pw_name, "--", *cmd]
-        raise RuntimeError("running as root, but neither setpriv nor runuser is available to drop "
-                           "privileges for PostgreSQL")
+        raise RuntimeError("running as root, but neither setpriv nor runuser is available to drop privileges for PostgreSQL")
 
     def _chown(self, path: Path) -> None:
         if self._run_as is not None:
@@ -266,11 +267,17 @@ class PostgresServer:
         ``cwd`` is the temp folder: the server user may not be able to enter our working
         directory (e.g. /root), and initdb/postgres complain when they cannot.
         """
-        proc = subprocess.run(self._as_server_user(cmd), cwd=cwd, env=_clean_env(), text=True,
-                              stdin=subprocess.DEVNULL, capture_output=True, timeout=_CMD_TIMEOUT_S)
+        proc = subprocess.run(
+            self._as_server_user(cmd),
+            cwd=cwd,
+            env=_clean_env(),
+            text=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_CMD_TIMEOUT_S,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"{Path(cmd[0]).name} exited with {proc.returncode}:\n"
-                               f"{proc.stdout.strip()}\n{proc.stderr.strip()}".rstrip())
+            raise RuntimeError(f"{Path(cmd[0]).name} exited with {proc.returncode}:\n{proc.stdout.strip()}\n{proc.stderr.strip()}".rstrip())
         return proc
 
     def _initdb(self) -> None:
@@ -280,9 +287,23 @@ class PostgresServer:
         pwfile.write_text(self.password + "\n")
         pwfile.chmod(0o600)
         self._chown(pwfile)
-        self._run([self._tool("initdb"), "-D", str(self._tmp / "data"), "-U", SUPERUSER,
-                   f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
-                   "-E", "UTF8", "--locale=C", "--no-sync"], cwd=self._tmp)
+        self._run(
+            [
+                self._tool("initdb"),
+                "-D",
+                str(self._tmp / "data"),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            cwd=self._tmp,
+        )
         pwfile.unlink()
         # Settings go in postgresql.conf, not on pg_ctl's -o (which a shell re-parses, so paths
         # would need quoting). Only the port changes between start attempts, so it stays on -o.
@@ -307,8 +328,22 @@ class PostgresServer:
             port = _free_port()
             size_before = log.stat().st_size if log.exists() else 0
             try:
-                self._run([self._tool("pg_ctl"), "-D", str(self._tmp / "data"), "-l", str(log),
-                           "-w", "-t", str(_WAIT_S), "-o", f"-p {port}", "start"], cwd=self._tmp)
+                self._run(
+                    [
+                        self._tool("pg_ctl"),
+                        "-D",
+                        str(self._tmp / "data"),
+                        "-l",
+                        str(log),
+                        "-w",
+                        "-t",
+                        str(_WAIT_S),
+                        "-o",
+                        f"-p {port}",
+                        "start",
+                    ],
+                    cwd=self._tmp,
+                )
             except RuntimeError:
                 new_log = log.read_text(errors="replace")[size_before:] if log.exists() else ""
                 if attempt < _START_ATTEMPTS and "could not bind" in new_log:
@@ -373,5 +408,4 @@ if __name__ == "__main__":
         server.stop()
     t_stopped = time.monotonic()
     assert tmp is not None and not tmp.exists(), "temp folder left behind"
-    print(f"ok: start {t_started - t0:.2f}s, checks {t_checks - t_started:.2f}s, "
-          f"stop {t_stopped - t_checks:.2f}s")
+    print(f"ok: start {t_started - t0:.2f}s, checks {t_checks - t_started:.2f}s, stop {t_stopped - t_checks:.2f}s")

@@ -69,19 +69,57 @@ def record_running(store: StateStore, spec: JobSpec, instance_of: Callable[[Job]
     job = store.create_job(spec, spec_path=f"/jobs/{spec.name}.yaml", launched_by="tester", key=signing.new_key())
     instance = instance_of(job)
     requested_at, start = instance.launched_at - 30.0, instance.launched_at
-    store.start_attempt(Attempt(
-        job=job.name, number=1, token=attempt_token(job), provider=spec.resources.provider, instance_type=instance.instance_type,
-        zone=instance.zone, market=Market.SPOT.value, price_usd_per_hour=SPOT_USD_PER_HOUR, on_demand_price_usd_per_hour=ON_DEMAND_USD_PER_HOUR,
-        instance_id=None, requested_at=requested_at, launched_at=None, ended_at=None, end_reason=None, outcome=None, exit_code=None, gpus=1,
-    ))
-    interval = Interval(
-        job=job.name, attempt=1, node=0, instance_id=instance.instance_id, provider=spec.resources.provider, instance_type=instance.instance_type,
-        zone=instance.zone, market=Market.SPOT.value, gpus=1, price_usd_per_hour=SPOT_USD_PER_HOUR, on_demand_price_usd_per_hour=ON_DEMAND_USD_PER_HOUR,
-        requested_at=requested_at, start=start, end=None, end_reason=None, outcome=None, cost_usd=None, on_demand_usd=None,
-        prices=((start, SPOT_USD_PER_HOUR),), productive_at=start + TRAINING_AFTER_S, work_lost_s=None, steps_lost=None,
-        team=spec.team, tags=dict(spec.tags), launched_by="tester",
+    store.start_attempt(
+        Attempt(
+            job=job.name,
+            number=1,
+            token=attempt_token(job),
+            provider=spec.resources.provider,
+            instance_type=instance.instance_type,
+            zone=instance.zone,
+            market=Market.SPOT.value,
+            price_usd_per_hour=SPOT_USD_PER_HOUR,
+            on_demand_price_usd_per_hour=ON_DEMAND_USD_PER_HOUR,
+            instance_id=None,
+            requested_at=requested_at,
+            launched_at=None,
+            ended_at=None,
+            end_reason=None,
+            outcome=None,
+            exit_code=None,
+            gpus=1,
+        )
     )
-    store.set_launched(replace(interval, on_demand_usd=ledger.open_row_on_demand_usd(interval, ledger.worked_before_s([interval], interval, start))))
+    interval = Interval(
+        job=job.name,
+        attempt=1,
+        node=0,
+        instance_id=instance.instance_id,
+        provider=spec.resources.provider,
+        instance_type=instance.instance_type,
+        zone=instance.zone,
+        market=Market.SPOT.value,
+        gpus=1,
+        price_usd_per_hour=SPOT_USD_PER_HOUR,
+        on_demand_price_usd_per_hour=ON_DEMAND_USD_PER_HOUR,
+        requested_at=requested_at,
+        start=start,
+        end=None,
+        end_reason=None,
+        outcome=None,
+        cost_usd=None,
+        on_demand_usd=None,
+        prices=((start, SPOT_USD_PER_HOUR),),
+        productive_at=start + TRAINING_AFTER_S,
+        work_lost_s=None,
+        steps_lost=None,
+        team=spec.team,
+        tags=dict(spec.tags),
+        launched_by="tester",
+    )
+    store.set_launched(
+        replace(interval, on_demand_usd=ledger.open_row_on_demand_usd(interval, ledger.worked_before_s([interval], interval, start)))
+    )
     store.set_state(job.name, JobState.RUNNING, "attempt 1 training", attempt=1)
     running = RunningJob(store.job(job.name), instance)
     running.beat(1200)
@@ -92,11 +130,23 @@ def write_heartbeat(job: Job, instance: RunningInstance, *, step: int) -> None:
     """What a running agent of attempt 1 reports at ``step`` of a training that makes 30 steps a second."""
     now = time.time()
     progress = Progress(
-        status=TrainingStatus.TRAINING, time=now, step=step, epoch=step // 90, total_steps=11520, loss=0.41, steps_per_s=30.0,
+        status=TrainingStatus.TRAINING,
+        time=now,
+        step=step,
+        epoch=step // 90,
+        total_steps=11520,
+        loss=0.41,
+        steps_per_s=30.0,
     )
     heartbeat = Heartbeat(
-        status=AgentStatus.RUNNING, job=job.name, attempt=1, node=0, instance_id=instance.instance_id, time=now,
-        training_started_at=instance.launched_at + TRAINING_AFTER_S, progress=progress,
+        status=AgentStatus.RUNNING,
+        job=job.name,
+        attempt=1,
+        node=0,
+        instance_id=instance.instance_id,
+        time=now,
+        training_started_at=instance.launched_at + TRAINING_AFTER_S,
+        progress=progress,
     )
     JobChannel(Mailbox.at(job.checkpoint_url), job.name, job.key_bytes).write_heartbeat(heartbeat)
 
@@ -120,12 +170,29 @@ def local_instance(home: Path, job: Job, host: subprocess.Popen[bytes]) -> Runni
     launched_at = time.time() - LAUNCHED_S_AGO
     offer = Offer("local", "local", "local", Market.SPOT, SPOT_USD_PER_HOUR, ON_DEMAND_USD_PER_HOUR, 1)
     spec = InstanceSpec(
-        instance_id=files.root.name, token=token, job=job.name, attempt=1, offer=offer, agent_command=("spotrun", "agent"), env={},
-        workdir=str(home), tags={}, launched_at=launched_at, interrupt_after_s=None, notice_s=5.0, rebalance_lead_s=5.0,
+        instance_id=files.root.name,
+        token=token,
+        job=job.name,
+        attempt=1,
+        offer=offer,
+        agent_command=("spotrun", "agent"),
+        env={},
+        workdir=str(home),
+        tags={},
+        launched_at=launched_at,
+        interrupt_after_s=None,
+        notice_s=5.0,
+        rebalance_lead_s=5.0,
     )
     write_json_atomic(files.spec, spec.to_json())
-    write_state(files, HostState(
-        state=InstanceState.RUNNING, host_pid=host.pid, host_start_ticks=process_start_ticks(host.pid), started_at=launched_at + 1.0,
-        training_started_at=launched_at + TRAINING_AFTER_S,
-    ))
+    write_state(
+        files,
+        HostState(
+            state=InstanceState.RUNNING,
+            host_pid=host.pid,
+            host_start_ticks=process_start_ticks(host.pid),
+            started_at=launched_at + 1.0,
+            training_started_at=launched_at + TRAINING_AFTER_S,
+        ),
+    )
     return RunningInstance(files.root.name, "local", "local", launched_at)

@@ -17,4 +17,6 @@ def job_spec(sections: dict[str, Any] | None = None, *, name: str = "job", workd
 
 def unchecked_spec(name: str) -> JobSpec:
     """A spec under a name `spotrun run` would refuse (``<script>``, markup): what reports must still escape if a store holds one."""
-    return JobSpec.model_construct(name=name, train=TrainSpec(command="true"), workdir="/tmp", checkpoint=CheckpointSpec(url=f"file:///tmp/{name}"))
+    return JobSpec.model_construct(
+        name=name, train=TrainSpec(command="true"), workdir="/tmp", checkpoint=CheckpointSpec(url=f"file:///tmp/{name}")
+    )

@@ -86,7 +86,9 @@ def _no_constants(constant: str) -> None:
 def test_status_and_jobs_json_stay_json_when_training_diverged(spotrun_home: Path) -> None:
     store = record(spotrun_home)
     now = time.time()
-    diverged = Progress(status=TrainingStatus.TRAINING, time=now, step=3, epoch=0, loss=float("nan"), metrics={"val_loss": float("inf"), "acc": 0.5})
+    diverged = Progress(
+        status=TrainingStatus.TRAINING, time=now, step=3, epoch=0, loss=float("nan"), metrics={"val_loss": float("inf"), "acc": 0.5}
+    )
     store.set_progress("job", Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=now, progress=diverged))
 
     status = spotrun("status", "job", "--json")
@@ -165,7 +167,10 @@ def test_a_password_in_the_query_of_a_database_url_is_hidden_too(spotrun_home: P
 
 @pytest.mark.parametrize(
     "config",
-    ['db: {url: "postgresql://spotrun:PASSWORD@db.internal/spotrun"}\n', 'user: ana\ndb: "postgresql://spotrun:PASSWORD@db.internal/spotrun\n'],
+    [
+        'db: {url: "postgresql://spotrun:PASSWORD@db.internal/spotrun"}\n',
+        'user: ana\ndb: "postgresql://spotrun:PASSWORD@db.internal/spotrun\n',
+    ],
 )
 def test_a_bad_config_file_never_quotes_the_password_in_it(spotrun_home: Path, tmp_path: Path, config: str) -> None:
     path = tmp_path / "config.yaml"
@@ -229,14 +234,19 @@ def test_a_read_only_spotrun_home_is_one_line_and_nothing_is_recorded(tmp_path: 
     prefix = _read_only(home)
     done = subprocess.run(
         [*prefix, sys.executable, "-c", _COMMANDS_IN_ONE_PROCESS, json.dumps(commands)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if done.returncode == 99:
         pytest.skip(f"no read-only bind mount here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
 
     results = json.loads(done.stdout)
-    for (exit_code, stderr, exception), expected in zip(results, ["readonly database", "checkpoint.url", "cannot create the folder"], strict=True):
+    for (exit_code, stderr, exception), expected in zip(
+        results, ["readonly database", "checkpoint.url", "cannot create the folder"], strict=True
+    ):
         assert exit_code == 2 and exception.startswith("SystemExit"), (exit_code, stderr, exception)
         assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ") and expected in stderr, stderr
     assert [job.name for job in open_store(home).jobs()] == ["old"]
@@ -251,7 +261,9 @@ def test_two_submissions_of_one_name_at_once_record_exactly_one(database_url: st
         store = StateStore(database_url)
         start.wait()
         try:
-            store.create_job(job_spec({"tags": {"by": str(index)}}, name="twin"), spec_path=f"{index}.yaml", checkpoint_url="file:///tmp/twin")
+            store.create_job(
+                job_spec({"tags": {"by": str(index)}}, name="twin"), spec_path=f"{index}.yaml", checkpoint_url="file:///tmp/twin"
+            )
             outcomes.append("recorded")
         except JobStateError as error:
             assert "a job named 'twin' already exists (PENDING)" in str(error)
@@ -321,11 +333,26 @@ def test_status_and_logs_of_a_job_whose_checkpoint_url_became_unreachable(
 ) -> None:
     store = record(spotrun_home, checkpoint={"url": f"{s3_bucket}/job"})
     now = time.time()
-    store.start_attempt(Attempt(
-        job="job", number=1, token="t-1", provider="local", instance_type="g5.xlarge", zone="local-1a", market="spot",
-        price_usd_per_hour=0.45, on_demand_price_usd_per_hour=1.006, instance_id=None, requested_at=now - 60,
-        launched_at=None, ended_at=None, end_reason=None, outcome=None, exit_code=None,
-    ))
+    store.start_attempt(
+        Attempt(
+            job="job",
+            number=1,
+            token="t-1",
+            provider="local",
+            instance_type="g5.xlarge",
+            zone="local-1a",
+            market="spot",
+            price_usd_per_hour=0.45,
+            on_demand_price_usd_per_hour=1.006,
+            instance_id=None,
+            requested_at=now - 60,
+            launched_at=None,
+            ended_at=None,
+            end_reason=None,
+            outcome=None,
+            exit_code=None,
+        )
+    )
     add_interval(store, "job", 1, now - 50, None, provider="local")
     _forget_s3_sessions(monkeypatch, request)
 
@@ -334,6 +361,10 @@ def test_status_and_logs_of_a_job_whose_checkpoint_url_became_unreachable(
     logs = spotrun("logs", "job")
 
     assert status.exit_code == 0 and "job  PENDING" in status.stdout, status.output
-    assert len(status.stderr.strip().splitlines()) == 1 and status.stderr.startswith("warning: no heartbeats") and "NoCredentialsError" in status.stderr
+    assert (
+        len(status.stderr.strip().splitlines()) == 1
+        and status.stderr.startswith("warning: no heartbeats")
+        and "NoCredentialsError" in status.stderr
+    )
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["nodes"] == []
     assert "cannot read the logs of job 'job'" in one_error_line(logs, exit_code=1)

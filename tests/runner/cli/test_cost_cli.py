@@ -41,7 +41,19 @@ def ledger(spotrun_home: Path) -> StateStore:
     """Two teams' jobs on the local provider in the store `spotrun cost` opens; all closed, so figures do not move with the clock."""
     store = StateStore(default_database_url(spotrun_home))
     now = time.time()
-    add_interval(store, "a", 1, now - 5 * HOUR, now - 3 * HOUR, cost_usd=1.0, on_demand_usd=3.0, team="ml", outcome=Outcome.PREEMPTED, work_lost_s=300, provider="local")
+    add_interval(
+        store,
+        "a",
+        1,
+        now - 5 * HOUR,
+        now - 3 * HOUR,
+        cost_usd=1.0,
+        on_demand_usd=3.0,
+        team="ml",
+        outcome=Outcome.PREEMPTED,
+        work_lost_s=300,
+        provider="local",
+    )
     add_interval(store, "a", 2, now - 3 * HOUR, now - 2 * HOUR, cost_usd=0.5, on_demand_usd=1.5, team="ml", provider="local")
     add_interval(store, "b", 1, now - 6 * HOUR, now - 2 * HOUR, cost_usd=2.0, on_demand_usd=6.0, team="vision", gpus=4, provider="local")
     add_interval(store, "old", 1, now - 41 * DAY, now - 40 * DAY, cost_usd=7.0, on_demand_usd=7.0, team="ml", provider="local")
@@ -97,7 +109,10 @@ def test_table_by_default_groups_by_job_with_totals(ledger: StateStore) -> None:
     lines = result.stdout.splitlines()
     assert "spend by job" in lines[0]
     assert [line.split()[:2] for line in lines if line.split()[:1] in (["a"], ["b"], ["old"], ["total"])] == [
-        ["old", "$7.00"], ["b", "$2.00"], ["a", "$1.50"], ["total", "$10.50"],
+        ["old", "$7.00"],
+        ["b", "$2.00"],
+        ["a", "$1.50"],
+        ["total", "$10.50"],
     ]
 
 
@@ -110,7 +125,8 @@ def test_one_job_attempt_by_attempt_as_csv_to_a_file(ledger: StateStore, tmp_pat
     assert result.stdout == "" and f"wrote {target}" in result.stderr
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert [(row["attempt"], row["outcome"], float(row["spent_usd"]), float(row["savings_usd"])) for row in rows] == [
-        ("1", "preempted", 1.0, 2.0), ("2", "finished", 0.5, 1.0),
+        ("1", "preempted", 1.0, 2.0),
+        ("2", "finished", 0.5, 1.0),
     ]
 
 

@@ -34,7 +34,9 @@ def test_sigterm_releases_the_lease_says_how_to_resume_and_leaves_the_instance_r
     # Named as if on another machine: its lease can then only be handed over by releasing it, not because its pid is gone.
     env = {**os.environ, CONTROLLER_NAME_ENV: "laptop-elsewhere"}
     with open(output, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "runner", "run", str(spec_file)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runner", "run", str(spec_file)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     store = open_store(spotrun_home)
     try:
         deadline = time.monotonic() + 60
@@ -59,5 +61,7 @@ def test_sigterm_releases_the_lease_says_how_to_resume_and_leaves_the_instance_r
         if process.poll() is None:
             process.kill()
             process.wait()
-        cleaner = LocalProvider(spotrun_home, preempt_every_s=0, notice_s=0, seed=0, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0)
+        cleaner = LocalProvider(
+            spotrun_home, preempt_every_s=0, notice_s=0, seed=0, spot_price_usd_per_hour=0, on_demand_price_usd_per_hour=0
+        )
         cleaner.terminate([row.instance_id for row in store.intervals("sigterm")])

@@ -34,8 +34,21 @@ def trace_file(tmp_path: Path) -> Path:
 
 
 def _job(trace: Path, *extra: str, deadline: str = "6h", spot_price: str = "1") -> list[str]:
-    return ["--trace", str(trace), "--work", "3h", "--deadline", deadline, "--restart-overhead", "30m",
-            "--spot-price", spot_price, "--on-demand-price", "4", *extra]
+    return [
+        "--trace",
+        str(trace),
+        "--work",
+        "3h",
+        "--deadline",
+        deadline,
+        "--restart-overhead",
+        "30m",
+        "--spot-price",
+        spot_price,
+        "--on-demand-price",
+        "4",
+        *extra,
+    ]
 
 
 def test_json_prints_one_object_with_the_results(trace_file: Path) -> None:
@@ -66,8 +79,21 @@ def test_the_traces_prices_are_used_without_a_spot_price(tmp_path: Path) -> None
     path = tmp_path / "priced.json"
     path.write_text(json.dumps({"metadata": {"gap_seconds": 3600}, "data": [1, 1, 1, 1], "prices": [2, 3, 5, 7]}))
 
-    result = _spotrun("--trace", str(path), "--work", "2h", "--deadline", "4h", "--restart-overhead", "30m",
-                      "--on-demand-price", "9", "--policy", "spot-only", "--json")
+    result = _spotrun(
+        "--trace",
+        str(path),
+        "--work",
+        "2h",
+        "--deadline",
+        "4h",
+        "--restart-overhead",
+        "30m",
+        "--on-demand-price",
+        "9",
+        "--policy",
+        "spot-only",
+        "--json",
+    )
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["cost"] == pytest.approx(7.5)  # $2 + $3 + 0.5 h x $5
@@ -76,7 +102,10 @@ def test_the_traces_prices_are_used_without_a_spot_price(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--deadline", "3h"), "error: --deadline 3h is shorter than --work 3h plus one --restart-overhead 30m: not even on-demand from the start meets it"),
+        (
+            ("--deadline", "3h"),
+            "error: --deadline 3h is shorter than --work 3h plus one --restart-overhead 30m: not even on-demand from the start meets it",
+        ),
         (("--spot-price", "-1"), "error: --spot-price must be a non-negative price in USD/h, got -1.0"),
         (("--work", "0h"), "error: --work must be more than zero, got '0h'"),
         (("--work", "3 hours"), "error: --work: expected a duration such as 90s, 5m or 2h, got '3 hours'"),
@@ -118,7 +147,7 @@ def test_a_trace_shorter_than_the_deadline_is_bad_input(trace_file: Path) -> Non
 
 def test_a_trace_without_prices_needs_a_spot_price(trace_file: Path) -> None:
     options = _job(trace_file)
-    del options[options.index("--spot-price"):options.index("--spot-price") + 2]
+    del options[options.index("--spot-price") : options.index("--spot-price") + 2]
 
     result = _spotrun(*options)
 

@@ -29,9 +29,22 @@ ValueError: expected a batch of shape (32, 64), got (32, 63)
 
 def _attempt(number: int, outcome: Outcome) -> Attempt:
     return Attempt(
-        job="digits", number=number, token=f"t{number}", provider="local", instance_type="local", zone="local", market="spot",
-        price_usd_per_hour=0.3, on_demand_price_usd_per_hour=1.0, instance_id=f"i-{number}", requested_at=0.0, launched_at=1.0,
-        ended_at=2.0, end_reason="agent-exited", outcome=outcome, exit_code=1,
+        job="digits",
+        number=number,
+        token=f"t{number}",
+        provider="local",
+        instance_type="local",
+        zone="local",
+        market="spot",
+        price_usd_per_hour=0.3,
+        on_demand_price_usd_per_hour=1.0,
+        instance_id=f"i-{number}",
+        requested_at=0.0,
+        launched_at=1.0,
+        ended_at=2.0,
+        end_reason="agent-exited",
+        outcome=outcome,
+        exit_code=1,
     )
 
 
@@ -43,11 +56,27 @@ def test_a_failed_job_ends_with_its_training_error_the_logs_command_and_no_stale
     checkpoints.write_bytes("logs/attempt-0002.log", TRACEBACK.encode())
     reported_at = time.time() - 3600  # attempt 1's last report; attempt 2 failed before reporting a step
     job = Job(
-        name="digits", state=JobState.FAILED, spec_json=json.dumps(stored_form(job_spec(name="digits"))), spec_path="-",
-        checkpoint_url=checkpoints.url, created_at=0.0, updated_at=0.0, restarts_on_errors=0, cancel_requested=False,
-        progress=Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=reported_at, progress=Progress(
-            status=TrainingStatus.TRAINING, time=reported_at, step=120, epoch=2, checkpoint=CheckpointReport.of(committed),
-        )),
+        name="digits",
+        state=JobState.FAILED,
+        spec_json=json.dumps(stored_form(job_spec(name="digits"))),
+        spec_path="-",
+        checkpoint_url=checkpoints.url,
+        created_at=0.0,
+        updated_at=0.0,
+        restarts_on_errors=0,
+        cancel_requested=False,
+        progress=Heartbeat(
+            status=AgentStatus.RUNNING,
+            attempt=1,
+            time=reported_at,
+            progress=Progress(
+                status=TrainingStatus.TRAINING,
+                time=reported_at,
+                step=120,
+                epoch=2,
+                checkpoint=CheckpointReport.of(committed),
+            ),
+        ),
         message="training failed with exit code 1",
     )
     attempts = [_attempt(1, Outcome.PREEMPTED), _attempt(2, Outcome.FAILED)]

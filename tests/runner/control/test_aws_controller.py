@@ -30,7 +30,10 @@ from runner.state.store import Attempt, Interval, JobState, Outcome, StateStore
 
 def _run(moto_endpoint: str, count: int, tags: dict[str, str]) -> list[str]:
     launched = ec2_client(moto_endpoint).run_instances(
-        ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=count, MaxCount=count,
+        ImageId="ami-12c6146b",
+        InstanceType="g5.xlarge",
+        MinCount=count,
+        MaxCount=count,
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else [],
     )
     return [instance["InstanceId"] for instance in launched["Instances"]]
@@ -39,23 +42,63 @@ def _run(moto_endpoint: str, count: int, tags: dict[str, str]) -> list[str]:
 def _live_job(store: StateStore, name: str, instance_id: str) -> None:
     spec = {"resources": {"provider": "aws", "market": "spot", "instance_types": ["g5.xlarge"]}, "budget": {}}
     store.create_job(job_spec(spec, name=name), spec_path="-", checkpoint_url=f"memory://jobs/{name}")
-    store.start_attempt(Attempt(
-        job=name, number=1, token=f"{name}-token", provider="aws", instance_type="g5.xlarge", zone="us-east-1a", market="spot",
-        price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.0, instance_id=None, requested_at=0.0, launched_at=None,
-        ended_at=None, end_reason=None, outcome=None, exit_code=None,
-    ))
-    store.set_launched(Interval(
-        job=name, attempt=1, node=0, instance_id=instance_id, provider="aws", instance_type="g5.xlarge", zone="us-east-1a",
-        market="spot", gpus=1, price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.0, requested_at=0.0, start=0.0, end=None,
-        end_reason=None, outcome=None, cost_usd=None, on_demand_usd=None, prices=(), productive_at=None, work_lost_s=None,
-        steps_lost=None, team=None, tags={}, launched_by="tester",
-    ))
+    store.start_attempt(
+        Attempt(
+            job=name,
+            number=1,
+            token=f"{name}-token",
+            provider="aws",
+            instance_type="g5.xlarge",
+            zone="us-east-1a",
+            market="spot",
+            price_usd_per_hour=0.4,
+            on_demand_price_usd_per_hour=1.0,
+            instance_id=None,
+            requested_at=0.0,
+            launched_at=None,
+            ended_at=None,
+            end_reason=None,
+            outcome=None,
+            exit_code=None,
+        )
+    )
+    store.set_launched(
+        Interval(
+            job=name,
+            attempt=1,
+            node=0,
+            instance_id=instance_id,
+            provider="aws",
+            instance_type="g5.xlarge",
+            zone="us-east-1a",
+            market="spot",
+            gpus=1,
+            price_usd_per_hour=0.4,
+            on_demand_price_usd_per_hour=1.0,
+            requested_at=0.0,
+            start=0.0,
+            end=None,
+            end_reason=None,
+            outcome=None,
+            cost_usd=None,
+            on_demand_usd=None,
+            prices=(),
+            productive_at=None,
+            work_lost_s=None,
+            steps_lost=None,
+            team=None,
+            tags={},
+            launched_by="tester",
+        )
+    )
     store.set_state(name, JobState.RUNNING)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", [20, 200])
-def test_one_poll_cycle_costs_the_same_ec2_calls_for_20_or_200_jobs(jobs: int, moto_endpoint: str, fault_proxy: FaultProxy, tmp_path: Path) -> None:
+def test_one_poll_cycle_costs_the_same_ec2_calls_for_20_or_200_jobs(
+    jobs: int, moto_endpoint: str, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
     store = StateStore(default_database_url(tmp_path))
     provider = provider_behind(fault_proxy, make_launch_template(moto_endpoint), store_id=store.store_id())
     ids = _run(moto_endpoint, jobs, {TAG_STORE: store.store_id(), TAG_JOB: "bulk"})
@@ -124,13 +167,19 @@ def _watched_job(moto_endpoint: str, proxy: FaultProxy, tmp_path: Path, name: st
     config = Config(region_name="us-east-1", retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=0.25, connect_timeout=2)
     provider = AwsProvider(
         AwsSettings(region="us-east-1", store_id=store.store_id(), launch_template_id=make_launch_template(moto_endpoint), max_attempts=2),
-        clients=lambda service: boto3.client(service, endpoint_url=proxy.url, config=config), sleep=lambda _: None,
+        clients=lambda service: boto3.client(service, endpoint_url=proxy.url, config=config),
+        sleep=lambda _: None,
     )
     [instance_id] = _run(moto_endpoint, 1, {TAG_STORE: store.store_id(), TAG_JOB: name})
     _live_job(store, name, instance_id)
     clock = _Clock()
-    controller = Controller(store, provider, agent_command=lambda job, attempt: (), clock=clock,
-                            settings=ControllerSettings(poll_interval_s=POLL_S, lease_s=1000.0))
+    controller = Controller(
+        store,
+        provider,
+        agent_command=lambda job, attempt: (),
+        clock=clock,
+        settings=ControllerSettings(poll_interval_s=POLL_S, lease_s=1000.0),
+    )
     return store, controller, instance_id, clock
 
 
@@ -175,7 +224,9 @@ def test_transient_ec2_faults_and_a_late_heartbeat_never_relaunch_a_healthy_job(
     events = [event.message for _, event in store.events(name) if event.kind == "provider"]
     assert any("poll failed" in message for message in events) and any("answers again" in message for message in events)
     assert any("running after all" in message for message in events)
-    [described] = [i for r in ec2_client(moto_endpoint).describe_instances(InstanceIds=[instance_id])["Reservations"] for i in r["Instances"]]
+    [described] = [
+        i for r in ec2_client(moto_endpoint).describe_instances(InstanceIds=[instance_id])["Reservations"] for i in r["Instances"]
+    ]
     assert described["State"]["Name"] == "running"
 
 
@@ -196,7 +247,10 @@ def test_an_instance_really_gone_is_still_recovered_and_a_spot_interruption_at_o
     assert polls == 4  # missing from four answers in a row, 30 s from the first: not from the first that missed it
     [attempt] = store.attempts(name)
     assert attempt.outcome is Outcome.PREEMPTED and attempt.end_reason == "host-lost"
-    assert store.job(name).state is JobState.RECOVERING and job_figures(store.attempts(name), store.intervals(name), time.time()).preemptions == 1
+    assert (
+        store.job(name).state is JobState.RECOVERING
+        and job_figures(store.attempts(name), store.intervals(name), time.time()).preemptions == 1
+    )
     fault_proxy.clear()
 
     spot = f"spot-{uuid.uuid4().hex[:6]}"

@@ -29,9 +29,13 @@ def test_a_budget_raised_before_a_launch_is_the_spec_that_launch_runs(
 ) -> None:
     store = StateStore(default_database_url(home))
     agent = fake_agent("agent")
-    controller = Controller(store, make_provider(), agent_command=lambda job, attempt: agent.command(), settings=ControllerSettings(poll_interval_s=0.2))
+    controller = Controller(
+        store, make_provider(), agent_command=lambda job, attempt: agent.command(), settings=ControllerSettings(poll_interval_s=0.2)
+    )
     url = f"file://{tmp_path}/ckpt"
-    spec = job_spec({"resources": {"provider": "local", "instance_types": []}, "local": {"preempt_every_s": 0.0}, "budget": {"max_usd": 50.0}})
+    spec = job_spec(
+        {"resources": {"provider": "local", "instance_types": []}, "local": {"preempt_every_s": 0.0}, "budget": {"max_usd": 50.0}}
+    )
     store.create_job(spec, spec_path="-", checkpoint_url=url)
     mailbox = Mailbox.at(url)
     write_spec(mailbox, spec)  # what the submission wrote

@@ -83,13 +83,17 @@ def test_a_spot_price_that_triples_after_the_launch_is_counted_before_the_budget
     readers_saw: list[float] = []  # what a reader without the provider (status, reports) prices the running row at, from the ledger alone
 
     def read_ledger(_job: Job) -> None:
-        readers_saw.extend(usd_per_hour_at(row, time.time()) for row in StateStore(default_database_url(home)).intervals("job") if row.end is None)
+        readers_saw.extend(
+            usd_per_hour_at(row, time.time()) for row in StateStore(default_database_url(home)).intervals("job") if row.end is None
+        )
 
     job = controller.drive("job", on_cycle=read_ledger)
 
     assert job.state is JobState.BUDGET_EXHAUSTED and launched.price_usd_per_hour == DOLLAR_PER_SECOND
     spent = summarize(store.intervals("job"), time.time()).spent_usd
-    assert spent <= max_usd + tripled / 3600 * (SETTINGS.poll_interval_s + 0.5), spent  # one polling interval at the new price, and a moment
+    assert spent <= max_usd + tripled / 3600 * (SETTINGS.poll_interval_s + 0.5), (
+        spent
+    )  # one polling interval at the new price, and a moment
     assert tripled in readers_saw
 
 
@@ -141,13 +145,19 @@ def test_auto_market_without_spot_waits_while_ahead_and_buys_on_demand_once_behi
     store = StateStore(default_database_url(home))
     skipped = 0.0  # time the test moves the controller's clock on by
     controller = Controller(
-        store, provider, agent_command=lambda job, attempt: fake_agent("agent").command(), settings=SETTINGS, clock=lambda: time.time() + skipped
+        store,
+        provider,
+        agent_command=lambda job, attempt: fake_agent("agent").command(),
+        settings=SETTINGS,
+        clock=lambda: time.time() + skipped,
     )
     deadline = (datetime.now(UTC) + timedelta(seconds=100)).isoformat()
     spec = _spec(tmp_path, market="auto", deadline_at=deadline, expected_runtime_s=10.0)
     store.create_job(job_spec(spec, name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
     resumed = Progress(status=TrainingStatus.TRAINING, time=time.time(), step=50, epoch=0, total_steps=100, steps_per_s=10.0)
-    store.set_progress("job", Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=resumed.time, progress=resumed))  # 5 s of 10 s done, as a resumed job's
+    store.set_progress(
+        "job", Heartbeat(status=AgentStatus.RUNNING, attempt=1, time=resumed.time, progress=resumed)
+    )  # 5 s of 10 s done, as a resumed job's
 
     job = controller.cycle("job")
     assert store.attempts("job") == [] and "waiting for spot capacity" in (job.message or "")

@@ -87,6 +87,8 @@ def test_a_gang_that_never_fills_is_released_billed_and_moves_to_the_next_offer(
     assert any("releasing" in event.message for _, event in events)
     tries = [event.time for _, event in events if event.kind == "capacity" and event.attempt == 1]
     assert 2 <= len(tries) <= 3 and all(later - earlier >= 1.9 for earlier, later in zip(tries, tries[1:], strict=False))  # backing off
-    _cycle_until(controller, lambda: len([row for row in store.intervals("gang") if row.attempt == 2]) == 2, 10, "both nodes of the second gang")
+    _cycle_until(
+        controller, lambda: len([row for row in store.intervals("gang") if row.attempt == 2]) == 2, 10, "both nodes of the second gang"
+    )
     store.request_cancel("gang")
     assert controller.cycle("gang").state is JobState.CANCELLED

@@ -33,7 +33,13 @@ SETTINGS = ControllerSettings(poll_interval_s=0.2, stop_grace_s=1.0)
 def _job(store: StateStore, tmp_path: Path, **resources: Any) -> tuple[str, JobChannel]:
     spec = {
         "name": "job",
-        "resources": {"provider": "local", "instance_types": [], "market": "spot", "max_restarts_on_errors": 0, **resources.pop("resources", {})},
+        "resources": {
+            "provider": "local",
+            "instance_types": [],
+            "market": "spot",
+            "max_restarts_on_errors": 0,
+            **resources.pop("resources", {}),
+        },
         "local": {"preempt_every_s": 0.0},
         "budget": resources.pop("budget", {}),
         "workdir": str(tmp_path),
@@ -94,20 +100,29 @@ def test_auto_market_holds_its_market_through_a_restart_and_labels_its_own_kill_
     store = StateStore(default_database_url(home))
     controller = Controller(store, provider, agent_command=lambda job, attempt: fake_agent("agent").command(), settings=SETTINGS)
     deadline = (datetime.now(UTC) + timedelta(seconds=22)).isoformat()
-    name, channel = _job(store, tmp_path, resources={"market": "auto"}, budget={"deadline_at": deadline, "expected_runtime_s": 20.0, "restart_overhead_s": 0.5})
+    name, channel = _job(
+        store,
+        tmp_path,
+        resources={"market": "auto"},
+        budget={"deadline_at": deadline, "expected_runtime_s": 20.0, "restart_overhead_s": 0.5},
+    )
 
     def beat(attempt: int, *, step: int | None = None, checkpoint: CheckpointReport | None = None) -> None:
         """Attempt ``attempt``'s agent reporting; with ``step``, its training's report of that step of 100."""
         now = time.time()
-        training = None if step is None else Progress(
-            status=TrainingStatus.TRAINING, time=now, step=step, epoch=0, total_steps=100, checkpoint=checkpoint
+        training = (
+            None
+            if step is None
+            else Progress(status=TrainingStatus.TRAINING, time=now, step=step, epoch=0, total_steps=100, checkpoint=checkpoint)
         )
         channel.write_heartbeat(Heartbeat(status=AgentStatus.RUNNING, attempt=attempt, node=0, time=now, progress=training))
 
     controller.cycle(name)
     [first] = store.attempts(name)
     assert first.market == "spot"
-    committed = CheckpointReport(step=40, epoch=0, time=time.time(), size_bytes=1, url=f"file://{tmp_path}/ckpt/step-40", reason="periodic", final=False)
+    committed = CheckpointReport(
+        step=40, epoch=0, time=time.time(), size_bytes=1, url=f"file://{tmp_path}/ckpt/step-40", reason="periodic", final=False
+    )
     beat(1, step=50, checkpoint=committed)
     controller.cycle(name)
     provider.interrupt(first.instance_id, notice_s=0)

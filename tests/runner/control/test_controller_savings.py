@@ -34,8 +34,11 @@ def test_a_preempted_and_relaunched_job_is_compared_with_one_on_demand_minimum_n
     command = fake_agent("agent").command()
     controller = Controller(store, provider, agent_command=lambda job, attempt: command, settings=SETTINGS)
     spec = {
-        "name": "job", "resources": {"provider": "local", "instance_types": [], "market": "spot", "max_restarts_on_errors": 0},
-        "local": {"preempt_every_s": 0.0}, "budget": {}, "workdir": str(tmp_path),
+        "name": "job",
+        "resources": {"provider": "local", "instance_types": [], "market": "spot", "max_restarts_on_errors": 0},
+        "local": {"preempt_every_s": 0.0},
+        "budget": {},
+        "workdir": str(tmp_path),
     }
     store.create_job(job_spec(spec, name="job"), spec_path="-", checkpoint_url=f"file://{tmp_path}/ckpt")
 

@@ -58,10 +58,19 @@ def _cycles(tmp_path: Path, jobs: int) -> tuple[list[str], list[str]]:
     with idle_host() as host:
         running: list[RunningJob] = []
         for number in range(jobs):
-            spec = job_spec({**sections, "checkpoint": {"url": f"file://{home}/checkpoints/job-{number:02d}"}}, name=f"job-{number:02d}", workdir=str(home))
+            spec = job_spec(
+                {**sections, "checkpoint": {"url": f"file://{home}/checkpoints/job-{number:02d}"}},
+                name=f"job-{number:02d}",
+                workdir=str(home),
+            )
             running.append(record_running(store, spec, lambda job: local_instance(home, job, host)))
         provider = LocalProvider(
-            home, preempt_every_s=0.0, notice_s=5.0, seed=0, spot_price_usd_per_hour=SPOT_USD_PER_HOUR, on_demand_price_usd_per_hour=ON_DEMAND_USD_PER_HOUR,
+            home,
+            preempt_every_s=0.0,
+            notice_s=5.0,
+            seed=0,
+            spot_price_usd_per_hour=SPOT_USD_PER_HOUR,
+            on_demand_price_usd_per_hour=ON_DEMAND_USD_PER_HOUR,
         )
         controller = Controller(store, provider, agent_command=lambda job, attempt: ("spotrun", "agent"), settings=SETTINGS)
         names = [job.job.name for job in running]
@@ -86,7 +95,9 @@ def test_a_cycle_reads_two_or_twenty_running_jobs_in_the_same_statements(tmp_pat
     assert _selects(beating_20) == _selects(beating_2)  # each job's new progress is written (fenced by its lease), never read back
 
 
-def test_the_snapshot_holds_what_reading_each_job_alone_gives_across_in_list_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_snapshot_holds_what_reading_each_job_alone_gives_across_in_list_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Five jobs read two names to an IN list (as 30,000 a list would split a bigger store), and one name that is no job."""
     store = StateStore(default_database_url(tmp_path))
     names = []

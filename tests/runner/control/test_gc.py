@@ -35,7 +35,10 @@ def _states(instance_ids: list[str], endpoint: str) -> dict[str, str]:
 
 def _run_tagged(endpoint: str, tags: dict[str, str]) -> str:
     launched = ec2_client(endpoint).run_instances(
-        ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
+        ImageId="ami-12c6146b",
+        InstanceType="g5.xlarge",
+        MinCount=1,
+        MaxCount=1,
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
     )
     return str(launched["Instances"][0]["InstanceId"])
@@ -43,8 +46,11 @@ def _run_tagged(endpoint: str, tags: dict[str, str]) -> str:
 
 def _by_token(endpoint: str, store_id: str, job: str) -> dict[str, str]:
     """This store's live instances of ``job``, by launch token."""
-    filters = [{"Name": f"tag:{TAG_STORE}", "Values": [store_id]}, {"Name": f"tag:{TAG_JOB}", "Values": [job]},
-               {"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    filters = [
+        {"Name": f"tag:{TAG_STORE}", "Values": [store_id]},
+        {"Name": f"tag:{TAG_JOB}", "Values": [job]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]},
+    ]
     described = ec2_client(endpoint).describe_instances(Filters=filters)
     return {
         {t["Key"]: t["Value"] for t in i["Tags"]}[TAG_TOKEN]: i["InstanceId"] for r in described["Reservations"] for i in r["Instances"]
@@ -52,7 +58,10 @@ def _by_token(endpoint: str, store_id: str, job: str) -> dict[str, str]:
 
 
 def test_gc_yes_keeps_every_node_of_a_retargeted_gang_mid_launch_and_terminates_the_orphans(
-    moto_endpoint: str, fault_proxy: FaultProxy, spotrun_home: Path, tmp_path: Path,
+    moto_endpoint: str,
+    fault_proxy: FaultProxy,
+    spotrun_home: Path,
+    tmp_path: Path,
 ) -> None:
     store = StateStore(default_database_url(spotrun_home))
     name = f"gang-{uuid.uuid4().hex[:6]}"
@@ -87,8 +96,10 @@ def test_gc_yes_keeps_every_node_of_a_retargeted_gang_mid_launch_and_terminates_
     stale_token = node_token(first_offer_token, 1)
     some_tags = _tags([gang[attempt.token]], moto_endpoint)[gang[attempt.token]]
     stale = _run_tagged(moto_endpoint, {**some_tags, TAG_TOKEN: stale_token, TAG_NODE: "1"})
-    gone = _run_tagged(moto_endpoint, {TAG_STORE: store.store_id(), TAG_JOB: f"gone-{uuid.uuid4().hex[:6]}", TAG_ATTEMPT: "1",
-                                       TAG_TOKEN: f"gone-1-1-n{NODES - 1}"})
+    gone = _run_tagged(
+        moto_endpoint,
+        {TAG_STORE: store.store_id(), TAG_JOB: f"gone-{uuid.uuid4().hex[:6]}", TAG_ATTEMPT: "1", TAG_TOKEN: f"gone-1-1-n{NODES - 1}"},
+    )
 
     result = CliRunner().invoke(app, ["gc", "--yes", "--json"])
     assert result.exit_code == 0, result.output

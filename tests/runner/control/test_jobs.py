@@ -46,7 +46,9 @@ def _store_contents(store: StateStore) -> tuple[Any, ...]:
 def _spent(store: StateStore, usd: float) -> None:
     """One closed local interval that cost ``usd``."""
     now = time.time()
-    add_interval(store, "job", 1, now - 600, now - 60, cost_usd=usd, price=0.45, on_demand_price=1.006, provider="local", instance_type="local")
+    add_interval(
+        store, "job", 1, now - 600, now - 60, cost_usd=usd, price=0.45, on_demand_price=1.006, provider="local", instance_type="local"
+    )
 
 
 # ------------------------------------------------------------------ submit
@@ -136,7 +138,10 @@ def test_resume_of_a_job_another_controller_drives_leaves_the_new_budget_to_it(t
     resumed = jobs.resume(store, "job", home=tmp_path / "home", budget=8.0)
 
     assert not resumed.should_drive and resumed.applied_by == OTHER_CONTROLLER
-    assert resumed.notes[-1].text == f"job job: budget set to $8.00; controller {OTHER_CONTROLLER}, which drives it, applies it on its next cycle"
+    assert (
+        resumed.notes[-1].text
+        == f"job job: budget set to $8.00; controller {OTHER_CONTROLLER}, which drives it, applies it on its next cycle"
+    )
     job = store.job("job")
     assert job.spec.budget.max_usd == 8.0 and job.state is JobState.PENDING
 
@@ -215,7 +220,9 @@ def test_a_start_is_admitted_only_when_the_budget_pays_for_its_overhead_and_stop
 
 
 def test_with_a_forecast_the_cost_to_finish_and_the_stop_reserve_must_fit(tmp_path: Path) -> None:
-    spec, _ = _spec(tmp_path, local={"preempt_every": "0s"}, budget={"max_usd": 100.0, "restart_overhead": "10s", "expected_runtime": "80s"})
+    spec, _ = _spec(
+        tmp_path, local={"preempt_every": "0s"}, budget={"max_usd": 100.0, "restart_overhead": "10s", "expected_runtime": "80s"}
+    )
 
     fits = admit(spec, None, [], _offer(3600.0), priors=_PRIORS, max_usd=95.0, reserve_s=5.0, now=time.time())
     short = admit(spec, None, [], _offer(3600.0), priors=_PRIORS, max_usd=94.99, reserve_s=5.0, now=time.time())

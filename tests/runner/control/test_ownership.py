@@ -18,10 +18,16 @@ from runner.state.store import JobState, open_store
 
 def _spec(tmp_path: Path, name: str, url: str, command: str = "true") -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name, "train": {"command": command}, "checkpoint": {"url": url, "every": "60s"},
-        "resources": {"provider": "local", "instance_types": ["g5.xlarge"]},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "train": {"command": command},
+                "checkpoint": {"url": url, "every": "60s"},
+                "resources": {"provider": "local", "instance_types": ["g5.xlarge"]},
+            }
+        )
+    )
     return path
 
 
@@ -46,7 +52,9 @@ def test_a_second_job_on_a_prefix_is_refused_naming_the_owner_and_records_nothin
     assert open_store(other_home).jobs() == []
 
 
-def test_the_prefix_of_an_ended_job_passes_to_a_new_job_of_the_same_store_with_its_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_prefix_of_an_ended_job_passes_to_a_new_job_of_the_same_store_with_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"file://{tmp_path}/prefix"
     home = tmp_path / "home"
     assert _submit(_spec(tmp_path, "old", url), home, monkeypatch).exit_code == 0

@@ -14,8 +14,17 @@ H = 3600.0
 SPOT, ON_DEMAND = Market.SPOT, Market.ON_DEMAND
 
 
-def situation(*, elapsed_h: float, done_h: float, running: Market | None = None, spot: bool = True, total_h: float = 10.0,
-              deadline_h: float = 20.0, overhead_h: float = 0.5, interval_h: float = 0.25) -> Situation:
+def situation(
+    *,
+    elapsed_h: float,
+    done_h: float,
+    running: Market | None = None,
+    spot: bool = True,
+    total_h: float = 10.0,
+    deadline_h: float = 20.0,
+    overhead_h: float = 0.5,
+    interval_h: float = 0.25,
+) -> Situation:
     return Situation(elapsed_h * H, done_h * H, total_h * H, deadline_h * H, overhead_h * H, running, spot, interval_h * H)
 
 
@@ -110,8 +119,16 @@ def test_in_the_simulator_a_short_return_of_spot_no_longer_costs_two_restarts() 
     instance is lost, and on-demand starts again; with a restart of margin the job stays.
     """
     trace = Trace(300.0, np.array([0] * 12 + [1] * 4 + [0] * 200))  # 5 min ticks: spot from 1 h to 1 h 20
-    result = simulate(trace, policy_named("auto"), work_s=8 * H, deadline_s=9 * H, restart_overhead_s=900.0, spot_price=1.0,
-                      on_demand_price=3.0, optimum=Optimum(None, False, None))
+    result = simulate(
+        trace,
+        policy_named("auto"),
+        work_s=8 * H,
+        deadline_s=9 * H,
+        restart_overhead_s=900.0,
+        spot_price=1.0,
+        on_demand_price=3.0,
+        optimum=Optimum(None, False, None),
+    )
 
     assert result.deadline_met
     assert (result.instance_starts, result.preemptions, result.spot_hours) == (1, 0, 0.0)

@@ -30,7 +30,8 @@ def _history_answer(_moto_body: bytes) -> bytes:
     items = "".join(
         f"<item><instanceType>g5.xlarge</instanceType><productDescription>Linux/UNIX</productDescription><spotPrice>{price:.6f}</spotPrice>"
         f"<timestamp>{datetime.fromtimestamp(time, UTC):%Y-%m-%dT%H:%M:%S.000Z}</timestamp><availabilityZone>{zone}</availabilityZone></item>"
-        for zone, changes in HISTORY.items() for time, price in changes
+        for zone, changes in HISTORY.items()
+        for time, price in changes
     )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n<DescribeSpotPriceHistoryResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
@@ -41,17 +42,55 @@ def _history_answer(_moto_body: bytes) -> bytes:
 def _running_job(store: StateStore, name: str, instance_id: str, zone: str, start: float) -> None:
     spec: dict[str, Any] = {"resources": {"provider": "aws", "market": "spot", "instance_types": ["g5.xlarge"]}, "budget": {}}
     store.create_job(job_spec(spec, name=name), spec_path="-", checkpoint_url=f"memory://jobs/{name}")
-    store.start_attempt(Attempt(
-        job=name, number=1, token=f"{name}-token", provider="aws", instance_type="g5.xlarge", zone=zone, market="spot",
-        price_usd_per_hour=LAUNCH_PRICE, on_demand_price_usd_per_hour=1.006, instance_id=None, requested_at=start, launched_at=None,
-        ended_at=None, end_reason=None, outcome=None, exit_code=None,
-    ))
-    store.set_launched(Interval(
-        job=name, attempt=1, node=0, instance_id=instance_id, provider="aws", instance_type="g5.xlarge", zone=zone, market="spot", gpus=1,
-        price_usd_per_hour=LAUNCH_PRICE, on_demand_price_usd_per_hour=1.006, requested_at=start, start=start, end=None, end_reason=None,
-        outcome=None, cost_usd=None, on_demand_usd=None, prices=((start, LAUNCH_PRICE),), productive_at=None, work_lost_s=None,
-        steps_lost=None, team=None, tags={}, launched_by="tester",
-    ))
+    store.start_attempt(
+        Attempt(
+            job=name,
+            number=1,
+            token=f"{name}-token",
+            provider="aws",
+            instance_type="g5.xlarge",
+            zone=zone,
+            market="spot",
+            price_usd_per_hour=LAUNCH_PRICE,
+            on_demand_price_usd_per_hour=1.006,
+            instance_id=None,
+            requested_at=start,
+            launched_at=None,
+            ended_at=None,
+            end_reason=None,
+            outcome=None,
+            exit_code=None,
+        )
+    )
+    store.set_launched(
+        Interval(
+            job=name,
+            attempt=1,
+            node=0,
+            instance_id=instance_id,
+            provider="aws",
+            instance_type="g5.xlarge",
+            zone=zone,
+            market="spot",
+            gpus=1,
+            price_usd_per_hour=LAUNCH_PRICE,
+            on_demand_price_usd_per_hour=1.006,
+            requested_at=start,
+            start=start,
+            end=None,
+            end_reason=None,
+            outcome=None,
+            cost_usd=None,
+            on_demand_usd=None,
+            prices=((start, LAUNCH_PRICE),),
+            productive_at=None,
+            work_lost_s=None,
+            steps_lost=None,
+            team=None,
+            tags={},
+            launched_by="tester",
+        )
+    )
     store.set_state(name, JobState.RUNNING)
 
 
@@ -62,8 +101,13 @@ def test_the_price_history_is_asked_once_per_zone_and_polling_interval_and_reade
     store = StateStore(default_database_url(tmp_path))
     provider = provider_behind(fault_proxy, make_launch_template(moto_endpoint), store_id=store.store_id())
     launched = ec2_client(moto_endpoint).run_instances(
-        ImageId="ami-12c6146b", InstanceType="g5.xlarge", MinCount=6, MaxCount=6,
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": TAG_STORE, "Value": store.store_id()}, {"Key": TAG_JOB, "Value": "bulk"}]}],
+        ImageId="ami-12c6146b",
+        InstanceType="g5.xlarge",
+        MinCount=6,
+        MaxCount=6,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": TAG_STORE, "Value": store.store_id()}, {"Key": TAG_JOB, "Value": "bulk"}]}
+        ],
     )
     names = [f"job-{number:02d}" for number in range(6)]
     for number, (name, instance) in enumerate(zip(names, launched["Instances"], strict=True)):

@@ -28,11 +28,26 @@ def hourly(data: list[int], prices: list[float] | None = None) -> Trace:
     return Trace(H, np.array(data), None if prices is None else np.array(prices))
 
 
-def run(trace: Trace, policy: str | MarketPolicy, *, work_h: float, deadline_h: float, overhead_h: float, spot: float = 1.0,
-        on_demand: float = 4.0) -> simulation.SimulationResult:
+def run(
+    trace: Trace,
+    policy: str | MarketPolicy,
+    *,
+    work_h: float,
+    deadline_h: float,
+    overhead_h: float,
+    spot: float = 1.0,
+    on_demand: float = 4.0,
+) -> simulation.SimulationResult:
     chosen = policy_named(policy) if isinstance(policy, str) else policy
-    return simulate(trace, chosen, work_s=work_h * H, deadline_s=deadline_h * H, restart_overhead_s=overhead_h * H,
-                    spot_price=spot, on_demand_price=on_demand)
+    return simulate(
+        trace,
+        chosen,
+        work_s=work_h * H,
+        deadline_s=deadline_h * H,
+        restart_overhead_s=overhead_h * H,
+        spot_price=spot,
+        on_demand_price=on_demand,
+    )
 
 
 # ------------------------------------------------------------------------------------- trace files
@@ -64,8 +79,14 @@ def test_a_trace_file_loads_with_its_prices(tmp_path: Path) -> None:
         ({"metadata": {"gap_seconds": 60}, "data": []}, "data is empty"),
         ({"metadata": {"gap_seconds": 60}, "data": [1, 0, 2, 1]}, "data[2] is 2; expected 0 or 1"),
         ({"metadata": {"gap_seconds": 60}, "data": [1, True]}, "data[1] is True; expected 0 or 1"),
-        ({"metadata": {"gap_seconds": 60}, "data": [1, 0], "prices": [1.0]}, "prices must be a list of 2 spot prices (one per tick), got 1"),
-        ({"metadata": {"gap_seconds": 60}, "data": [1, 0], "prices": [1.0, -0.5]}, "prices[1] is -0.5; expected a non-negative price in USD/h"),
+        (
+            {"metadata": {"gap_seconds": 60}, "data": [1, 0], "prices": [1.0]},
+            "prices must be a list of 2 spot prices (one per tick), got 1",
+        ),
+        (
+            {"metadata": {"gap_seconds": 60}, "data": [1, 0], "prices": [1.0, -0.5]},
+            "prices[1] is -0.5; expected a non-negative price in USD/h",
+        ),
     ],
 )
 def test_a_bad_trace_file_is_one_spec_error_naming_the_file(tmp_path: Path, content: object, message: str) -> None:
@@ -172,7 +193,9 @@ def test_a_job_that_never_finishes_within_the_trace_has_no_finish() -> None:
 def test_to_json_is_one_flat_dict_with_the_promised_keys() -> None:
     data = run(hourly(OUTAGE), "auto", work_h=3, deadline_h=6, overhead_h=0.5).to_json()
 
-    assert {"cost", "finish_hours", "deadline_met", "spot_hours", "on_demand_hours", "preemptions", "optimal_cost", "cost_ratio"} <= set(data)
+    assert {"cost", "finish_hours", "deadline_met", "spot_hours", "on_demand_hours", "preemptions", "optimal_cost", "cost_ratio"} <= set(
+        data
+    )
     assert all(not isinstance(value, (dict, list)) for value in data.values())
     json.dumps(data, allow_nan=False)
 
@@ -198,8 +221,9 @@ def test_negative_prices_are_spec_errors() -> None:
 # ------------------------------------------------------------------------- a reference model of the rules
 
 
-def reference_run(available: list[int], prices: list[Fraction], gap: int, overhead: int, work: int, on_demand: Fraction,
-                  actions: tuple[str, ...]) -> tuple[Fraction, int | None] | None:
+def reference_run(
+    available: list[int], prices: list[Fraction], gap: int, overhead: int, work: int, on_demand: Fraction, actions: tuple[str, ...]
+) -> tuple[Fraction, int | None] | None:
     """Cost and finish time (s) of a fixed action per tick, from the module docstring's rules; None if it asks for missing spot."""
     held, overhead_left, done, cost = None, 0, 0, Fraction(0)
     for tick, action in enumerate(actions):
@@ -248,8 +272,16 @@ def random_case(rng: random.Random, max_ticks: int) -> dict:
     available = [int(rng.random() < rng.choice([0.3, 0.6, 0.9])) for _ in range(length)]
     priced = rng.random() < 0.5
     prices = [Fraction(rng.randint(0, 5)) for _ in range(length)] if priced else [Fraction(rng.choice([1, 2]))] * length
-    return {"gap": gap, "overhead": overhead, "work": work, "deadline": deadline, "available": available, "prices": prices,
-            "priced": priced, "on_demand": Fraction(rng.choice([3, 4, 6]))}
+    return {
+        "gap": gap,
+        "overhead": overhead,
+        "work": work,
+        "deadline": deadline,
+        "available": available,
+        "prices": prices,
+        "priced": priced,
+        "on_demand": Fraction(rng.choice([3, 4, 6])),
+    }
 
 
 def trace_of(case: dict) -> Trace:
@@ -257,8 +289,13 @@ def trace_of(case: dict) -> Trace:
 
 
 def sim_kwargs(case: dict) -> dict:
-    return {"work_s": case["work"], "deadline_s": case["deadline"], "restart_overhead_s": case["overhead"],
-            "spot_price": float(case["prices"][0]), "on_demand_price": float(case["on_demand"])}
+    return {
+        "work_s": case["work"],
+        "deadline_s": case["deadline"],
+        "restart_overhead_s": case["overhead"],
+        "spot_price": float(case["prices"][0]),
+        "on_demand_price": float(case["on_demand"]),
+    }
 
 
 def test_the_simulator_follows_the_reference_model_on_random_action_sequences() -> None:
@@ -303,8 +340,16 @@ def test_the_optimum_equals_brute_force_over_every_action_sequence() -> None:
 
 
 def test_a_coarsened_optimum_says_so_and_never_undercuts_the_exact_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    case = {"gap": 6, "overhead": 5, "work": 20, "deadline": 36, "available": [1, 0, 1, 1, 0, 1, 1], "priced": False,
-            "prices": [Fraction(1)] * 7, "on_demand": Fraction(4)}
+    case = {
+        "gap": 6,
+        "overhead": 5,
+        "work": 20,
+        "deadline": 36,
+        "available": [1, 0, 1, 1, 0, 1, 1],
+        "priced": False,
+        "prices": [Fraction(1)] * 7,
+        "on_demand": Fraction(4),
+    }
     exact = optimal_cost(trace_of(case), **sim_kwargs(case))  # step gcd(6, 5) = 1 s: 20 work steps
     monkeypatch.setattr(simulation, "_MAX_WORK_STEPS", 8)
 
@@ -348,12 +393,20 @@ def test_no_choice_depends_on_the_trace_after_it(name: str) -> None:
         first = rng.random(ticks) < 0.5
         cut = int(rng.integers(1, ticks - 1))
         second = first.copy()
-        second[cut + 1:] = rng.random(ticks - cut - 1) < 0.5  # same up to tick `cut`, anything after
+        second[cut + 1 :] = rng.random(ticks - cut - 1) < 0.5  # same up to tick `cut`, anything after
         logs = []
         for data in (first, second):
             recorder = Recording(POLICIES[name])
-            simulate(Trace(600, data), recorder, work_s=4 * H, deadline_s=8 * H, restart_overhead_s=900, spot_price=1, on_demand_price=3,
-                     optimum=NO_OPTIMUM)
+            simulate(
+                Trace(600, data),
+                recorder,
+                work_s=4 * H,
+                deadline_s=8 * H,
+                restart_overhead_s=900,
+                spot_price=1,
+                on_demand_price=3,
+                optimum=NO_OPTIMUM,
+            )
             logs.append([entry for entry in recorder.log if entry[0].elapsed_s <= cut * 600])
 
         assert logs[0] == logs[1]
@@ -380,7 +433,15 @@ def test_every_feasible_deadline_is_met(name: str) -> None:
         ticks = int(math.ceil(deadline / gap)) + 5
         data = markov(rng, ticks, float(rng.choice([0.05, 0.3, 0.6, 0.95])), float(rng.choice([1, 3, 20])))
 
-        result = simulate(Trace(gap, data), POLICIES[name], work_s=work, deadline_s=deadline, restart_overhead_s=overhead,
-                          spot_price=1, on_demand_price=3, optimum=NO_OPTIMUM)
+        result = simulate(
+            Trace(gap, data),
+            POLICIES[name],
+            work_s=work,
+            deadline_s=deadline,
+            restart_overhead_s=overhead,
+            spot_price=1,
+            on_demand_price=3,
+            optimum=NO_OPTIMUM,
+        )
 
         assert result.deadline_met, (gap, overhead, work, deadline)

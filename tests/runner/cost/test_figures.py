@@ -35,21 +35,54 @@ NOW = 1_800_000_000.0
 
 def _attempt(job: str, number: int, start: float, *, nodes_end: float | None = None, outcome: Outcome | None = None) -> Attempt:
     return Attempt(
-        job=job, number=number, token=f"{job}-{number}", provider="local", instance_type="g5.xlarge", zone="local-a", market="spot",
-        price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.2, instance_id=f"i-{number}-0", requested_at=start, launched_at=start,
-        ended_at=nodes_end, end_reason=None if outcome is None else "spot-interruption", outcome=outcome, exit_code=None, gpus=1,
+        job=job,
+        number=number,
+        token=f"{job}-{number}",
+        provider="local",
+        instance_type="g5.xlarge",
+        zone="local-a",
+        market="spot",
+        price_usd_per_hour=0.4,
+        on_demand_price_usd_per_hour=1.2,
+        instance_id=f"i-{number}-0",
+        requested_at=start,
+        launched_at=start,
+        ended_at=nodes_end,
+        end_reason=None if outcome is None else "spot-interruption",
+        outcome=outcome,
+        exit_code=None,
+        gpus=1,
     )
 
 
 def _row(job: str, attempt: int, node: int, start: float, end: float | None, outcome: Outcome | None) -> Interval:
     closed = end is not None
     return Interval(
-        job=job, attempt=attempt, node=node, instance_id=f"i-{attempt}-{node}", provider="local", instance_type="g5.xlarge",
-        zone="local-a", market="spot", gpus=1, price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.2, requested_at=start,
-        start=start, end=end, end_reason="spot-interruption" if outcome is Outcome.PREEMPTED else ("exited" if closed else None),
-        outcome=None if outcome is None else outcome.value, cost_usd=0.01 if closed else None, on_demand_usd=0.03 if closed else None,
-        prices=((start, 0.4),), productive_at=start + 5.0, work_lost_s=20.0 if outcome is Outcome.PREEMPTED else None,
-        steps_lost=None, team="ml", tags={}, launched_by="ana",
+        job=job,
+        attempt=attempt,
+        node=node,
+        instance_id=f"i-{attempt}-{node}",
+        provider="local",
+        instance_type="g5.xlarge",
+        zone="local-a",
+        market="spot",
+        gpus=1,
+        price_usd_per_hour=0.4,
+        on_demand_price_usd_per_hour=1.2,
+        requested_at=start,
+        start=start,
+        end=end,
+        end_reason="spot-interruption" if outcome is Outcome.PREEMPTED else ("exited" if closed else None),
+        outcome=None if outcome is None else outcome.value,
+        cost_usd=0.01 if closed else None,
+        on_demand_usd=0.03 if closed else None,
+        prices=((start, 0.4),),
+        productive_at=start + 5.0,
+        work_lost_s=20.0 if outcome is Outcome.PREEMPTED else None,
+        steps_lost=None,
+        team="ml",
+        tags={},
+        launched_by="ana",
     )
 
 
@@ -64,8 +97,17 @@ def _record_attempt(store: StateStore, attempt: Attempt, node_outcomes: dict[int
         closed = _row(attempt.job, attempt.number, node, attempt.requested_at, end, outcome)
         assert closed.end_reason is not None and closed.cost_usd is not None and closed.on_demand_usd is not None
         store.close_interval(
-            attempt.job, attempt.number, node=node, end=end, end_reason=closed.end_reason, outcome=outcome, cost_usd=closed.cost_usd,
-            on_demand_usd=closed.on_demand_usd, prices=closed.prices, work_lost_s=closed.work_lost_s, steps_lost=None,
+            attempt.job,
+            attempt.number,
+            node=node,
+            end=end,
+            end_reason=closed.end_reason,
+            outcome=outcome,
+            cost_usd=closed.cost_usd,
+            on_demand_usd=closed.on_demand_usd,
+            prices=closed.prices,
+            work_lost_s=closed.work_lost_s,
+            steps_lost=None,
         )
 
 
@@ -83,7 +125,9 @@ def test_a_gang_preempted_whole_once_then_finishing_shows_one_preemption_and_two
     store.create_job(spec, spec_path="gang.yaml", checkpoint_url=url)
     now = time.time()
     # attempt 1: the cloud takes both nodes at once; attempt 2 trains to the end
-    _record_attempt(store, _attempt("gang", 1, now - 600, outcome=Outcome.PREEMPTED), {0: Outcome.PREEMPTED, 1: Outcome.PREEMPTED}, now - 400)
+    _record_attempt(
+        store, _attempt("gang", 1, now - 600, outcome=Outcome.PREEMPTED), {0: Outcome.PREEMPTED, 1: Outcome.PREEMPTED}, now - 400
+    )
     _record_attempt(store, _attempt("gang", 2, now - 390, outcome=Outcome.FINISHED), {0: Outcome.FINISHED, 1: Outcome.FINISHED}, now - 60)
     store.set_state("gang", JobState.SUCCEEDED, "training finished")
     attempts = store.attempts("gang")
@@ -128,7 +172,9 @@ def _ledger(shapes: list[tuple[int, Outcome | None, set[int]]]) -> tuple[list[At
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_SHAPE, max_size=6))
-def test_preemptions_are_the_attempts_the_cloud_ended_however_many_nodes_it_took(shapes: list[tuple[int, Outcome | None, set[int]]]) -> None:
+def test_preemptions_are_the_attempts_the_cloud_ended_however_many_nodes_it_took(
+    shapes: list[tuple[int, Outcome | None, set[int]]],
+) -> None:
     attempts, rows = _ledger(shapes)
     preempted = sum(1 for attempt in attempts if attempt.outcome is Outcome.PREEMPTED)
 
@@ -153,4 +199,7 @@ def test_a_gang_s_preemption_rate_is_per_gang_time_not_per_node() -> None:
     """Two nodes for 600 s, one of them taken: the gang ran 600 s per preemption (not 1200 s of instance time)."""
     _, rows = _ledger([(2, Outcome.PREEMPTED, {1})])
 
-    assert forecast.spot_seconds_between_preemptions(rows, NOW, ProviderPriors(restart_overhead_s=15.0, spot_s_between_preemptions=None)) == 600.0
+    assert (
+        forecast.spot_seconds_between_preemptions(rows, NOW, ProviderPriors(restart_overhead_s=15.0, spot_s_between_preemptions=None))
+        == 600.0
+    )

@@ -13,13 +13,35 @@ from runner.state.store import Interval, Outcome
 PRIORS = ProviderPriors(restart_overhead_s=300.0, spot_s_between_preemptions=86_400.0)
 
 
-def _row(attempt: int, start: float, end: float | None, *, productive_after_s: float | None, outcome: Outcome | None, lost_s: float | None = None) -> Interval:
+def _row(
+    attempt: int, start: float, end: float | None, *, productive_after_s: float | None, outcome: Outcome | None, lost_s: float | None = None
+) -> Interval:
     return Interval(
-        job="job", attempt=attempt, node=0, instance_id=f"i-{attempt}", provider="aws", instance_type="g5.xlarge", zone="us-east-1a",
-        market="spot", gpus=1, price_usd_per_hour=0.4, on_demand_price_usd_per_hour=1.2, requested_at=start, start=start, end=end,
-        end_reason=None if outcome is None else "exited", outcome=None if outcome is None else outcome.value, cost_usd=None,
-        on_demand_usd=None, prices=((start, 0.4),), productive_at=None if productive_after_s is None else start + productive_after_s,
-        work_lost_s=lost_s, steps_lost=None, team=None, tags={}, launched_by="",
+        job="job",
+        attempt=attempt,
+        node=0,
+        instance_id=f"i-{attempt}",
+        provider="aws",
+        instance_type="g5.xlarge",
+        zone="us-east-1a",
+        market="spot",
+        gpus=1,
+        price_usd_per_hour=0.4,
+        on_demand_price_usd_per_hour=1.2,
+        requested_at=start,
+        start=start,
+        end=end,
+        end_reason=None if outcome is None else "exited",
+        outcome=None if outcome is None else outcome.value,
+        cost_usd=None,
+        on_demand_usd=None,
+        prices=((start, 0.4),),
+        productive_at=None if productive_after_s is None else start + productive_after_s,
+        work_lost_s=lost_s,
+        steps_lost=None,
+        team=None,
+        tags={},
+        launched_by="",
     )
 
 
@@ -37,7 +59,9 @@ def test_measured_throughput_wins_over_the_expected_runtime() -> None:
 def test_before_any_throughput_the_estimate_is_scaled_by_the_steps_done() -> None:
     spec = job_spec({"budget": {"expected_runtime": "1000s"}})
     assert forecast.work(spec, None) == forecast.Work(done_s=0.0, total_s=1000.0, basis="estimated")
-    assert forecast.work(spec, _progress(step=300, total=1000, steps_per_s=0.0)) == forecast.Work(done_s=300.0, total_s=1000.0, basis="estimated")
+    assert forecast.work(spec, _progress(step=300, total=1000, steps_per_s=0.0)) == forecast.Work(
+        done_s=300.0, total_s=1000.0, basis="estimated"
+    )
 
 
 def test_without_a_measurement_or_an_estimate_there_is_no_forecast() -> None:
@@ -47,7 +71,10 @@ def test_without_a_measurement_or_an_estimate_there_is_no_forecast() -> None:
 
 
 def test_restart_overhead_is_measured_then_configured_then_the_providers_prior() -> None:
-    measured = [_row(1, 0.0, 100.0, productive_after_s=40.0, outcome=Outcome.PREEMPTED), _row(2, 200.0, None, productive_after_s=60.0, outcome=None)]
+    measured = [
+        _row(1, 0.0, 100.0, productive_after_s=40.0, outcome=Outcome.PREEMPTED),
+        _row(2, 200.0, None, productive_after_s=60.0, outcome=None),
+    ]
     assert forecast.restart_overhead_s(job_spec({"budget": {"restart_overhead": "2m"}}), measured, PRIORS) == 50.0
     never_productive = [_row(1, 0.0, 100.0, productive_after_s=None, outcome=Outcome.PREEMPTED)]
     assert forecast.restart_overhead_s(job_spec({"budget": {"restart_overhead": "2m"}}), never_productive, PRIORS) == 120.0
@@ -55,7 +82,10 @@ def test_restart_overhead_is_measured_then_configured_then_the_providers_prior()
 
 
 def test_the_preemption_rate_is_the_jobs_own_once_it_was_preempted() -> None:
-    rows = [_row(1, 0.0, 1000.0, productive_after_s=10.0, outcome=Outcome.PREEMPTED), _row(2, 1000.0, None, productive_after_s=10.0, outcome=None)]
+    rows = [
+        _row(1, 0.0, 1000.0, productive_after_s=10.0, outcome=Outcome.PREEMPTED),
+        _row(2, 1000.0, None, productive_after_s=10.0, outcome=None),
+    ]
     assert forecast.spot_seconds_between_preemptions(rows, now=3000.0, priors=PRIORS) == 3000.0  # 3000 s of spot, one preemption
     unpreempted = [_row(1, 0.0, None, productive_after_s=10.0, outcome=None)]
     assert forecast.spot_seconds_between_preemptions(unpreempted, now=3000.0, priors=PRIORS) == 86_400.0

@@ -27,12 +27,23 @@ def _random_ledger(store: StateStore, rng: random.Random) -> None:
             running = attempt == 4 or (number % 7 == 0 and attempt == 2)
             preempted = not running and rng.random() < 0.4
             add_interval(
-                store, job, attempt, start, None if running else end,
-                cost_usd=rng.uniform(0, 30), on_demand_usd=rng.uniform(30, 90), price=rng.uniform(0.2, 3.0),
-                instance_type=rng.choice(["g5.xlarge", "p4d.24xlarge"]), zone=rng.choice(["us-east-1a", "us-east-1b"]),
-                gpus=rng.choice([1, 8]), team=team, launched_by=user,
-                outcome=Outcome.PREEMPTED if preempted else Outcome.FINISHED, work_lost_s=rng.uniform(0, 300) if rng.random() < 0.7 else None,
-                productive_at=start + rng.uniform(-10, 400) if rng.random() < 0.8 else None, requested_at=start - rng.uniform(-5, 120),
+                store,
+                job,
+                attempt,
+                start,
+                None if running else end,
+                cost_usd=rng.uniform(0, 30),
+                on_demand_usd=rng.uniform(30, 90),
+                price=rng.uniform(0.2, 3.0),
+                instance_type=rng.choice(["g5.xlarge", "p4d.24xlarge"]),
+                zone=rng.choice(["us-east-1a", "us-east-1b"]),
+                gpus=rng.choice([1, 8]),
+                team=team,
+                launched_by=user,
+                outcome=Outcome.PREEMPTED if preempted else Outcome.FINISHED,
+                work_lost_s=rng.uniform(0, 300) if rng.random() < 0.7 else None,
+                productive_at=start + rng.uniform(-10, 400) if rng.random() < 0.8 else None,
+                requested_at=start - rng.uniform(-5, 120),
             )
             clock = end + rng.uniform(0, 3600)
             if running:
@@ -51,5 +62,9 @@ def test_summed_by_the_database_every_grouping_agrees_with_every_interval_summar
             assert fast_row.keys() == slow_row.keys()
             for field, value in fast_row.items():
                 expected = slow_row[field]
-                assert value == (expected if isinstance(expected, str | None) else pytest.approx(expected, rel=1e-9, abs=1e-6)), (by, fast_row.get("key"), field)
+                assert value == (expected if isinstance(expected, str | None) else pytest.approx(expected, rel=1e-9, abs=1e-6)), (
+                    by,
+                    fast_row.get("key"),
+                    field,
+                )
     assert any(interval.end is None for interval in store.intervals())  # running intervals were in the mix

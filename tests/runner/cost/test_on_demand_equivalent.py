@@ -28,10 +28,31 @@ G5_ON_DEMAND = 1.006  # USD per hour
 def _row(attempt: int, *, start: float, end: float | None, productive_at: float | None, lost_s: float | None, **fields: object) -> Interval:
     """A ledger row of job ``job`` on node 0: spot at $1/h, $3.60/h on demand unless ``fields`` say otherwise."""
     row = Interval(
-        job="job", attempt=attempt, node=0, instance_id=f"i-{attempt}", provider="aws", instance_type="g5.xlarge", zone="us-east-1a",
-        market="spot", gpus=1, price_usd_per_hour=1.0, on_demand_price_usd_per_hour=3.6, requested_at=start, start=start, end=end,
-        end_reason=None, outcome=None, cost_usd=None, on_demand_usd=None, prices=(), productive_at=productive_at, work_lost_s=lost_s,
-        steps_lost=None, team=None, tags={}, launched_by="",
+        job="job",
+        attempt=attempt,
+        node=0,
+        instance_id=f"i-{attempt}",
+        provider="aws",
+        instance_type="g5.xlarge",
+        zone="us-east-1a",
+        market="spot",
+        gpus=1,
+        price_usd_per_hour=1.0,
+        on_demand_price_usd_per_hour=3.6,
+        requested_at=start,
+        start=start,
+        end=end,
+        end_reason=None,
+        outcome=None,
+        cost_usd=None,
+        on_demand_usd=None,
+        prices=(),
+        productive_at=productive_at,
+        work_lost_s=lost_s,
+        steps_lost=None,
+        team=None,
+        tags={},
+        launched_by="",
     )
     return replace(row, **fields)
 
@@ -56,9 +77,19 @@ def test_many_short_preempted_intervals_are_compared_with_one_instance_doing_the
     for attempt in range(1, 75):
         last = attempt == 74
         seconds = 33.0 if last else 19.0
-        row = _row(attempt, start=clock, end=clock + seconds, productive_at=clock + 4.0, lost_s=None if last else 5.0,
-                   instance_type="g5.xlarge" if attempt % 2 else "g5.2xlarge", team="vision", on_demand_price_usd_per_hour=G5_ON_DEMAND)
-        rows.append(_closed(rows, row, outcome=Outcome.FINISHED if last else Outcome.PREEMPTED, cost_usd=seconds * 0.4 / 3600 if last else 0.0))
+        row = _row(
+            attempt,
+            start=clock,
+            end=clock + seconds,
+            productive_at=clock + 4.0,
+            lost_s=None if last else 5.0,
+            instance_type="g5.xlarge" if attempt % 2 else "g5.2xlarge",
+            team="vision",
+            on_demand_price_usd_per_hour=G5_ON_DEMAND,
+        )
+        rows.append(
+            _closed(rows, row, outcome=Outcome.FINISHED if last else Outcome.PREEMPTED, cost_usd=seconds * 0.4 / 3600 if last else 0.0)
+        )
         clock += seconds + 7.0
 
     assert sum(row.end - row.start for row in rows if row.end is not None) == pytest.approx(1420.0)
@@ -78,7 +109,9 @@ def test_work_lost_on_every_start_leaves_one_boot_at_one_minimum() -> None:
     rows: list[Interval] = []
     for attempt in range(1, 201):
         start = T0 + 10.0 * attempt
-        rows.append(_closed(rows, _row(attempt, start=start, end=start + 5.0, productive_at=start + 2.0, lost_s=3.0), outcome=Outcome.PREEMPTED))
+        rows.append(
+            _closed(rows, _row(attempt, start=start, end=start + 5.0, productive_at=start + 2.0, lost_s=3.0), outcome=Outcome.PREEMPTED)
+        )
 
     summary = ledger.summarize(rows, T0 + 3000.0)
     assert summary.on_demand_usd == pytest.approx(60 * 3.6 / 3600)  # 2 s of boot at the 60 s minimum, once

@@ -46,13 +46,20 @@ def test_differences_per_job_across_pages_and_jobs_on_one_side_only(moto_endpoin
     assert (alpha.ledger_usd, alpha.cost_explorer_usd, alpha.difference_usd) == pytest.approx((4.0, 4.2, 0.2))
     assert alpha.difference_pct == pytest.approx(5.0) and alpha.seen_in == "both"
     assert (beta.ledger_usd, beta.cost_explorer_usd, beta.difference_pct, beta.seen_in) == pytest.approx((1.0, 0.0, -100.0, "ledger only"))
-    assert (other.ledger_usd, other.cost_explorer_usd, other.difference_pct, other.seen_in) == (0.0, pytest.approx(2.5), None, "Cost Explorer only")
+    assert (other.ledger_usd, other.cost_explorer_usd, other.difference_pct, other.seen_in) == (
+        0.0,
+        pytest.approx(2.5),
+        None,
+        "Cost Explorer only",
+    )
     assert result.untagged_usd == pytest.approx(7.0) and result.estimated
     assert any("lags up to 24 h" in note for note in result.notes)
     document = result.to_json()
     assert document["totals"] == {"ledger_usd": 5.0, "cost_explorer_usd": 6.7, "difference_usd": 1.7}
     assert render_reconcile_csv(result).splitlines()[1:] == [
-        "alpha,4.0,4.2,0.2,5.0,both", "beta,1.0,0.0,-1.0,-100.0,ledger only", "other-store,0.0,2.5,2.5,,Cost Explorer only",
+        "alpha,4.0,4.2,0.2,5.0,both",
+        "beta,1.0,0.0,-1.0,-100.0,ledger only",
+        "other-store,0.0,2.5,2.5,,Cost Explorer only",
     ]
     assert render_reconcile_table(result).row_count == 4
 

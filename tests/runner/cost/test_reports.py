@@ -28,14 +28,59 @@ def store(tmp_path: Path) -> StateStore:
 @pytest.fixture
 def three_jobs(store: StateStore) -> StateStore:
     """a (team ml): a 2 h spot attempt preempted, then 1 h; b (team vision): 4 h on a 4-GPU spot instance; c (no team): 30 min on demand."""
-    add_interval(store, "a", 1, at("2026-03-10T10:00"), at("2026-03-10T12:00"), cost_usd=1.0, on_demand_usd=3.0, team="ml",
-                 outcome=Outcome.PREEMPTED, work_lost_s=300, productive_at=at("2026-03-10T10:02"))
-    add_interval(store, "a", 2, at("2026-03-10T12:05"), at("2026-03-10T13:05"), cost_usd=0.5, on_demand_usd=1.5, team="ml",
-                 requested_at=at("2026-03-10T12:00"), productive_at=at("2026-03-10T12:10"))
-    add_interval(store, "b", 1, at("2026-03-10T10:00"), at("2026-03-10T14:00"), cost_usd=2.0, on_demand_usd=6.0, team="vision",
-                 gpus=4, instance_type="p3.8xlarge", zone="us-east-1b", launched_by="bob")
-    add_interval(store, "c", 1, at("2026-03-10T11:00"), at("2026-03-10T11:30"), cost_usd=0.75, on_demand_usd=0.75, market="on-demand",
-                 price=1.5, gpus=0, instance_type="m5.large", launched_by="alice")
+    add_interval(
+        store,
+        "a",
+        1,
+        at("2026-03-10T10:00"),
+        at("2026-03-10T12:00"),
+        cost_usd=1.0,
+        on_demand_usd=3.0,
+        team="ml",
+        outcome=Outcome.PREEMPTED,
+        work_lost_s=300,
+        productive_at=at("2026-03-10T10:02"),
+    )
+    add_interval(
+        store,
+        "a",
+        2,
+        at("2026-03-10T12:05"),
+        at("2026-03-10T13:05"),
+        cost_usd=0.5,
+        on_demand_usd=1.5,
+        team="ml",
+        requested_at=at("2026-03-10T12:00"),
+        productive_at=at("2026-03-10T12:10"),
+    )
+    add_interval(
+        store,
+        "b",
+        1,
+        at("2026-03-10T10:00"),
+        at("2026-03-10T14:00"),
+        cost_usd=2.0,
+        on_demand_usd=6.0,
+        team="vision",
+        gpus=4,
+        instance_type="p3.8xlarge",
+        zone="us-east-1b",
+        launched_by="bob",
+    )
+    add_interval(
+        store,
+        "c",
+        1,
+        at("2026-03-10T11:00"),
+        at("2026-03-10T11:30"),
+        cost_usd=0.75,
+        on_demand_usd=0.75,
+        market="on-demand",
+        price=1.5,
+        gpus=0,
+        instance_type="m5.large",
+        launched_by="alice",
+    )
     return store
 
 
@@ -76,8 +121,18 @@ def test_every_grouping_splits_the_same_spend(three_jobs: StateStore, by: str, e
 
 
 def test_an_interval_across_midnight_is_split_between_days_by_seconds(store: StateStore) -> None:
-    add_interval(store, "night", 1, at("2026-03-10T22:00"), at("2026-03-11T04:00"), cost_usd=6.0, on_demand_usd=12.0,
-                 outcome=Outcome.PREEMPTED, work_lost_s=600, productive_at=at("2026-03-10T22:30"))
+    add_interval(
+        store,
+        "night",
+        1,
+        at("2026-03-10T22:00"),
+        at("2026-03-11T04:00"),
+        cost_usd=6.0,
+        on_demand_usd=12.0,
+        outcome=Outcome.PREEMPTED,
+        work_lost_s=600,
+        productive_at=at("2026-03-10T22:30"),
+    )
 
     report = group_report(store.intervals(), "day", now=NOW)
 
@@ -161,7 +216,10 @@ def test_csv_has_a_header_and_one_unformatted_row_per_group(three_jobs: StateSto
     assert float(rows[0]["spent_usd"]) == 2.0 and float(rows[0]["gpu_hours"]) == 16.0 and rows[0]["jobs"] == "1"
 
     attempts = list(csv.DictReader(io.StringIO(render_csv(job_report("a", three_jobs.intervals("a"), now=NOW)))))
-    assert [(row["attempt"], row["outcome"], float(row["spent_usd"])) for row in attempts] == [("1", "preempted", 1.0), ("2", "finished", 0.5)]
+    assert [(row["attempt"], row["outcome"], float(row["spent_usd"])) for row in attempts] == [
+        ("1", "preempted", 1.0),
+        ("2", "finished", 0.5),
+    ]
     assert attempts[0]["start"] == "2026-03-10T10:00:00Z"
 
 
@@ -202,8 +260,17 @@ def _parsed(document: str) -> _Page:
 @pytest.fixture
 def hostile(three_jobs: StateStore) -> StateStore:
     """A job whose name, team and tags are HTML, running over two days."""
-    add_interval(three_jobs, "<script>alert(1)</script>", 1, at("2026-03-11T09:00"), at("2026-03-11T10:00"), cost_usd=0.2,
-                 on_demand_usd=0.9, team="<b>ops</b>", tags={"note": "<img src=x onerror=alert(2)>"})
+    add_interval(
+        three_jobs,
+        "<script>alert(1)</script>",
+        1,
+        at("2026-03-11T09:00"),
+        at("2026-03-11T10:00"),
+        cost_usd=0.2,
+        on_demand_usd=0.9,
+        team="<b>ops</b>",
+        tags={"note": "<img src=x onerror=alert(2)>"},
+    )
     return three_jobs
 
 

@@ -14,7 +14,10 @@ from runner.instance.agent import last_error_line
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("raise RuntimeError('my configure_optimizers is broken on purpose')", "RuntimeError: my configure_optimizers is broken on purpose"),
+        (
+            "raise RuntimeError('my configure_optimizers is broken on purpose')",
+            "RuntimeError: my configure_optimizers is broken on purpose",
+        ),
         pytest.param(
             "from lightning.fabric.utilities.exceptions import MisconfigurationException\n"
             "raise MisconfigurationException('val_check_interval must be 1.0 or an int')",

@@ -12,7 +12,15 @@ from runner.errors import SpecError
 from runner.instance.bootstrap import AgentOptions, agent_settings
 from runner.instance.protocol import LaunchCredentials
 
-LAUNCH_TAGS = {TAG_URL: "s3://bucket/job", TAG_ATTEMPT: "3", TAG_NODE: "1", TAG_RENDEZVOUS: "10.0.0.7:29500", TAG_JOB: "job", TAG_SPEC: "ab" * 32, TAG_KEY: "cd" * 32}
+LAUNCH_TAGS = {
+    TAG_URL: "s3://bucket/job",
+    TAG_ATTEMPT: "3",
+    TAG_NODE: "1",
+    TAG_RENDEZVOUS: "10.0.0.7:29500",
+    TAG_JOB: "job",
+    TAG_SPEC: "ab" * 32,
+    TAG_KEY: "cd" * 32,
+}
 
 
 @pytest.fixture
@@ -25,8 +33,14 @@ def serve_tags() -> Iterator[list[MetadataServer]]:
 
 def _options(endpoint: str, *, from_instance_tags: bool = True) -> AgentOptions:
     return AgentOptions(
-        checkpoint_url=None, attempt=None, node=0, rendezvous=None, from_instance_tags=from_instance_tags,
-        metadata_endpoint=endpoint, poll_interval_s=5.0, heartbeat_interval_s=5.0,
+        checkpoint_url=None,
+        attempt=None,
+        node=0,
+        rendezvous=None,
+        from_instance_tags=from_instance_tags,
+        metadata_endpoint=endpoint,
+        poll_interval_s=5.0,
+        heartbeat_interval_s=5.0,
     )
 
 
@@ -41,7 +55,12 @@ def test_the_launch_is_read_from_the_instance_tags(serve_tags: list[MetadataServ
 
     settings = agent_settings(_options(endpoint), environ={})
 
-    assert (settings.checkpoint_url, settings.attempt, settings.node, settings.rendezvous) == ("s3://bucket/job", 3, 1, Rendezvous("10.0.0.7", 29500))
+    assert (settings.checkpoint_url, settings.attempt, settings.node, settings.rendezvous) == (
+        "s3://bucket/job",
+        3,
+        1,
+        Rendezvous("10.0.0.7", 29500),
+    )
     assert settings.credentials == LaunchCredentials(job="job", spec_sha256="ab" * 32, key="cd" * 32)
     assert settings.metadata_endpoint == endpoint
 

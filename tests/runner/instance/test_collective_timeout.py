@@ -38,31 +38,44 @@ def _free_port() -> int:
 
 
 def _worker(tmp_path: Path, node: int, port: int) -> tuple[subprocess.Popen[bytes], Path]:
-    job = job_spec({
-        "train": {
-            "model": f"{REPO}/examples/digits.py:DigitsClassifier",
-            "model_args": {"hidden": [64]},
-            "data": f"{REPO}/examples/digits.py:DigitsData",
-            "data_args": {"batch_size": 8},
-            "trainer": {"max_epochs": 1000, "enable_progress_bar": False, "enable_model_summary": False, "logger": False},
-            "seed": 0,
+    job = job_spec(
+        {
+            "train": {
+                "model": f"{REPO}/examples/digits.py:DigitsClassifier",
+                "model_args": {"hidden": [64]},
+                "data": f"{REPO}/examples/digits.py:DigitsData",
+                "data_args": {"batch_size": 8},
+                "trainer": {"max_epochs": 1000, "enable_progress_bar": False, "enable_model_summary": False, "logger": False},
+                "seed": 0,
+            },
+            "resources": {"nodes": 2, "devices": 1, "collective_timeout_s": TIMEOUT_S},
         },
-        "resources": {"nodes": 2, "devices": 1, "collective_timeout_s": TIMEOUT_S},
-    }, name="gang", workdir=str(REPO))
+        name="gang",
+        workdir=str(REPO),
+    )
     root = tmp_path / f"node-{node}"
     root.mkdir()
     (root / "job.json").write_text(json.dumps(stored_form(job)))
     progress = root / "progress.json"
     env = {
         **os.environ,
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(node), "WORLD_SIZE": "2",
-        "SPOTRUN_CHECKPOINT_URL": f"file://{tmp_path}/checkpoints", "SPOTRUN_CHECKPOINT_EVERY_STEPS": "1000000",
-        "SPOTRUN_CHECKPOINT_KEEP": "1", "SPOTRUN_PROGRESS_FILE": str(progress), "SPOTRUN_CONTROL_FILE": str(root / "control.json"),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "NODE_RANK": str(node),
+        "WORLD_SIZE": "2",
+        "SPOTRUN_CHECKPOINT_URL": f"file://{tmp_path}/checkpoints",
+        "SPOTRUN_CHECKPOINT_EVERY_STEPS": "1000000",
+        "SPOTRUN_CHECKPOINT_KEEP": "1",
+        "SPOTRUN_PROGRESS_FILE": str(progress),
+        "SPOTRUN_CONTROL_FILE": str(root / "control.json"),
     }
     log = open(root / "log", "wb")  # noqa: SIM115 - owned by the process
     process = subprocess.Popen(
         [sys.executable, "-m", "runner.instance.train_worker", str(root / "job.json"), str(root / "trainer")],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     return process, progress
 

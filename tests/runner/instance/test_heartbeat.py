@@ -26,7 +26,14 @@ _numbers = st.floats(allow_nan=False, allow_infinity=False)
 _text = st.text(max_size=30)
 
 _checkpoints = st.builds(
-    CheckpointReport, step=_counts, epoch=_counts, time=_times, size_bytes=_counts, url=_text, reason=_text, final=st.booleans(),
+    CheckpointReport,
+    step=_counts,
+    epoch=_counts,
+    time=_times,
+    size_bytes=_counts,
+    url=_text,
+    reason=_text,
+    final=st.booleans(),
     metrics=st.dictionaries(_text, _numbers, max_size=3),
 )
 
@@ -35,17 +42,37 @@ _checkpoints = st.builds(
 def heartbeats(draw: st.DrawFn) -> Heartbeat:
     """Any heartbeat an agent can write; its progress (if any) is as of the heartbeat, as every heartbeat read back has it."""
     time = draw(_times)
-    progress = draw(st.none() | st.builds(
-        Progress, status=st.sampled_from(TrainingStatus), time=st.just(time), step=_counts, epoch=_counts, total_steps=st.none() | _counts,
-        loss=st.none() | _numbers, steps_per_s=st.floats(min_value=0, max_value=1e6), metrics=st.dictionaries(_text, _numbers, max_size=3),
-        checkpoint=st.none() | _checkpoints, resumed_from_step=st.none() | _counts, resume_exact=st.booleans(),
-        resume_inexact_reason=st.none() | _text,
-    ))
+    progress = draw(
+        st.none()
+        | st.builds(
+            Progress,
+            status=st.sampled_from(TrainingStatus),
+            time=st.just(time),
+            step=_counts,
+            epoch=_counts,
+            total_steps=st.none() | _counts,
+            loss=st.none() | _numbers,
+            steps_per_s=st.floats(min_value=0, max_value=1e6),
+            metrics=st.dictionaries(_text, _numbers, max_size=3),
+            checkpoint=st.none() | _checkpoints,
+            resumed_from_step=st.none() | _counts,
+            resume_exact=st.booleans(),
+            resume_inexact_reason=st.none() | _text,
+        )
+    )
     optional_time = st.none() | _times
     return Heartbeat(
-        status=draw(st.sampled_from(AgentStatus)), job=draw(st.none() | _text), attempt=draw(_counts), node=draw(st.integers(0, 64)),
-        instance_id=draw(st.none() | _text), time=time, training_started_at=draw(optional_time), interruption_at=draw(optional_time),
-        stop_reason=draw(st.none() | _text), exit_code=draw(st.none() | st.integers(-255, 255)), message=draw(st.none() | _text),
+        status=draw(st.sampled_from(AgentStatus)),
+        job=draw(st.none() | _text),
+        attempt=draw(_counts),
+        node=draw(st.integers(0, 64)),
+        instance_id=draw(st.none() | _text),
+        time=time,
+        training_started_at=draw(optional_time),
+        interruption_at=draw(optional_time),
+        stop_reason=draw(st.none() | _text),
+        exit_code=draw(st.none() | st.integers(-255, 255)),
+        message=draw(st.none() | _text),
         progress=progress,
     )
 
@@ -64,13 +91,39 @@ def test_any_heartbeat_reads_back_as_it_was_written_signed_and_as_json(heartbeat
 
 # What the previous spotrun's agent wrote (runner/agent.py's `_heartbeat`: the progress file merged
 # in, its status renamed training_status), key for key and in order, envelope left out.
-_CHECKPOINT = {"step": 100, "epoch": 2, "time": 1700000000.5, "size_bytes": 4096, "url": "file:///c/step-000000000100",
-               "reason": "periodic", "final": False, "metrics": {"train_loss": 0.25}}
+_CHECKPOINT = {
+    "step": 100,
+    "epoch": 2,
+    "time": 1700000000.5,
+    "size_bytes": 4096,
+    "url": "file:///c/step-000000000100",
+    "reason": "periodic",
+    "final": False,
+    "metrics": {"train_loss": 0.25},
+}
 _PREVIOUS_AGENTS = {
-    "status": "running", "time": 1700000010.0, "step": 120, "epoch": 2, "total_steps": 500, "loss": 0.25, "steps_per_s": 4.5,
-    "metrics": {"train_loss": 0.25}, "checkpoint": _CHECKPOINT, "resumed_from_step": 40, "emergency": None, "resume_exact": True,
-    "resume_inexact_reason": None, "training_status": "training", "job": "digits", "attempt": 3, "node": 0,
-    "instance_id": "i-0abc", "training_started_at": 1699999990.0, "interruption_at": None, "stop_reason": None, "exit_code": None,
+    "status": "running",
+    "time": 1700000010.0,
+    "step": 120,
+    "epoch": 2,
+    "total_steps": 500,
+    "loss": 0.25,
+    "steps_per_s": 4.5,
+    "metrics": {"train_loss": 0.25},
+    "checkpoint": _CHECKPOINT,
+    "resumed_from_step": 40,
+    "emergency": None,
+    "resume_exact": True,
+    "resume_inexact_reason": None,
+    "training_status": "training",
+    "job": "digits",
+    "attempt": 3,
+    "node": 0,
+    "instance_id": "i-0abc",
+    "training_started_at": 1699999990.0,
+    "interruption_at": None,
+    "stop_reason": None,
+    "exit_code": None,
     "message": None,
 }
 
@@ -85,13 +138,25 @@ def test_a_heartbeat_as_the_previous_agent_wrote_it_reads_typed_and_writes_back_
     assert json.dumps(heartbeat.to_json()) == json.dumps(_PREVIOUS_AGENTS)
 
     before_training = {
-        "training_status": None, "status": "running", "job": "digits", "attempt": 4, "node": 0, "instance_id": "i-0def", "time": 5.0,
-        "training_started_at": None, "interruption_at": None, "stop_reason": None, "exit_code": None, "message": None,
+        "training_status": None,
+        "status": "running",
+        "job": "digits",
+        "attempt": 4,
+        "node": 0,
+        "instance_id": "i-0def",
+        "time": 5.0,
+        "training_started_at": None,
+        "interruption_at": None,
+        "stop_reason": None,
+        "exit_code": None,
+        "message": None,
     }
     assert Heartbeat.from_json(before_training, where=HEARTBEAT_NAME).progress is None
     assert json.dumps(Heartbeat.from_json(before_training, where=HEARTBEAT_NAME).to_json()) == json.dumps(before_training)
     # The previous agent's refusal carried five keys only.
-    refusal = Heartbeat.from_json({"status": "refused", "attempt": 1, "node": 2, "time": 5.0, "message": "not the spec"}, where=HEARTBEAT_NAME)
+    refusal = Heartbeat.from_json(
+        {"status": "refused", "attempt": 1, "node": 2, "time": 5.0, "message": "not the spec"}, where=HEARTBEAT_NAME
+    )
     assert refusal == Heartbeat(status=AgentStatus.REFUSED, attempt=1, node=2, time=5.0, message="not the spec")
 
 
@@ -134,7 +199,9 @@ def _escaped(text: str) -> str:
 
 def test_a_wrongly_typed_heartbeat_in_the_mailbox_is_refused_by_the_channel(tmp_path: Path) -> None:
     channel = JobChannel(Mailbox.at(f"file://{tmp_path}/job"), "job", None)
-    channel.mailbox.write(heartbeat_name(1), {**_PREVIOUS_AGENTS, "node": 1, "attempt": "3", "spotrun_protocol": 1, "spotrun_message": "heartbeat"})
+    channel.mailbox.write(
+        heartbeat_name(1), {**_PREVIOUS_AGENTS, "node": 1, "attempt": "3", "spotrun_protocol": 1, "spotrun_message": "heartbeat"}
+    )
     with pytest.raises(ProtocolError, match="heartbeat-node-1.json: attempt is '3', expected int"):
         channel.read_heartbeat(1)
     channel.mailbox.write(heartbeat_name(1), {"spotrun_protocol": 1})  # not a heartbeat at all

@@ -90,7 +90,11 @@ def _agent(tmp_path: Path, url: str, credentials: LaunchCredentials) -> subproce
     env = {**os.environ, **credentials.to_env(), "SPOTRUN_IMDS_ENDPOINT": "http://127.0.0.1:9", "TMPDIR": str(tmp_path)}
     return subprocess.run(
         [sys.executable, "-m", "runner", "agent", "--checkpoint-url", url, "--attempt", "1"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -144,7 +144,9 @@ def test_json_keeps_seconds(tmp_path):
 # ------------------------------------------------------------------- durations
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90.0), ("5m", 300.0), ("2h", 7200.0), ("1.5m", 90.0), ("250ms", 0.25), ("1d", 86400.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90.0), ("5m", 300.0), ("2h", 7200.0), ("1.5m", 90.0), ("250ms", 0.25), ("1d", 86400.0)]
+)
 def test_durations(tmp_path, text, seconds):
     assert load(tmp_path, job(COMMAND_JOB, checkpoint={"every": text})).checkpoint.every_s == seconds
 
@@ -152,8 +154,18 @@ def test_durations(tmp_path, text, seconds):
 @pytest.mark.parametrize("value", [5, 5.0, "5", 1e20])
 def test_a_duration_written_without_its_unit_is_refused_unless_zero(tmp_path, value):
     """`every: 5` could mean seconds or minutes; zero is zero in any unit, and stored ``*_s`` fields are seconds by name."""
-    problem(tmp_path, job(COMMAND_JOB, checkpoint={"every": value}), "checkpoint.every: expected a duration such as 90s, 5m or 2h", f"got {value!r}")
-    assert load(tmp_path, job(COMMAND_JOB, local={"preempt_every": type(value)(0) if not isinstance(value, str) else "0"})).local.preempt_every_s == 0.0
+    problem(
+        tmp_path,
+        job(COMMAND_JOB, checkpoint={"every": value}),
+        "checkpoint.every: expected a duration such as 90s, 5m or 2h",
+        f"got {value!r}",
+    )
+    assert (
+        load(
+            tmp_path, job(COMMAND_JOB, local={"preempt_every": type(value)(0) if not isinstance(value, str) else "0"})
+        ).local.preempt_every_s
+        == 0.0
+    )
     stored = load(tmp_path, job(COMMAND_JOB, checkpoint={"every": "90s"})).model_dump(mode="json")
     assert JobSpec.model_validate(stored).checkpoint.every_s == 90.0
 
@@ -178,11 +190,20 @@ def test_deadline_as_yaml_timestamp(tmp_path):
 
 
 def test_deadline_without_timezone(tmp_path):
-    problem(tmp_path, job(COMMAND_JOB, budget={"deadline": "2030-01-02T08:00:00"}), "budget.deadline: expected a timezone", "2030-01-02T08:00:00")
+    problem(
+        tmp_path,
+        job(COMMAND_JOB, budget={"deadline": "2030-01-02T08:00:00"}),
+        "budget.deadline: expected a timezone",
+        "2030-01-02T08:00:00",
+    )
 
 
 def test_deadline_as_bare_date(tmp_path):
-    problem(tmp_path, "name: job\ntrain: {command: python x.py}\nbudget: {deadline: 2030-01-02}\n", "budget.deadline: expected a duration such as 12h or an ISO-8601 time")
+    problem(
+        tmp_path,
+        "name: job\ntrain: {command: python x.py}\nbudget: {deadline: 2030-01-02}\n",
+        "budget.deadline: expected a duration such as 12h or an ISO-8601 time",
+    )
 
 
 def test_deadline_in_the_past(tmp_path):
@@ -200,8 +221,11 @@ def test_default_checkpoint_url_follows_spotrun_home(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("url", "resolved"),
     [
-        ("ckpts/run1", "file://{tmp}/ckpts/run1"), ("/data/ckpts/", "file:///data/ckpts"), ("file:///data/x", "file:///data/x"),
-        ("file:/data/x", "file:///data/x"), ("file://localhost/data/x/", "file:///data/x"),  # RFC 8089's other spellings of one path
+        ("ckpts/run1", "file://{tmp}/ckpts/run1"),
+        ("/data/ckpts/", "file:///data/ckpts"),
+        ("file:///data/x", "file:///data/x"),
+        ("file:/data/x", "file:///data/x"),
+        ("file://localhost/data/x/", "file:///data/x"),  # RFC 8089's other spellings of one path
     ],
 )
 def test_plain_paths_become_absolute_file_urls(tmp_path, url, resolved):
@@ -214,13 +238,21 @@ def test_a_file_url_naming_another_host_is_refused(tmp_path):
 
 
 def test_s3_url_on_aws(tmp_path):
-    spec = load(tmp_path, job(COMMAND_JOB, checkpoint={"url": "s3://bucket/runs/"}, resources={"provider": "aws", "instance_types": ["g5.xlarge"]}))
+    spec = load(
+        tmp_path, job(COMMAND_JOB, checkpoint={"url": "s3://bucket/runs/"}, resources={"provider": "aws", "instance_types": ["g5.xlarge"]})
+    )
     assert spec.checkpoint.url == "s3://bucket/runs"
     assert spec.local is None
 
 
 def test_unknown_protocol(tmp_path):
-    problem(tmp_path, job(COMMAND_JOB, checkpoint={"url": "ftps3://bucket/x"}), "checkpoint.url: expected a URL with a protocol fsspec knows", "s3://bucket/prefix", "'ftps3://bucket/x'")
+    problem(
+        tmp_path,
+        job(COMMAND_JOB, checkpoint={"url": "ftps3://bucket/x"}),
+        "checkpoint.url: expected a URL with a protocol fsspec knows",
+        "s3://bucket/prefix",
+        "'ftps3://bucket/x'",
+    )
 
 
 def test_protocol_whose_backend_is_missing(tmp_path, monkeypatch):
@@ -228,7 +260,11 @@ def test_protocol_whose_backend_is_missing(tmp_path, monkeypatch):
         raise ImportError("Install s3fs to access S3")
 
     monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
-    problem(tmp_path, job(COMMAND_JOB, checkpoint={"url": "s3://bucket/x"}), "checkpoint.url: expected a protocol whose fsspec backend is installed (Install s3fs")
+    problem(
+        tmp_path,
+        job(COMMAND_JOB, checkpoint={"url": "s3://bucket/x"}),
+        "checkpoint.url: expected a protocol whose fsspec backend is installed (Install s3fs",
+    )
 
 
 def test_memory_url_is_not_shared(tmp_path):
@@ -238,7 +274,11 @@ def test_memory_url_is_not_shared(tmp_path):
 def test_aws_needs_an_object_store_url(tmp_path):
     aws = {"provider": "aws", "instance_types": ["g5.xlarge"]}
     problem(tmp_path, job(COMMAND_JOB, resources=aws), "checkpoint.url: expected a URL the instances can reach", "got nothing")
-    problem(tmp_path, job(COMMAND_JOB, resources=aws, checkpoint={"url": "/data/x"}), "checkpoint.url: expected a URL the aws instances can reach")
+    problem(
+        tmp_path,
+        job(COMMAND_JOB, resources=aws, checkpoint={"url": "/data/x"}),
+        "checkpoint.url: expected a URL the aws instances can reach",
+    )
 
 
 # ------------------------------------------------------------- bad sections
@@ -247,7 +287,10 @@ def test_aws_needs_an_object_store_url(tmp_path):
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        ({"nmae": "x"}, ["nmae: expected one of the keys budget, checkpoint, local, name,", "(did you mean name?)", "got unknown key 'nmae'"]),
+        (
+            {"nmae": "x"},
+            ["nmae: expected one of the keys budget, checkpoint, local, name,", "(did you mean name?)", "got unknown key 'nmae'"],
+        ),
         ({"train": {"modle": "x.py:M"}}, ["train.modle: expected one of the keys", "(did you mean model?)"]),
         ({"checkpoint": {"every_step": 5}}, ["checkpoint.every_step:", "(did you mean every_steps?)"]),
         ({"name": None}, ["name: expected a value (required), got nothing"]),
@@ -265,13 +308,20 @@ def test_aws_needs_an_object_store_url(tmp_path):
         ({"resources": {"nodes": 0}}, ["resources.nodes: expected", "greater than or equal to 1", "got 0"]),
         ({"resources": {"max_restarts_on_errors": -1}}, ["resources.max_restarts_on_errors: expected greater than or equal to 0"]),
         ({"resources": {"instance_types": "g5.xlarge"}}, ["resources.instance_types: expected a valid list, got 'g5.xlarge'"]),
-        ({"resources": {"provider": "aws"}, "checkpoint": {"url": "s3://b/x"}}, ["resources.instance_types: expected at least one EC2 instance type"]),
+        (
+            {"resources": {"provider": "aws"}, "checkpoint": {"url": "s3://b/x"}},
+            ["resources.instance_types: expected at least one EC2 instance type"],
+        ),
         (
             {"resources": {"provider": "aws", "instance_types": ["g5.xlarge", "big gpu"]}, "checkpoint": {"url": "s3://b/x"}},
             ["resources.instance_types[1]: expected an EC2 instance type such as g5.xlarge, got 'big gpu'"],
         ),
         (
-            {"resources": {"provider": "aws", "instance_types": ["g5.xlarge"]}, "checkpoint": {"url": "s3://b/x"}, "local": {"notice": "5s"}},
+            {
+                "resources": {"provider": "aws", "instance_types": ["g5.xlarge"]},
+                "checkpoint": {"url": "s3://b/x"},
+                "local": {"notice": "5s"},
+            },
             ["local: expected no local section with provider aws"],
         ),
         ({"local": {"spot_price": -0.1}}, ["local.spot_price: expected greater than or equal to 0, got -0.1"]),
@@ -281,7 +331,10 @@ def test_aws_needs_an_object_store_url(tmp_path):
         ({"local": {"cpus": 0}}, ["local.cpus: expected greater than or equal to 1, got 0"]),
         ({"budget": {"max_usd": -5}}, ["budget.max_usd: expected a budget in US dollars above 0 and at most 1,000,000,000, got -5"]),
         ({"budget": {"deadline": "tomorrow"}}, ["budget.deadline: expected a duration such as 12h or an ISO-8601 time"]),
-        ({"train": {"command": None}}, ["train: expected exactly one of model (a LightningModule class) or command (your own script), got neither"]),
+        (
+            {"train": {"command": None}},
+            ["train: expected exactly one of model (a LightningModule class) or command (your own script), got neither"],
+        ),
         ({"train": {"model": "m.py:M"}}, ["train: expected exactly one of model", "got both"]),
         ({"train": {"data": "d.py:D"}}, ["train.data: expected no data with train.command", "got 'd.py:D'"]),
         ({"train": {"model_args": {"lr": 1}}}, ["train.model_args: expected no model_args with train.command"]),
@@ -363,15 +416,29 @@ def test_reference_found_nowhere_says_where_it_looked(tmp_path):
 
 
 def test_malformed_reference(tmp_path):
-    problem(tmp_path, job(MODEL_JOB, train={"data": "digits.DigitsData"}), "train.data: expected 'path/to/file.py:Class' or 'package.module:Class', got 'digits.DigitsData'")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"data": "digits.DigitsData"}),
+        "train.data: expected 'path/to/file.py:Class' or 'package.module:Class', got 'digits.DigitsData'",
+    )
 
 
 def test_class_missing_from_the_file(tmp_path):
-    problem(tmp_path, job(MODEL_JOB, train={"model": f"{DIGITS}:Classifier"}), "train.model: expected a class Classifier", "its LightningModule subclasses: DigitsClassifier")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"model": f"{DIGITS}:Classifier"}),
+        "train.model: expected a class Classifier",
+        "its LightningModule subclasses: DigitsClassifier",
+    )
 
 
 def test_data_module_given_as_model(tmp_path):
-    problem(tmp_path, job(MODEL_JOB, train={"model": f"{DIGITS}:DigitsData"}), "train.model: expected a LightningModule subclass", "deriving from LightningDataModule")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"model": f"{DIGITS}:DigitsData"}),
+        "train.model: expected a LightningModule subclass",
+        "deriving from LightningDataModule",
+    )
 
 
 def test_model_given_as_data_module(tmp_path):
@@ -379,7 +446,11 @@ def test_model_given_as_data_module(tmp_path):
 
 
 def test_model_without_data_needs_its_own_loader(tmp_path):
-    problem(tmp_path, job(MODEL_JOB, train={"data": None, "data_args": None}), "train.data: expected a LightningDataModule, since DigitsClassifier defines no train_dataloader(), got nothing")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"data": None, "data_args": None}),
+        "train.data: expected a LightningDataModule, since DigitsClassifier defines no train_dataloader(), got nothing",
+    )
 
 
 def test_data_args_without_data(tmp_path):
@@ -387,21 +458,37 @@ def test_data_args_without_data(tmp_path):
 
 
 def test_unknown_model_argument(tmp_path):
-    problem(tmp_path, job(MODEL_JOB, train={"model_args": {"learning_rate": 0.1}}), "train.model_args: expected arguments accepted by DigitsClassifier(", "unexpected keyword argument 'learning_rate'")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"model_args": {"learning_rate": 0.1}}),
+        "train.model_args: expected arguments accepted by DigitsClassifier(",
+        "unexpected keyword argument 'learning_rate'",
+    )
 
 
 def test_unknown_trainer_argument(tmp_path):
-    problem(tmp_path, job(MODEL_JOB, train={"trainer": {"max_epoch": 3}}), "train.trainer.max_epoch: expected a lightning.Trainer argument (did you mean max_epochs?), got unknown argument 'max_epoch'")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"trainer": {"max_epoch": 3}}),
+        "train.trainer.max_epoch: expected a lightning.Trainer argument (did you mean max_epochs?), got unknown argument 'max_epoch'",
+    )
 
 
 @pytest.mark.parametrize("value", [0, -2, "three", 2.5, True])
 def test_accumulate_grad_batches_is_a_whole_number_of_batches(tmp_path, value):
-    problem(tmp_path, job(MODEL_JOB, train={"trainer": {"accumulate_grad_batches": value}}),
-            "train.trainer.accumulate_grad_batches: expected a whole number of batches, 1 or more, got")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"trainer": {"accumulate_grad_batches": value}}),
+        "train.trainer.accumulate_grad_batches: expected a whole number of batches, 1 or more, got",
+    )
 
 
 def test_trainer_callbacks_come_from_the_model(tmp_path):
-    problem(tmp_path, job(MODEL_JOB, train={"trainer": {"callbacks": ["EarlyStopping"]}}), "train.trainer.callbacks: expected callbacks from the model's configure_callbacks()")
+    problem(
+        tmp_path,
+        job(MODEL_JOB, train={"trainer": {"callbacks": ["EarlyStopping"]}}),
+        "train.trainer.callbacks: expected callbacks from the model's configure_callbacks()",
+    )
 
 
 def test_valid_model_job(tmp_path):
@@ -461,7 +548,11 @@ def test_too_many_tags_for_an_instance(tmp_path):
 
 @pytest.mark.parametrize(
     ("arguments", "where"),
-    [("{x: !!binary /w==}", "train.model_args.x"), ("{x: [1, {day: 2020-01-01}]}", "train.model_args.x[1].day"), ("{x: !!set {a: null}}", "train.model_args.x")],
+    [
+        ("{x: !!binary /w==}", "train.model_args.x"),
+        ("{x: [1, {day: 2020-01-01}]}", "train.model_args.x[1].day"),
+        ("{x: !!set {a: null}}", "train.model_args.x"),
+    ],
 )
 def test_model_arguments_are_plain_data_the_instance_can_receive(tmp_path, arguments, where):
     text = f"name: job\ntrain: {{model: {DIGITS}:DigitsClassifier, data: {DIGITS}:DigitsData, model_args: {arguments}}}\n"
@@ -470,9 +561,7 @@ def test_model_arguments_are_plain_data_the_instance_can_receive(tmp_path, argum
 
 # --------------------------------------------------------- YAML that is not a job spec's size
 
-BILLION_LAUGHS = "".join(
-    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]\n" for level in range(8)
-)
+BILLION_LAUGHS = "".join(f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]\n" for level in range(8))
 
 
 def test_a_billion_laughs_alias_bomb_is_refused_at_once_and_aliases_within_reason_still_work(tmp_path):
@@ -489,7 +578,9 @@ def test_an_alias_inside_what_it_names_is_refused(tmp_path):
 
 @pytest.mark.parametrize("depth", [65, 100_000])
 def test_deep_nesting_is_refused(tmp_path, depth):
-    problem(tmp_path, COMMAND_YAML + "tags: " + "[" * depth + "]" * depth + "\n", "line 3: expected lists and mappings nested at most 64 deep")
+    problem(
+        tmp_path, COMMAND_YAML + "tags: " + "[" * depth + "]" * depth + "\n", "line 3: expected lists and mappings nested at most 64 deep"
+    )
 
 
 def test_a_spec_file_larger_than_any_spec_is_refused(tmp_path):
@@ -498,7 +589,10 @@ def test_a_spec_file_larger_than_any_spec_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("9" * 5000, "line 3: expected valid YAML, got '999"), ("2030-13-45T00:00:00Z", "line 3: expected valid YAML, got '2030-13-45T00:00:00Z' is no timestamp")],
+    [
+        ("9" * 5000, "line 3: expected valid YAML, got '999"),
+        ("2030-13-45T00:00:00Z", "line 3: expected valid YAML, got '2030-13-45T00:00:00Z' is no timestamp"),
+    ],
 )
 def test_a_scalar_its_type_cannot_hold_is_a_yaml_error(tmp_path, value, expected):
     problem(tmp_path, COMMAND_YAML + f"local: {{seed: {value}}}\n", expected)

@@ -32,7 +32,11 @@ DIGITS_SPEC["train"]["data"] = f"{REPO}/examples/digits.py:DigitsData"
 DIGITS_TEXT = yaml.safe_dump(DIGITS_SPEC, sort_keys=False)
 
 # No deadline (the first example imports lightning), no example database written into the repository.
-FAST: dict[str, Any] = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+FAST: dict[str, Any] = {
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
 
 # ------------------------------------------------------------------ durations
 
@@ -44,7 +48,12 @@ NUMBERS = st.one_of(
 )
 DURATION_TEXT = st.one_of(
     st.text(max_size=30),
-    st.builds(lambda number, space, unit: f"{number}{space}{unit}", NUMBERS, st.sampled_from(["", " ", "\t"]), st.sampled_from([*UNITS, "", "x", "min"])),
+    st.builds(
+        lambda number, space, unit: f"{number}{space}{unit}",
+        NUMBERS,
+        st.sampled_from(["", " ", "\t"]),
+        st.sampled_from([*UNITS, "", "x", "min"]),
+    ),
 )
 
 
@@ -81,13 +90,21 @@ SCALARS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(string.printable + "\x00\x07\u00e9\u2028", max_size=20),
-    st.builds(lambda number, unit: f"{number}{unit}", st.integers(min_value=0, max_value=10**13), st.sampled_from(["", "s", "m", "h", "d", "ms"])),
+    st.builds(
+        lambda number, unit: f"{number}{unit}", st.integers(min_value=0, max_value=10**13), st.sampled_from(["", "s", "m", "h", "d", "ms"])
+    ),
     st.datetimes(timezones=st.none() | st.timezones()),
     st.dates(),
     st.sampled_from(["examples/digits.py:DigitsClassifier", "s3://", "file:///", "~nobody/x.py:M", "on-demand", "auto", "aws", "0", "-1"]),
 )
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4), max_leaves=12)
-SPEC_KEYS = st.sampled_from(["name", "team", "tags", "train", "checkpoint", "resources", "budget", "local", "every", "deadline", "max_usd", "nodes", "model"])
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
+    max_leaves=12,
+)
+SPEC_KEYS = st.sampled_from(
+    ["name", "team", "tags", "train", "checkpoint", "resources", "budget", "local", "every", "deadline", "max_usd", "nodes", "model"]
+)
 DOCUMENTS = st.one_of(VALUES, st.dictionaries(SPEC_KEYS | st.text(max_size=6), VALUES, max_size=6))
 
 
@@ -131,18 +148,74 @@ def _has(node: dict[Any, Any] | list[Any], key: Any) -> bool:
     return key in node if isinstance(node, dict) else isinstance(key, int) and key < len(node)
 
 
-SPLICES = st.sampled_from([
-    "&a ", "*a", "*b", "<<: *a\n", "!!binary ", "!!python/object/apply:os.system ['true']", "!!set ", "!!timestamp ", "[", "]", "{", "}",
-    ": ", "\n- ", "\t", "'", '"', "%YAML 1.1\n", "\n---\n", "\n...\n", "? ", "#", "\\0", "\x00", "\ufeff", "9" * 5000, ".nan", ".inf", "-.inf",
-    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
-    "[" * 200, "2030-13-45T00:00:00Z", "0x" + "f" * 40, "1_000", "0o777", "~", "null", "yes",
-])
+SPLICES = st.sampled_from(
+    [
+        "&a ",
+        "*a",
+        "*b",
+        "<<: *a\n",
+        "!!binary ",
+        "!!python/object/apply:os.system ['true']",
+        "!!set ",
+        "!!timestamp ",
+        "[",
+        "]",
+        "{",
+        "}",
+        ": ",
+        "\n- ",
+        "\t",
+        "'",
+        '"',
+        "%YAML 1.1\n",
+        "\n---\n",
+        "\n...\n",
+        "? ",
+        "#",
+        "\\0",
+        "\x00",
+        "\ufeff",
+        "9" * 5000,
+        ".nan",
+        ".inf",
+        "-.inf",
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
+        "[" * 200,
+        "2030-13-45T00:00:00Z",
+        "0x" + "f" * 40,
+        "1_000",
+        "0o777",
+        "~",
+        "null",
+        "yes",
+    ]
+)
 
 
-VALUE_SPLICES = st.sampled_from([
-    "9" * 5000, "2030-13-45T00:00:00Z", "2001-12-14 21:59:43.10 +04:27:53", ".nan", ".inf", "99999999999d", "5", "-1", "!!binary /w==",
-    "!!set {a: null}", "*undefined", "&x [*x]", "[" * 100 + "]" * 100, '"\\x85"', '"\\0"', "0x" + "f" * 40, "1e400", "~", "[]", "{}",
-])
+VALUE_SPLICES = st.sampled_from(
+    [
+        "9" * 5000,
+        "2030-13-45T00:00:00Z",
+        "2001-12-14 21:59:43.10 +04:27:53",
+        ".nan",
+        ".inf",
+        "99999999999d",
+        "5",
+        "-1",
+        "!!binary /w==",
+        "!!set {a: null}",
+        "*undefined",
+        "&x [*x]",
+        "[" * 100 + "]" * 100,
+        '"\\x85"',
+        '"\\0"',
+        "0x" + "f" * 40,
+        "1e400",
+        "~",
+        "[]",
+        "{}",
+    ]
+)
 
 
 @st.composite
@@ -163,7 +236,7 @@ def spliced_text(draw: st.DrawFn) -> str:
         if action == "insert":
             text = text[:at] + draw(SPLICES) + text[at:]
         else:
-            text = text[:at] + text[at + draw(st.integers(min_value=1, max_value=40)):]
+            text = text[:at] + text[at + draw(st.integers(min_value=1, max_value=40)) :]
     return text
 
 

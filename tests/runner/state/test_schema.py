@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def _spotrun(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 def _engine(url: str) -> sa.Engine:
@@ -121,7 +123,12 @@ def test_an_unreachable_database_or_wrong_credentials_is_one_line_and_exit_2(pos
     spec = tmp_path / "job.yaml"
     spec.write_text("name: nothing-written\ntrain: {command: 'true'}\nresources: {provider: local}\n")
     unreachable = f"postgresql://spotrun:pw@127.0.0.1:{_closed_port()}/spotrun"
-    _assert_refused(_spotrun("run", str(spec), env={"SPOTRUN_DB": unreachable, "SPOTRUN_HOME": str(home)}), "cannot open the state database", "SPOTRUN_DB", "refused")
+    _assert_refused(
+        _spotrun("run", str(spec), env={"SPOTRUN_DB": unreachable, "SPOTRUN_HOME": str(home)}),
+        "cannot open the state database",
+        "SPOTRUN_DB",
+        "refused",
+    )
 
     wrong_password = postgres_server.url(password="not-the-password")
     result = _spotrun("jobs", env={"SPOTRUN_DB": wrong_password, "SPOTRUN_HOME": str(home)})
