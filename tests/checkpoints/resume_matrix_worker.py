@@ -23,7 +23,7 @@ from checkpoints import SpotCheckpoint
 from checkpoints.control import STOP, ControlWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from fork_server import serve
+from fork_server import serve  # noqa: E402
 
 BOARD = struct.Struct("<q")
 
