@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
 
-    def do_PUT(self) -> None:  # noqa: N802 - the name http.server dispatches to
+    def do_PUT(self) -> None:  # the name http.server dispatches to
         """Only the token request is a PUT; its TTL header is mandatory, as on EC2."""
         if self.path != TOKEN_PATH:
             self._reply(HTTPStatus.NOT_FOUND, "Not Found")
@@ -97,7 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.server.metadata.issue_token(int(ttl))
         self._reply(HTTPStatus.OK, token, {TOKEN_TTL_HEADER: ttl})
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+    def do_GET(self) -> None:  # the name http.server dispatches to
         """Every read needs a valid token (IMDSv2 only; v1's tokenless reads get 401)."""
         metadata = self.server.metadata
         if not metadata.token_valid(self.headers.get(TOKEN_HEADER)):
@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:  # the base class's name
         """Access lines go to debug logging instead of stderr."""
         # The agent polls every second or so: one line per request would drown the host's log.
         log.debug("imds %s %s", self.address_string(), format % args)

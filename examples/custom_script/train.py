@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 from checkpoints import spotrun_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, where digits.py lives
-from digits import DigitsClassifier, DigitsData  # noqa: E402
+from digits import DigitsClassifier, DigitsData
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -198,7 +198,7 @@ class Agent:
             job_file = self.scratch / JOB_NAME
             job_file.write_text(json.dumps(stored_form(self.job)))
             argv = [sys.executable, "-m", "runner.instance.train_worker", str(job_file), str(self.scratch / "trainer")]
-        output = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child, closed with it
+        output = open(self.log_file, "ab")  # handed to the child, closed with it
         try:
             return subprocess.Popen(argv, cwd=self.job.workdir, env=env, stdout=output, stderr=subprocess.STDOUT)
         finally:
@@ -248,7 +248,7 @@ class Agent:
         elif self._training_started_file is not None:  # rank 0's agent noted it; read it only where someone waits for it
             try:
                 heartbeat = self.channel.read_heartbeat(0)
-            except Exception as error:  # noqa: BLE001 - the next poll retries (a forged one is ignored the same way)
+            except Exception as error:  # the next poll retries (a forged one is ignored the same way)
                 log.warning("could not read rank 0's heartbeat: %s", error)
                 return
             started = heartbeat.training_started_at if heartbeat is not None and heartbeat.attempt == self.settings.attempt else None
@@ -290,7 +290,7 @@ class Agent:
             return
         try:
             self.channel.write_stop(StopRequest(attempt=self.settings.attempt, kind="gang", reason=reason, time=time.time()))
-        except Exception as error:  # noqa: BLE001 - the collective still carries the stop
+        except Exception as error:  # the collective still carries the stop
             log.warning("could not tell the gang: %s", error)
 
     def _watch_stop_request(self) -> None:
@@ -302,7 +302,7 @@ class Agent:
         except ProtocolError as error:  # another job's (or a damaged) request: not this job's to obey
             log.warning("%s", error)
             return
-        except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; the next poll retries
+        except Exception as error:  # storage trouble must never stop training; the next poll retries
             log.warning("could not read the stop request: %s", error)
             return
         if request is None or request.attempt != self.settings.attempt:
@@ -331,7 +331,7 @@ class Agent:
         except ProtocolError as error:  # a forged grant extends nothing; the last authentic one stands
             log.warning("%s", error)
             granted = None
-        except Exception as error:  # noqa: BLE001 - unreadable now: the grant already held still runs out on time
+        except Exception as error:  # unreadable now: the grant already held still runs out on time
             log.warning("could not read the spending horizon: %s", error)
             granted = None
         if granted is not None and granted.attempt == self.settings.attempt and granted != self._horizon:
@@ -414,7 +414,7 @@ class Agent:
         try:
             self.channel.write_heartbeat(heartbeat)
             self.mailbox.write_bytes(log_name(self.settings.attempt, self.settings.node), self.log_file.read_bytes())
-        except Exception as error:  # noqa: BLE001 - storage trouble must never stop training; next beat retries
+        except Exception as error:  # storage trouble must never stop training; next beat retries
             log.warning("heartbeat upload failed: %s", error)
 
     def _note(self, message: str) -> None:
@@ -438,7 +438,7 @@ def refuse(settings: AgentSettings, error: SpecTamperedError) -> int:
         )
         try:
             channel.write_heartbeat(heartbeat)
-        except Exception as upload_error:  # noqa: BLE001 - the controller still sees the instance end with this exit code
+        except Exception as upload_error:  # the controller still sees the instance end with this exit code
             log.warning("could not report the refusal: %s", upload_error)
     return REFUSED_EXIT_CODE
 

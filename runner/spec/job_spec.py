@@ -670,7 +670,7 @@ def _read_mapping(path: Path, source: str) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise SpecError(f"{source}: expected a UTF-8 YAML file, got undecodable bytes ({error.reason})") from error
     try:
-        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
     except _Refused as error:
         raise SpecError(f"{source}: line {error.line}: {error.problem}") from error
     except yaml.YAMLError as error:

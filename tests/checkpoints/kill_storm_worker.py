@@ -24,7 +24,7 @@ import checkpoints.callback
 from checkpoints import SpotCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from fork_server import serve  # noqa: E402
+from fork_server import serve
 
 # Shared phase file layout: current phase (int32), entries per phase (int32 each), resumed-from step (int32, -1: none).
 PHASES = ("train", "snapshot", "serialize", "upload", "manifest", "retention")

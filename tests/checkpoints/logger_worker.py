@@ -15,7 +15,7 @@ from typing import Any
 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store only on request
 
 import lightning.pytorch as pl
-import mlflow  # noqa: E402, F401 - imported once here, not in every attempt
+import mlflow  # noqa: F401 - imported once here, not in every attempt
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from tensorboard.backend.event_processing import event_accumulator  # noqa: F401
@@ -24,7 +24,7 @@ from toy_training import StopAtStep, ToyData, ToyModel
 from checkpoints import SpotCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from fork_server import serve  # noqa: E402
+from fork_server import serve
 
 NAME = "toy"
 

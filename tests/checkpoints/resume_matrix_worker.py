@@ -23,7 +23,7 @@ from checkpoints import SpotCheckpoint
 from checkpoints.control import STOP, ControlWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from fork_server import serve  # noqa: E402
+from fork_server import serve
 
 BOARD = struct.Struct("<q")
 

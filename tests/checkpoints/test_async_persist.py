@@ -31,7 +31,7 @@ class SlowUploads(MemoryFileSystem):
     most_at_once = 0
     lock = threading.Lock()
 
-    def put_file(self, lpath, rpath, **kwargs):  # noqa: ANN001 - fsspec's signature
+    def put_file(self, lpath, rpath, **kwargs):  # fsspec's signature
         with SlowUploads.lock:
             SlowUploads.active += 1
             SlowUploads.most_at_once = max(SlowUploads.most_at_once, SlowUploads.active)
@@ -107,7 +107,7 @@ class PartedUploads(MemoryFileSystem):
     root_marker = "/"
     parts_done = threading.Semaphore(0)
 
-    def put_file(self, lpath, rpath, callback=None, **kwargs):  # noqa: ANN001 - fsspec's signature
+    def put_file(self, lpath, rpath, callback=None, **kwargs):  # fsspec's signature
         payload = open(lpath, "rb").read()
         callback.set_size(len(payload))
         for _ in range(PARTS):
@@ -120,7 +120,7 @@ class PartedUploads(MemoryFileSystem):
 fsspec.register_implementation("partedmem", PartedUploads, clobber=True)
 
 
-def _persister(tmp_path, url: str):  # noqa: ANN001, ANN202
+def _persister(tmp_path, url: str):
     PartedUploads.parts_done = threading.Semaphore(0)  # count this test's parts only
     return BackgroundPersister(CheckpointStore(url), tmp_path, keep=10, protect=frozenset, spotrun_version="test")
 
@@ -134,7 +134,7 @@ def _wait_for_parts(count: int) -> None:
         assert PartedUploads.parts_done.acquire(timeout=10)
 
 
-def test_an_emergency_supersedes_an_upload_that_has_far_to_go(tmp_path) -> None:  # noqa: ANN001
+def test_an_emergency_supersedes_an_upload_that_has_far_to_go(tmp_path) -> None:
     url = f"partedmem://bucket-{uuid.uuid4().hex[:8]}/run"
     persister = _persister(tmp_path, url)
     persister.last_persist_s = 10.0  # a whole persist is slow: finishing this one would cost ~10 s
@@ -152,7 +152,7 @@ def test_an_emergency_supersedes_an_upload_that_has_far_to_go(tmp_path) -> None:
     persister.close()
 
 
-def test_an_emergency_lets_a_nearly_finished_upload_finish(tmp_path) -> None:  # noqa: ANN001
+def test_an_emergency_lets_a_nearly_finished_upload_finish(tmp_path) -> None:
     url = f"partedmem://bucket-{uuid.uuid4().hex[:8]}/run"
     persister = _persister(tmp_path, url)
     persister.last_persist_s = PARTS * PART_S
@@ -163,7 +163,7 @@ def test_an_emergency_lets_a_nearly_finished_upload_finish(tmp_path) -> None:  #
     persister.close()
 
 
-def test_an_upload_that_alone_can_beat_the_deadline_is_finished(tmp_path) -> None:  # noqa: ANN001
+def test_an_upload_that_alone_can_beat_the_deadline_is_finished(tmp_path) -> None:
     url = f"partedmem://bucket-{uuid.uuid4().hex[:8]}/run"
     persister = _persister(tmp_path, url)
     persister.last_persist_s = 10.0

@@ -45,7 +45,7 @@ class PhaseWatch:
 
     def __init__(self, path: Path) -> None:
         path.write_bytes(LAYOUT.pack(0, *[0] * len(PHASES), -2))
-        self._handle = open(path, "r+b")  # noqa: SIM115 - stays open while the child writes
+        self._handle = open(path, "r+b")  # stays open while the child writes
         self._map = mmap.mmap(self._handle.fileno(), LAYOUT.size)
 
     def read(self) -> tuple[str, list[int], int]:

@@ -145,7 +145,7 @@ def test_poll_reads_spot_interruptions_and_unknown_ids(moto_endpoint: str, fault
     provider.terminate([kept.instance_id, stopped.instance_id])  # terminating twice is fine
 
 
-def test_prices_command_shows_discount_per_zone(fault_proxy: FaultProxy, spotrun_home, monkeypatch) -> None:  # noqa: ANN001
+def test_prices_command_shows_discount_per_zone(fault_proxy: FaultProxy, spotrun_home, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     from runner.cli.app import app

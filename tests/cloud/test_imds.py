@@ -148,10 +148,10 @@ def test_client_survives_an_unreachable_service_and_says_so_once(caplog: pytest.
 
 
 class _GarbageHandler(BaseHTTPRequestHandler):
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._reply(b"a-token")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._reply(b"<html>captive portal</html>")
 
     def _reply(self, body: bytes) -> None:

@@ -62,7 +62,7 @@ class Harness:
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         """`spotrun ARGS` as its own process (the controller), output kept in a file for failure reports."""
-        log = open(self.tmp / f"controller-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - owned by the process
+        log = open(self.tmp / f"controller-{time.monotonic_ns()}.log", "w")  # owned by the process
         return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
 
     def cli(self, *args: str) -> Any:

@@ -82,7 +82,7 @@ class InstanceRunner:
     def _boot(self, instance_id: str, tags: dict[str, str], zone: str) -> RunningInstance:
         metadata = MetadataServer(instance_id, tags=tags)
         endpoint = metadata.start()
-        log = open(self.logs / f"{instance_id}.log", "wb")  # noqa: SIM115 - owned by the process
+        log = open(self.logs / f"{instance_id}.log", "wb")  # owned by the process
         process = subprocess.Popen(
             [
                 sys.executable,

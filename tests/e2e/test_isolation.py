@@ -51,7 +51,7 @@ def _beat(harness: Harness, name: str) -> Heartbeat | None:
 def _training(harness: Harness, name: str, attempt: int, step: int = 1) -> bool:
     try:
         beat = _beat(harness, name)
-    except Exception:  # noqa: BLE001 - not recorded yet
+    except Exception:  # not recorded yet
         return False
     return beat is not None and beat.attempt == attempt and step_of(beat) >= step
 

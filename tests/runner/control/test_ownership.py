@@ -31,7 +31,7 @@ def _spec(tmp_path: Path, name: str, url: str, command: str = "true") -> Path:
     return path
 
 
-def _submit(spec: Path, home: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202 - click's Result
+def _submit(spec: Path, home: Path, monkeypatch: pytest.MonkeyPatch):  # click's Result
     monkeypatch.setenv("SPOTRUN_HOME", str(home))
     return CliRunner().invoke(app, ["submit", str(spec)])
 

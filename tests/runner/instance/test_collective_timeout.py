@@ -69,7 +69,7 @@ def _worker(tmp_path: Path, node: int, port: int) -> tuple[subprocess.Popen[byte
         "SPOTRUN_PROGRESS_FILE": str(progress),
         "SPOTRUN_CONTROL_FILE": str(root / "control.json"),
     }
-    log = open(root / "log", "wb")  # noqa: SIM115 - owned by the process
+    log = open(root / "log", "wb")  # owned by the process
     process = subprocess.Popen(
         [sys.executable, "-m", "runner.instance.train_worker", str(root / "job.json"), str(root / "trainer")],
         cwd=REPO,
