@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEMO_HOME := $(CURDIR)/.spotrun-demo
 
-.PHONY: demo test check install clean
+.PHONY: demo test check lint install clean
 
 install: $(INSTALLED)
 
@@ -29,11 +29,14 @@ test: $(INSTALLED)
 
 # Before every push, in under 3 minutes on 2 cores: lint, formatting, types (mypy's files and strictness come from
 # pyproject.toml) and the tests marked neither `slow` nor `e2e` (pyproject.toml says what each mark means).
-check: $(INSTALLED)
+check: lint
+	$(PY) -m pytest -q -m "not slow and not e2e"
+
+# Lint, formatting and types: what .ci/run checks before the suite.
+lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -m "not slow and not e2e"
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME)
