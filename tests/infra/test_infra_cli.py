@@ -80,7 +80,7 @@ def test_up_show_down_on_a_stand_in_module(spotrun_home: Path, terraform_config:
     assert outputs["spotrun_wheel_sha256"] == sha256_of(wheel)
     assert json.loads((wheel.parent.parent / VARIABLES_FILE).read_text())[WHEEL_VARIABLE] == str(wheel)  # kept for `down`
     with zipfile.ZipFile(wheel) as archive:
-        assert archive.read("runner/infra_cli.py") == Path(runner.cli.infra.__file__).read_bytes()
+        assert archive.read("runner/cli/infra.py") == Path(runner.cli.infra.__file__).read_bytes()
 
     again = _spotrun("up", "--module", str(stand_in_module))
     assert again.exit_code == 0, again.output

@@ -45,8 +45,8 @@ def test_the_wheel_is_the_running_code_and_the_same_bytes_every_time(running_whe
     for name in (
         "cloud/running_wheel.py",
         "cloud/rendezvous.py",
-        "runner/gc.py",
-        "runner/infra_cli.py",
+        "runner/control/gc.py",
+        "runner/cli/infra.py",
         "terraform/main.tf",
         "terraform/user_data.sh.tftpl",
     ):
